@@ -1,0 +1,15 @@
+//! Data: MovieLens loaders, the stage-1 retriever, re-ranking requests and their cache.
+
+mod build;
+mod cache;
+pub mod movielens;
+mod request;
+mod retriever;
+mod stats;
+
+pub use build::{RequestConfig, build_from_dir, dataset_name};
+pub use cache::{Origin, cache_key, load_or_build, write_atomic};
+pub use movielens::{Layout, RatingLog, detect_layout};
+pub use request::{Dataset, Item, Request, RetrievalQuality, Split};
+pub use retriever::{Retriever, RetrieverConfig};
+pub use stats::{DataStats, SplitStats};

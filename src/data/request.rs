@@ -1,0 +1,106 @@
+//! The re-ranking request and the dataset that holds them.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Layout, RequestConfig, Retriever};
+
+/// One item of the catalogue, with the features models may use.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Item {
+    /// The id in the source files.
+    pub raw_id: u64,
+    pub title: String,
+    /// Indices into [`Dataset::genres`].
+    pub genres: Vec<u16>,
+    pub year: Option<u16>,
+}
+
+/// A user, N candidates, and the list that was logged for them.
+///
+/// Items are dense indices into [`Dataset::items`]; users into [`Dataset::users`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub user: u32,
+    /// Up to `history_len` earlier items, oldest first.
+    pub history: Vec<u32>,
+    /// Feedback on each history item (1 = positive).
+    pub history_labels: Vec<u8>,
+    /// The N candidates, in a seeded random order.
+    pub candidates: Vec<u32>,
+    /// The logged list of L items, in the order they were logged.
+    pub logged: Vec<u32>,
+    /// Feedback on each logged item (1 = positive).
+    pub labels: Vec<u8>,
+    /// Timestamp of the first logged item.
+    pub time: i64,
+}
+
+impl Request {
+    /// Label of every candidate: its logged label, 0 for candidates not in the logged list.
+    pub fn candidate_labels(&self) -> Vec<u8> {
+        self.candidates
+            .iter()
+            .map(|c| {
+                self.logged
+                    .iter()
+                    .position(|l| l == c)
+                    .map_or(0, |p| self.labels[p])
+            })
+            .collect()
+    }
+
+    /// Number of positive logged items.
+    pub fn positives(&self) -> usize {
+        self.labels.iter().filter(|&&y| y > 0).count()
+    }
+}
+
+/// A split of the requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+pub enum Split {
+    Train,
+    Valid,
+    Test,
+}
+
+/// How good the stage-1 retriever is on test requests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RetrievalQuality {
+    /// Mean recall@50 of test logged positives, ranking all known items not rated before.
+    pub retriever_recall_at_50: f64,
+    /// The same for train-split popularity.
+    pub popularity_recall_at_50: f64,
+    /// Test requests with at least one positive (the denominator).
+    pub requests: usize,
+}
+
+/// Requests built from one rating log, with everything needed to score them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Dataset {
+    /// Folder name of the source.
+    pub name: String,
+    pub layout: Layout,
+    pub config: RequestConfig,
+    pub items: Vec<Item>,
+    pub genres: Vec<String>,
+    /// Raw user ids, indexed by dense user index.
+    pub users: Vec<u64>,
+    pub train: Vec<Request>,
+    pub valid: Vec<Request>,
+    pub test: Vec<Request>,
+    /// Train-split interaction count per item.
+    pub popularity: Vec<u32>,
+    pub retriever: Retriever,
+    pub retrieval: RetrievalQuality,
+}
+
+impl Dataset {
+    /// The requests of one split.
+    pub fn split(&self, split: Split) -> &[Request] {
+        match split {
+            Split::Train => &self.train,
+            Split::Valid => &self.valid,
+            Split::Test => &self.test,
+        }
+    }
+}

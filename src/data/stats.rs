@@ -1,0 +1,80 @@
+//! Summary statistics of a dataset, per split.
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+
+use super::{Dataset, Request, Split};
+
+/// Statistics of one split.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SplitStats {
+    pub users: usize,
+    /// Distinct items among the split's logged lists.
+    pub items: usize,
+    pub requests: usize,
+    /// Share of positive labels among logged items.
+    pub positive_rate: f64,
+    pub requests_without_positives: usize,
+    pub mean_history_len: f64,
+}
+
+/// Statistics of a whole dataset, as `goalrank data` prints them.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DataStats {
+    pub name: String,
+    pub layout: String,
+    /// Items in the catalogue.
+    pub catalogue_items: usize,
+    pub train: SplitStats,
+    pub valid: SplitStats,
+    pub test: SplitStats,
+    /// Positive rate over all splits.
+    pub positive_rate: f64,
+    pub retriever_recall_at_50: f64,
+    pub popularity_recall_at_50: f64,
+}
+
+impl SplitStats {
+    pub fn of(requests: &[Request]) -> Self {
+        let users: HashSet<u32> = requests.iter().map(|r| r.user).collect();
+        let items: HashSet<u32> = requests
+            .iter()
+            .flat_map(|r| r.logged.iter().copied())
+            .collect();
+        let labels = requests.iter().map(|r| r.labels.len()).sum::<usize>();
+        let positives = requests.iter().map(Request::positives).sum::<usize>();
+        let history = requests.iter().map(|r| r.history.len()).sum::<usize>();
+        let n = requests.len().max(1) as f64;
+        Self {
+            users: users.len(),
+            items: items.len(),
+            requests: requests.len(),
+            positive_rate: positives as f64 / labels.max(1) as f64,
+            requests_without_positives: requests.iter().filter(|r| r.positives() == 0).count(),
+            mean_history_len: history as f64 / n,
+        }
+    }
+}
+
+impl DataStats {
+    pub fn of(dataset: &Dataset) -> Self {
+        let all: Vec<&Request> = [Split::Train, Split::Valid, Split::Test]
+            .iter()
+            .flat_map(|&s| dataset.split(s))
+            .collect();
+        let labels = all.iter().map(|r| r.labels.len()).sum::<usize>();
+        let positives = all.iter().map(|r| r.positives()).sum::<usize>();
+        Self {
+            name: dataset.name.clone(),
+            layout: dataset.layout.to_string(),
+            catalogue_items: dataset.items.len(),
+            train: SplitStats::of(&dataset.train),
+            valid: SplitStats::of(&dataset.valid),
+            test: SplitStats::of(&dataset.test),
+            positive_rate: positives as f64 / labels.max(1) as f64,
+            retriever_recall_at_50: dataset.retrieval.retriever_recall_at_50,
+            popularity_recall_at_50: dataset.retrieval.popularity_recall_at_50,
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! The three MovieLens layouts and their errors.
+
+use goalrank::Error;
+use goalrank::data::{Layout, detect_layout, movielens};
+
+use crate::common::{copy_fixture, fixture, replace_line, small_config};
+
+const LAYOUTS: [(&str, Layout); 3] = [
+    ("ml-latest-tiny", Layout::Latest),
+    ("ml-100k-tiny", Layout::Ml100k),
+    ("ml-1m-tiny", Layout::Ml1m),
+];
+
+#[test]
+fn each_layout_is_detected_and_loaded() {
+    for (name, layout) in LAYOUTS {
+        let dir = fixture(name);
+        assert_eq!(detect_layout(&dir).expect("layout"), layout, "{name}");
+        let log = movielens::load(&dir).expect("load");
+        assert_eq!(log.ratings.len(), 245, "{name}");
+        assert_eq!(log.movies.len(), 60, "{name}");
+        // Latin-1 in ml-100k and ml-1m, UTF-8 in ml-latest: the same title either way.
+        let amelie = log.movies.iter().find(|m| m.id == 33).expect("movie 33");
+        assert_eq!(amelie.title, "Amélie (2001)", "{name}");
+        assert_eq!(amelie.year, Some(2001), "{name}");
+        // A quoted CSV title with a comma survives.
+        let creme = log.movies.iter().find(|m| m.id == 21).expect("movie 21");
+        assert!(creme.title.contains("Crème, La"), "{name}: {}", creme.title);
+        let genres: usize = log.movies.iter().map(|m| m.genres.len()).sum();
+        assert!(genres >= 60, "{name}: every movie has a genre");
+    }
+}
+
+#[test]
+fn the_three_layouts_give_the_same_requests() {
+    let config = small_config();
+    let build = |name: &str| {
+        let log = movielens::load(&fixture(name)).expect("load");
+        config.build(&log, name, false).expect("build")
+    };
+    let latest = build("ml-latest-tiny");
+    for name in ["ml-100k-tiny", "ml-1m-tiny"] {
+        let other = build(name);
+        assert_eq!(latest.train, other.train, "{name}");
+        assert_eq!(latest.valid, other.valid, "{name}");
+        assert_eq!(latest.test, other.test, "{name}");
+    }
+}
+
+#[test]
+fn malformed_rating_names_file_line_and_field() {
+    let dir = copy_fixture("ml-latest-tiny");
+    let ratings = dir.path().join("ratings.csv");
+    replace_line(&ratings, 5, "3,9,abc,1000000000");
+    match movielens::load(dir.path()) {
+        Err(Error::Parse {
+            path, line, field, ..
+        }) => {
+            assert_eq!(path, ratings);
+            assert_eq!(line, 5);
+            assert_eq!(field, "rating");
+        }
+        other => panic!("expected a parse error, got {other:?}"),
+    }
+}
+
+#[test]
+fn short_dat_row_names_the_line() {
+    let dir = copy_fixture("ml-1m-tiny");
+    replace_line(&dir.path().join("ratings.dat"), 7, "3::9::4");
+    let err = movielens::load(dir.path()).expect_err("short row");
+    let text = err.to_string();
+    assert!(text.contains("ratings.dat:7:"), "{text}");
+    assert!(err.is_input());
+}
+
+#[test]
+fn rating_of_unknown_movie_is_an_error() {
+    let dir = copy_fixture("ml-100k-tiny");
+    replace_line(&dir.path().join("u.data"), 3, "1\t99999\t4\t1000000000");
+    let text = movielens::load(dir.path())
+        .expect_err("unknown movie")
+        .to_string();
+    assert!(
+        text.contains("u.data:3:") && text.contains("99999"),
+        "{text}"
+    );
+}
+
+#[test]
+fn missing_file_and_unknown_layout() {
+    let dir = copy_fixture("ml-latest-tiny");
+    std::fs::remove_file(dir.path().join("movies.csv")).expect("remove");
+    match detect_layout(dir.path()) {
+        Err(Error::MissingFile { path, .. }) => assert!(path.ends_with("movies.csv")),
+        other => panic!("expected a missing file, got {other:?}"),
+    }
+    let empty = tempfile::tempdir().expect("tempdir");
+    assert!(matches!(
+        detect_layout(empty.path()),
+        Err(Error::UnknownLayout { .. })
+    ));
+    let gone = empty.path().join("nope");
+    assert!(matches!(detect_layout(&gone), Err(Error::Read { .. })));
+}

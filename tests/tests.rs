@@ -1,0 +1,6 @@
+//! Integration tests: one binary, one module per area.
+
+mod cli;
+mod common;
+mod loaders;
+mod requests;
