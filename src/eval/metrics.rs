@@ -31,6 +31,14 @@ fn discount(position: usize) -> f64 {
 }
 
 /// H@k: logged positives that the first `k` chosen items recover, over logged positives.
+///
+/// ```
+/// use goalrank::eval::metrics::hit_ratio;
+/// // Logged [1, 2, 3] with labels [1, 0, 1]; the chosen list finds item 3 only.
+/// assert_eq!(hit_ratio(&[3, 9], &[1, 2, 3], &[1.0, 0.0, 1.0], 2), Some(0.5));
+/// // No logged positive: undefined.
+/// assert_eq!(hit_ratio(&[3, 9], &[1, 2, 3], &[0.0; 3], 2), None);
+/// ```
 pub fn hit_ratio(chosen: &[u32], logged: &[u32], gains: &[f32], k: usize) -> Option<f64> {
     let p = positives(gains);
     (p > 0).then(|| hits(chosen, logged, gains, k) as f64 / p as f64)
