@@ -38,6 +38,9 @@ pub enum Error {
     /// The data or a config value makes the requested job impossible.
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// A tensor could not be read back from the device.
+    #[error("backend: {0}")]
+    Backend(String),
     /// Writing or reading a cached artifact failed.
     #[error("{path}: {message}")]
     Artifact { path: PathBuf, message: String },
@@ -46,7 +49,7 @@ pub enum Error {
 impl Error {
     /// True when the error is the user's input, not the machine: the CLI exits with code 2.
     pub fn is_input(&self) -> bool {
-        !matches!(self, Error::Artifact { .. })
+        !matches!(self, Error::Artifact { .. } | Error::Backend(_))
     }
 
     pub(crate) fn parse(

@@ -16,5 +16,7 @@
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod model;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -3,4 +3,6 @@
 mod cli;
 mod common;
 mod loaders;
+mod models;
 mod requests;
+mod train;

@@ -1,5 +1,6 @@
 //! Data: MovieLens loaders, the stage-1 retriever, re-ranking requests and their cache.
 
+mod batch;
 mod build;
 mod cache;
 pub mod movielens;
@@ -7,6 +8,7 @@ mod request;
 mod retriever;
 mod stats;
 
+pub use batch::{Batch, ItemBatch, YEAR_BUCKETS};
 pub use build::{RequestConfig, build_from_dir, dataset_name};
 pub use cache::{Origin, cache_key, load_or_build, write_atomic};
 pub use movielens::{Layout, RatingLog, detect_layout};

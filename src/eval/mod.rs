@@ -1,10 +1,14 @@
 //! Evaluation: metrics, simple policies and the evaluator that scores a policy on a split.
 
 mod evaluate;
+mod fit;
+mod generator;
 pub mod metrics;
 mod policy;
 mod ranking;
 
 pub use evaluate::{MetricAccumulator, Metrics, evaluate};
+pub use fit::{FitOptions, RunState, fit_goalrank, fit_reward, generator_metrics};
+pub use generator::{RewardQuality, generator_rankings, mean_reward, reward_quality};
 pub use policy::SimplePolicy;
 pub use ranking::Ranking;

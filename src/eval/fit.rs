@@ -1,0 +1,236 @@
+//! Training runs: drive a trainer's `step()`, log every step to `metrics.jsonl`, evaluate on
+//! validation, keep the best checkpoint, and resume an interrupted run.
+//!
+//! A run folder holds `config.json`, `model.bpk` (best on validation), `last.bpk` +
+//! `optimizer.bin` + `state.json` (for `--resume`) and `metrics.jsonl`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::tensor::Device;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use super::{MetricAccumulator, Metrics, generator_rankings, reward_quality};
+use crate::data::{Dataset, Split};
+use crate::model::{Generator, RewardModel};
+use crate::train::checkpoint::{
+    load_json, load_module, save_json, save_module, write_bytes_atomic,
+};
+use crate::train::{GoalRankConfig, GoalRankTrainer, RewardTrainer, RewardTrainingConfig};
+use crate::{Error, Result};
+
+/// Where and how long a run trains.
+#[derive(Clone, Debug)]
+pub struct FitOptions {
+    pub run_dir: PathBuf,
+    /// Optimiser steps in all (GoalRank) — the reward model counts epochs instead.
+    pub steps: usize,
+    /// Validate (and maybe checkpoint) every this many steps.
+    pub eval_every: usize,
+    /// Continue from `last.bpk` in `run_dir`.
+    pub resume: bool,
+    pub progress: bool,
+    pub device: Device,
+}
+
+/// Progress of a run, saved next to its last checkpoint.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunState {
+    pub step: usize,
+    pub best_step: usize,
+    /// Best validation value (N@L for GoalRank, log-loss for reward models).
+    pub best: Option<f64>,
+    pub seconds: f64,
+}
+
+fn bar(progress: bool, len: usize, label: &str) -> ProgressBar {
+    let bar = if progress {
+        ProgressBar::new(len as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    let template = format!("{label} {{bar:30}} {{pos}}/{{len}} {{elapsed}}<{{eta}} {{msg}}");
+    bar.set_style(
+        ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Appends JSON lines to `metrics.jsonl`.
+struct MetricsLog(std::fs::File, PathBuf);
+
+impl MetricsLog {
+    fn open(dir: &Path, append: bool) -> Result<Self> {
+        let path = dir.join("metrics.jsonl");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(append)
+            .write(true)
+            .truncate(!append)
+            .open(&path)
+            .map_err(|e| Error::Artifact {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(Self(file, path))
+    }
+
+    fn write(&mut self, value: serde_json::Value) -> Result<()> {
+        writeln!(self.0, "{value}").map_err(|e| Error::Artifact {
+            path: self.1.clone(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// Metrics of a generator's greedy lists on a split.
+pub fn generator_metrics(
+    model: &Generator,
+    dataset: &Dataset,
+    split: Split,
+    device: &Device,
+) -> Result<Metrics> {
+    let requests = dataset.split(split);
+    let rankings = generator_rankings(model, dataset, requests, 256, device)?;
+    let mut acc = MetricAccumulator::new(dataset.config.list_len);
+    for (r, ranking) in requests.iter().zip(&rankings) {
+        acc.add(r, ranking);
+    }
+    Ok(acc.finish())
+}
+
+/// Trains a reward model on `split` for `config.epochs`, keeping the epoch with the lowest
+/// log-loss on `check` (validation for the main model; train for the independent evaluator,
+/// which is trained on validation).
+pub fn fit_reward(
+    dataset: &Dataset,
+    split: Split,
+    check: Split,
+    config: &RewardTrainingConfig,
+    options: &FitOptions,
+) -> Result<(RewardModel, RunState)> {
+    let dir = &options.run_dir;
+    save_json(
+        &serde_json::json!({
+            "kind": "reward",
+            "split": split,
+            "training": config,
+            "model": config.model(dataset),
+            "data": dataset.config,
+            "dataset": dataset.name,
+        }),
+        &dir.join("config.json"),
+    )?;
+    let mut log = MetricsLog::open(dir, false)?;
+    let start = Instant::now();
+    let mut trainer = RewardTrainer::new(dataset, split, config, &options.device);
+    let per_epoch = trainer.steps_per_epoch();
+    let progress = bar(options.progress, per_epoch * config.epochs, "reward");
+    let mut state = RunState::default();
+    let mut best_model = trainer.model();
+    for epoch in 1..=config.epochs {
+        for _ in 0..per_epoch {
+            let record = trainer.step();
+            progress.set_message(format!("loss {:.4}", record.loss));
+            progress.inc(1);
+            log.write(serde_json::json!({"kind": "train", "record": record}))?;
+            state.step = record.step;
+        }
+        let model = trainer.model();
+        let quality = reward_quality(&model, dataset, dataset.split(check), 256, &options.device)?;
+        log.write(serde_json::json!({"kind": "valid", "epoch": epoch, "step": state.step, "quality": quality}))?;
+        if state.best.is_none_or(|b| quality.log_loss < b) {
+            state.best = Some(quality.log_loss);
+            state.best_step = state.step;
+            save_module(&model, &dir.join("model.bpk"))?;
+            best_model = model;
+        }
+    }
+    progress.finish_and_clear();
+    state.seconds = start.elapsed().as_secs_f64();
+    save_json(&state, &dir.join("state.json"))?;
+    Ok((best_model, state))
+}
+
+/// Trains GoalRank for `options.steps`, validating N@L every `eval_every` steps and keeping the
+/// best checkpoint. With `resume`, continues from the run folder's last checkpoint.
+pub fn fit_goalrank(
+    dataset: &Dataset,
+    reward: RewardModel,
+    config: &GoalRankConfig,
+    options: &FitOptions,
+) -> Result<(Generator, RunState)> {
+    let dir = &options.run_dir;
+    let device = &options.device;
+    let model_config = config.model(dataset);
+    let resumable = dir.join("state.json").is_file() && dir.join("last.bpk").is_file();
+    let (mut trainer, mut state) = if options.resume && resumable {
+        let state: RunState = load_json(&dir.join("state.json"))?;
+        let model = load_module(
+            model_config.init(&device.clone().autodiff()),
+            &dir.join("last.bpk"),
+        )?;
+        let mut trainer =
+            GoalRankTrainer::with_model(dataset, reward, config.clone(), model, device);
+        let optimizer = std::fs::read(dir.join("optimizer.bin")).map_err(|source| Error::Read {
+            path: dir.join("optimizer.bin"),
+            source,
+        })?;
+        trainer.resume(state.step, optimizer)?;
+        (trainer, state)
+    } else {
+        if options.resume {
+            eprintln!("{}: nothing to resume, starting afresh", dir.display());
+        }
+        save_json(
+            &serde_json::json!({
+                "kind": "goalrank",
+                "training": config,
+                "model": model_config,
+                "data": dataset.config,
+                "dataset": dataset.name,
+            }),
+            &dir.join("config.json"),
+        )?;
+        (
+            GoalRankTrainer::new(dataset, reward, config.clone(), device),
+            RunState::default(),
+        )
+    };
+    let mut log = MetricsLog::open(dir, options.resume && resumable)?;
+    let start = Instant::now() - std::time::Duration::from_secs_f64(state.seconds);
+    let progress = bar(options.progress, options.steps, "goalrank");
+    progress.set_position(state.step as u64);
+    let mut best_model = load_module(model_config.init(device), &dir.join("model.bpk"))
+        .unwrap_or_else(|_| trainer.model());
+    while trainer.steps_done() < options.steps {
+        let record = trainer.step();
+        progress.set_message(format!(
+            "loss {:.3} R {:.3}",
+            record.loss, record.reward_mean
+        ));
+        progress.inc(1);
+        log.write(serde_json::json!({"kind": "train", "record": record}))?;
+        let step = trainer.steps_done();
+        if step % options.eval_every.max(1) == 0 || step == options.steps {
+            let model = trainer.model();
+            let metrics = generator_metrics(&model, dataset, Split::Valid, device)?;
+            log.write(serde_json::json!({"kind": "valid", "step": step, "metrics": metrics}))?;
+            if state.best.is_none_or(|b| metrics.ndcg > b) {
+                state.best = Some(metrics.ndcg);
+                state.best_step = step;
+                save_module(&model, &dir.join("model.bpk"))?;
+                best_model = model.clone();
+            }
+            state.step = step;
+            state.seconds = start.elapsed().as_secs_f64();
+            save_module(&model, &dir.join("last.bpk"))?;
+            write_bytes_atomic(&dir.join("optimizer.bin"), &trainer.optimizer_bytes()?)?;
+            save_json(&state, &dir.join("state.json"))?;
+        }
+    }
+    progress.finish_and_clear();
+    Ok((best_model, state))
+}

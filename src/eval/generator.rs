@@ -1,0 +1,128 @@
+//! Scoring learned models on requests: greedy generator lists, list rewards, reward-model quality.
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::Serialize;
+
+use super::{Ranking, metrics};
+use crate::data::{Batch, Dataset, Request};
+use crate::model::{Decode, Generator, RewardModel};
+use crate::train::bce_with_logits;
+use crate::{Error, Result};
+
+fn read_i64<const D: usize>(t: Tensor<D, Int>) -> Result<Vec<i64>> {
+    t.into_data()
+        .try_into_vec_as::<i64>()
+        .map_err(|e| Error::Backend(format!("{e:?}")))
+}
+
+fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.into_data()
+        .try_into_vec_as::<f32>()
+        .map_err(|e| Error::Backend(format!("{e:?}")))
+}
+
+/// The generator's greedy list for every request; candidate scores are the first step's
+/// log-probabilities.
+pub fn generator_rankings(
+    model: &Generator,
+    dataset: &Dataset,
+    requests: &[Request],
+    batch_size: usize,
+    device: &Device,
+) -> Result<Vec<Ranking>> {
+    let mut out = Vec::with_capacity(requests.len());
+    for chunk in requests.chunks(batch_size.max(1)) {
+        let refs: Vec<&Request> = chunk.iter().collect();
+        let batch = Batch::new(dataset, &refs, device);
+        let encoded = model.encode(&batch);
+        let decoded = model.decode(&encoded, 1, Decode::Greedy);
+        let lists = read_i64(decoded.lists)?;
+        let scores = read_f32(model.first_step_log_probs(&encoded))?;
+        let (l, n) = (model.list_len(), dataset.config.candidates);
+        for (i, r) in chunk.iter().enumerate() {
+            let list = lists[i * l..(i + 1) * l]
+                .iter()
+                .map(|&p| r.candidates[p as usize])
+                .collect();
+            out.push(Ranking {
+                list,
+                scores: scores[i * n..(i + 1) * n].to_vec(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Mean list reward R of each request's chosen list under `reward`.
+pub fn mean_reward(
+    reward: &RewardModel,
+    dataset: &Dataset,
+    requests: &[Request],
+    rankings: &[Ranking],
+    batch_size: usize,
+    device: &Device,
+) -> Result<f64> {
+    let l = reward.list_len();
+    let mut total = 0.0f64;
+    for (chunk, ranks) in requests
+        .chunks(batch_size.max(1))
+        .zip(rankings.chunks(batch_size.max(1)))
+    {
+        let refs: Vec<&Request> = chunk.iter().collect();
+        let batch = Batch::new(dataset, &refs, device);
+        let mut positions = Vec::with_capacity(chunk.len() * l);
+        for (r, ranking) in chunk.iter().zip(ranks) {
+            for item in ranking.list.iter().take(l) {
+                let p = r.candidates.iter().position(|c| c == item).ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "list item {item} is not a candidate of its request"
+                    ))
+                })?;
+                positions.push(p as i64);
+            }
+        }
+        let lists =
+            Tensor::<3, Int>::from_data(TensorData::new(positions, [chunk.len(), 1, l]), device);
+        let (_, rewards) = reward.score(&reward.context(&batch), lists);
+        total += read_f32(rewards)?
+            .iter()
+            .map(|&r| f64::from(r))
+            .sum::<f64>();
+    }
+    Ok(total / requests.len().max(1) as f64)
+}
+
+/// How well a reward model predicts logged labels.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct RewardQuality {
+    /// Mean binary cross-entropy per logged item.
+    pub log_loss: f64,
+    /// AUC of per-position probabilities against labels, pooled over all logged items.
+    pub auc: f64,
+}
+
+/// Log-loss and pooled AUC of `reward` on the logged lists of `requests`.
+pub fn reward_quality(
+    reward: &RewardModel,
+    dataset: &Dataset,
+    requests: &[Request],
+    batch_size: usize,
+    device: &Device,
+) -> Result<RewardQuality> {
+    let mut scores = Vec::new();
+    let mut labels = Vec::new();
+    let mut loss = 0.0f64;
+    for chunk in requests.chunks(batch_size.max(1)) {
+        let refs: Vec<&Request> = chunk.iter().collect();
+        let batch = Batch::new(dataset, &refs, device);
+        let logits = reward.logged_logits(&batch);
+        let batch_loss = bce_with_logits(logits.clone(), batch.labels.clone());
+        loss += f64::from(batch_loss.into_scalar::<f32>()) * chunk.len() as f64;
+        scores.extend(read_f32(logits)?);
+        labels.extend(chunk.iter().flat_map(|r| r.labels.iter().map(|&y| y > 0)));
+    }
+    Ok(RewardQuality {
+        log_loss: loss / requests.len().max(1) as f64,
+        auc: metrics::auc(&scores, &labels).unwrap_or(0.5),
+    })
+}

@@ -1,0 +1,285 @@
+//! The GoalRank generator: encode the user and all N candidates once, then decode L steps.
+//!
+//! Step t scores the remaining candidates given the chosen prefix:
+//! `u_t = user + step_t + P · mean(prefix)`, `z_t = u_t + MLP(LN u_t)`,
+//! `s_tj = (W_q LN z_t) · k_j / √d`, chosen candidates masked, softmax over the rest.
+//! log π(l) = Σ_t log π(a_t | a_<t). Teacher forcing computes all L steps at once, because the
+//! prefix mean is an exclusive cumulative sum.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::transformer::{
+    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
+};
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::{gelu, log_softmax};
+use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
+
+use super::encoder::{EncoderConfig, ItemEncoder, UserEncoder};
+use super::gather::{gather_rows, repeat_group};
+use crate::data::Batch;
+
+#[derive(Config, Debug)]
+pub struct GeneratorConfig {
+    pub encoder: EncoderConfig,
+    /// List length L.
+    pub list_len: usize,
+    #[config(default = 2)]
+    pub layers: usize,
+    #[config(default = 4)]
+    pub heads: usize,
+    #[config(default = 0.0)]
+    pub dropout: f64,
+}
+
+#[derive(Module, Debug)]
+pub struct Generator {
+    items: ItemEncoder,
+    user: UserEncoder,
+    transformer: TransformerEncoder,
+    norm: LayerNorm,
+    step: Embedding,
+    prefix: Linear,
+    mlp_norm: LayerNorm,
+    mlp_in: Linear,
+    mlp_out: Linear,
+    query_norm: LayerNorm,
+    query: Linear,
+    key: Linear,
+    list_len: usize,
+}
+
+/// A request batch encoded once.
+#[derive(Clone, Debug)]
+pub struct Encoded {
+    /// `[B, d]`
+    pub user: Tensor<2>,
+    /// `[B, N, d]` contextual candidate embeddings (what the prefix mean averages).
+    pub candidates: Tensor<3>,
+    /// `[B, N, d]` keys the decoder's queries score.
+    pub keys: Tensor<3>,
+}
+
+impl Encoded {
+    /// The same encoding cut from the autodiff graph.
+    pub fn detach(&self) -> Self {
+        Self {
+            user: self.user.clone().detach(),
+            candidates: self.candidates.clone().detach(),
+            keys: self.keys.clone().detach(),
+        }
+    }
+}
+
+/// How the decoder picks each item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decode {
+    /// The most likely remaining item.
+    Greedy,
+    /// A draw from the step distribution (Gumbel-max).
+    Sample,
+}
+
+/// Lists and their log-probabilities.
+#[derive(Clone, Debug)]
+pub struct Decoded {
+    /// `[B, K, L]` candidate positions.
+    pub lists: Tensor<3, Int>,
+    /// `[B, K]` log π(l).
+    pub log_probs: Tensor<2>,
+}
+
+impl GeneratorConfig {
+    pub fn init(&self, device: &Device) -> Generator {
+        let d = self.encoder.d_model;
+        Generator {
+            items: self.encoder.init_items(device),
+            user: self.encoder.init_user(device),
+            transformer: TransformerEncoderConfig::new(d, 4 * d, self.heads, self.layers)
+                .with_dropout(self.dropout)
+                .with_norm_first(true)
+                .init(device),
+            norm: LayerNormConfig::new(d).init(device),
+            step: EmbeddingConfig::new(self.list_len, d).init(device),
+            prefix: LinearConfig::new(d, d).init(device),
+            mlp_norm: LayerNormConfig::new(d).init(device),
+            mlp_in: LinearConfig::new(d, 4 * d).init(device),
+            mlp_out: LinearConfig::new(4 * d, d).init(device),
+            query_norm: LayerNormConfig::new(d).init(device),
+            query: LinearConfig::new(d, d).init(device),
+            key: LinearConfig::new(d, d).init(device),
+            list_len: self.list_len,
+        }
+    }
+}
+
+/// Standard Gumbel noise.
+fn gumbel<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
+    let u = Tensor::<D>::random(shape, Distribution::Uniform(1e-9, 1.0), device);
+    u.log().neg().log().neg()
+}
+
+impl Generator {
+    pub fn list_len(&self) -> usize {
+        self.list_len
+    }
+
+    /// Encodes the user and the candidates together.
+    ///
+    /// # Shapes
+    /// - output: user `[B, d]`, candidates and keys `[B, N, d]`
+    pub fn encode(&self, batch: &Batch) -> Encoded {
+        let history = self.items.forward(&batch.history);
+        let user = self.user.forward(history, batch);
+        let candidates = self.items.forward(&batch.candidates);
+        let [b, n, d] = candidates.dims();
+        let tokens = Tensor::cat(vec![user.reshape([b, 1, d]), candidates], 1);
+        let hidden = self.norm.forward(
+            self.transformer
+                .forward(TransformerEncoderInput::new(tokens)),
+        );
+        let user = hidden.clone().slice([0..b, 0..1, 0..d]).reshape([b, d]);
+        let candidates = hidden.slice([0..b, 1..n + 1, 0..d]);
+        let keys = self.key.forward(candidates.clone());
+        Encoded {
+            user,
+            candidates,
+            keys,
+        }
+    }
+
+    /// Decoder queries for steps `steps` given prefix means.
+    ///
+    /// # Shapes
+    /// - user `[B, d]`, prefix_mean `[B, K, T, d]`, steps `T` indices
+    /// - output: `[B, K, T, d]`
+    fn queries(&self, user: Tensor<2>, prefix_mean: Tensor<4>, steps: Tensor<1, Int>) -> Tensor<4> {
+        let [b, _, t, d] = prefix_mean.dims();
+        let step = self
+            .step
+            .forward(steps.reshape([1, t]))
+            .reshape([1, 1, t, d]);
+        let u = user.reshape([b, 1, 1, d]) + step + self.prefix.forward(prefix_mean);
+        let z = u.clone()
+            + self
+                .mlp_out
+                .forward(gelu(self.mlp_in.forward(self.mlp_norm.forward(u))));
+        self.query.forward(self.query_norm.forward(z))
+    }
+
+    /// Log-probabilities over candidates of each step.
+    ///
+    /// # Shapes
+    /// - queries `[B, K, T, d]`, keys `[B, N, d]`, chosen (masked) `[B, K, T, N]`
+    /// - output: `[B, K, T, N]`
+    fn step_log_probs(queries: Tensor<4>, keys: Tensor<3>, chosen: Tensor<4, Bool>) -> Tensor<4> {
+        let [b, k, t, d] = queries.dims();
+        let n = keys.dims()[1];
+        let scores = queries
+            .reshape([b, k * t, d])
+            .matmul(keys.transpose())
+            .div_scalar((d as f32).sqrt())
+            .reshape([b, k, t, n]);
+        log_softmax(scores.mask_fill(chosen, -1e9), 3)
+    }
+
+    /// log π of given lists, all steps at once (teacher forcing).
+    ///
+    /// # Shapes
+    /// - lists: `[B, K, L]` candidate positions
+    /// - output: (log π(l) `[B, K]`, per-step log-probs `[B, K, L]`)
+    pub fn teacher_forced(
+        &self,
+        encoded: &Encoded,
+        lists: Tensor<3, Int>,
+    ) -> (Tensor<2>, Tensor<3>) {
+        let [b, k, l] = lists.dims();
+        let [_, n, d] = encoded.candidates.dims();
+        let device = lists.device();
+        // Prefix mean of the chosen items before each step (exclusive cumulative mean).
+        let chosen = gather_rows(
+            encoded.candidates.clone(),
+            lists.clone().reshape([b, k * l]),
+        )
+        .reshape([b, k, l, d]);
+        let prefix_sum = chosen.clone().cumsum(2) - chosen;
+        let counts: Vec<f32> = (0..l).map(|t| t.max(1) as f32).collect();
+        let counts = Tensor::<4>::from_data(TensorData::new(counts, [1, 1, l, 1]), &device);
+        let prefix_mean = prefix_sum / counts;
+        // Candidates chosen at an earlier step are masked.
+        let one_hot = lists.clone().one_hot::<4>(n).float();
+        let before = (one_hot.clone().cumsum(2) - one_hot).greater_elem(0.5);
+
+        let steps = Tensor::<1, Int>::arange(0..l as i64, &device);
+        let queries = self.queries(encoded.user.clone(), prefix_mean, steps);
+        let log_probs = Self::step_log_probs(queries, encoded.keys.clone(), before);
+        let picked = log_probs
+            .gather(3, lists.reshape([b, k, l, 1]))
+            .reshape([b, k, l]);
+        (picked.clone().sum_dim(2).reshape([b, k]), picked)
+    }
+
+    /// Decodes K lists per request step by step, masking chosen candidates.
+    ///
+    /// # Shapes
+    /// - output: lists `[B, K, L]`, log π `[B, K]`
+    pub fn decode(&self, encoded: &Encoded, k: usize, mode: Decode) -> Decoded {
+        let [b, n, d] = encoded.candidates.dims();
+        let l = self.list_len;
+        let device = encoded.user.device();
+        let mut prefix_sum = Tensor::<3>::zeros([b, k, d], &device);
+        let mut chosen = Tensor::<3>::zeros([b, k, n], &device);
+        let mut total = Tensor::<2>::zeros([b, k], &device);
+        let mut picks = Vec::with_capacity(l);
+        for t in 0..l {
+            let prefix_mean = prefix_sum
+                .clone()
+                .div_scalar(t.max(1) as f32)
+                .reshape([b, k, 1, d]);
+            let step = Tensor::<1, Int>::arange(t as i64..t as i64 + 1, &device);
+            let queries = self.queries(encoded.user.clone(), prefix_mean, step);
+            let mask = chosen.clone().greater_elem(0.5).reshape([b, k, 1, n]);
+            let log_probs =
+                Self::step_log_probs(queries, encoded.keys.clone(), mask).reshape([b, k, n]);
+            let pick = match mode {
+                Decode::Greedy => log_probs.clone().argmax(2),
+                Decode::Sample => (log_probs.clone() + gumbel([b, k, n], &device)).argmax(2),
+            }; // [B, K, 1]
+            total = total + log_probs.gather(2, pick.clone()).reshape([b, k]);
+            chosen = chosen + pick.clone().reshape([b, k]).one_hot::<3>(n).float();
+            let item = gather_rows(encoded.candidates.clone(), pick.clone().reshape([b, k]));
+            prefix_sum = prefix_sum + item;
+            picks.push(pick);
+        }
+        Decoded {
+            lists: Tensor::cat(picks, 2),
+            log_probs: total,
+        }
+    }
+
+    /// K Plackett–Luce lists from the first step's scores alone (Gumbel-top-L).
+    ///
+    /// # Shapes
+    /// - output: `[B, K, L]`
+    pub fn plackett_luce(&self, encoded: &Encoded, k: usize) -> Tensor<3, Int> {
+        let [b, n, _] = encoded.candidates.dims();
+        let scores = self.first_step_log_probs(encoded);
+        let perturbed = repeat_group(scores, k) + gumbel([b, k, n], &encoded.user.device());
+        let (_, order) = perturbed.sort_descending_with_indices(2);
+        order.slice([0..b, 0..k, 0..self.list_len])
+    }
+
+    /// The first decoding step's log-probabilities: a score per candidate.
+    ///
+    /// # Shapes
+    /// - output: `[B, N]`
+    pub fn first_step_log_probs(&self, encoded: &Encoded) -> Tensor<2> {
+        let [b, n, d] = encoded.candidates.dims();
+        let device = encoded.user.device();
+        let prefix_mean = Tensor::<4>::zeros([b, 1, 1, d], &device);
+        let step = Tensor::<1, Int>::arange(0..1, &device);
+        let queries = self.queries(encoded.user.clone(), prefix_mean, step);
+        let none = Tensor::<4>::zeros([b, 1, 1, n], &device).greater_elem(0.5);
+        Self::step_log_probs(queries, encoded.keys.clone(), none).reshape([b, n])
+    }
+}

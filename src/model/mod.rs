@@ -1,0 +1,12 @@
+//! Models: the list-aware reward model and the GoalRank generator. Each `XConfig::init(&Device)`
+//! builds its model on any device (CPU flex, wgpu, with or without autodiff).
+
+mod encoder;
+mod gather;
+mod generator;
+mod reward;
+
+pub use encoder::{EncoderConfig, ItemEncoder, UserEncoder};
+pub use gather::{gather_rows, repeat_group};
+pub use generator::{Decode, Decoded, Encoded, Generator, GeneratorConfig};
+pub use reward::{RewardContext, RewardModel, RewardModelConfig, discounts};

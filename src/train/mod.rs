@@ -1,0 +1,14 @@
+//! Training: the reward model, GoalRank's group-relative step, checkpoints.
+//!
+//! Training is a value you step: each trainer's `step()` does one update and returns a plain
+//! record. Callers decide when to log, evaluate, checkpoint or yield.
+
+pub mod checkpoint;
+mod goalrank;
+pub mod group;
+mod reward;
+mod sampler;
+
+pub use goalrank::{GoalRankConfig, GoalRankTrainer, GroupSampling, StepRecord};
+pub use reward::{RewardRecord, RewardTrainer, RewardTrainingConfig, bce_with_logits};
+pub use sampler::BatchSampler;

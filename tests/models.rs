@@ -1,0 +1,154 @@
+//! The reward model and the generator on the fixture, on the CPU.
+
+use std::collections::HashSet;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use goalrank::data::{Batch, Dataset, Request, movielens};
+use goalrank::model::{Decode, Generator, RewardModel};
+use goalrank::train::checkpoint::{load_module, save_module};
+use goalrank::train::{GoalRankConfig, RewardTrainingConfig};
+
+use crate::common::{fixture, small_config};
+
+pub fn dataset() -> Dataset {
+    let log = movielens::load(&fixture("ml-latest-tiny")).expect("load");
+    small_config().build(&log, "tiny", false).expect("build")
+}
+
+pub fn tiny_goalrank() -> GoalRankConfig {
+    GoalRankConfig::new()
+        .with_d_model(16)
+        .with_layers(1)
+        .with_heads(2)
+        .with_group_size(8)
+        .with_batch_size(8)
+}
+
+pub fn tiny_reward() -> RewardTrainingConfig {
+    RewardTrainingConfig::new()
+        .with_d_model(16)
+        .with_layers(1)
+        .with_heads(2)
+        .with_batch_size(16)
+}
+
+fn generator(dataset: &Dataset, device: &Device) -> Generator {
+    device.seed(3);
+    tiny_goalrank().model(dataset).init(device)
+}
+
+fn batch(dataset: &Dataset, device: &Device) -> Batch {
+    let requests: Vec<&Request> = dataset.train.iter().take(6).collect();
+    Batch::new(dataset, &requests, device)
+}
+
+fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().try_into_vec_as::<f32>().expect("f32")
+}
+
+fn to_ints<const D: usize>(t: Tensor<D, Int>) -> Vec<i64> {
+    t.into_data().try_into_vec_as::<i64>().expect("i64")
+}
+
+#[test]
+fn decoding_never_repeats_and_stays_in_range() {
+    let device = Device::flex();
+    let dataset = dataset();
+    let model = generator(&dataset, &device);
+    let encoded = model.encode(&batch(&dataset, &device));
+    let n = dataset.config.candidates as i64;
+    for mode in [Decode::Greedy, Decode::Sample] {
+        let decoded = model.decode(&encoded, 5, mode);
+        assert_eq!(decoded.lists.dims(), [6, 5, 6]);
+        for list in to_ints(decoded.lists).chunks(6) {
+            assert!(list.iter().all(|&p| (0..n).contains(&p)));
+            assert_eq!(list.iter().collect::<HashSet<_>>().len(), 6, "{list:?}");
+        }
+    }
+    for list in to_ints(model.plackett_luce(&encoded, 4)).chunks(6) {
+        assert_eq!(list.iter().collect::<HashSet<_>>().len(), 6, "{list:?}");
+    }
+}
+
+#[test]
+fn sampled_log_prob_equals_teacher_forced() {
+    let device = Device::flex();
+    let dataset = dataset();
+    let model = generator(&dataset, &device);
+    let encoded = model.encode(&batch(&dataset, &device));
+    let decoded = model.decode(&encoded, 4, Decode::Sample);
+    let (forced, steps) = model.teacher_forced(&encoded, decoded.lists.clone());
+    let (a, b) = (to_vec(decoded.log_probs), to_vec(forced));
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+        assert!(*x < 0.0);
+    }
+    // Every step is a proper log-probability.
+    assert!(to_vec(steps).iter().all(|&s| s <= 1e-6));
+}
+
+#[test]
+fn greedy_picks_the_most_likely_first_item() {
+    let device = Device::flex();
+    let dataset = dataset();
+    let model = generator(&dataset, &device);
+    let encoded = model.encode(&batch(&dataset, &device));
+    let first = to_vec(model.first_step_log_probs(&encoded));
+    let lists = to_ints(model.decode(&encoded, 1, Decode::Greedy).lists);
+    let n = dataset.config.candidates;
+    for (r, row) in first.chunks(n).enumerate() {
+        let best = row
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i as i64);
+        assert_eq!(Some(lists[r * 6]), best);
+        let total: f32 = row.iter().map(|v| v.exp()).sum();
+        assert!((total - 1.0).abs() < 1e-4);
+    }
+}
+
+#[test]
+fn checkpoint_round_trip_gives_identical_outputs() {
+    let device = Device::flex();
+    let dataset = dataset();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let batch = batch(&dataset, &device);
+    let lists = Tensor::<3, Int>::from_data(
+        TensorData::new((0..6 * 6).map(|i| i % 15).collect::<Vec<i64>>(), [6, 1, 6]),
+        &device,
+    );
+
+    let model = generator(&dataset, &device);
+    let before = to_vec(model.teacher_forced(&model.encode(&batch), lists.clone()).0);
+    let path = dir.path().join("generator.bpk");
+    save_module(&model, &path).expect("save");
+    device.seed(99);
+    let fresh = tiny_goalrank().model(&dataset).init(&device);
+    let loaded = load_module(fresh, &path).expect("load");
+    let after = to_vec(
+        loaded
+            .teacher_forced(&loaded.encode(&batch), lists.clone())
+            .0,
+    );
+    assert_eq!(before, after);
+
+    let reward: RewardModel = tiny_reward().model(&dataset).init(&device);
+    let before = to_vec(reward.score(&reward.context(&batch), lists.clone()).1);
+    let path = dir.path().join("reward.bpk");
+    save_module(&reward, &path).expect("save");
+    let loaded = load_module(tiny_reward().model(&dataset).init(&device), &path).expect("load");
+    let after = to_vec(loaded.score(&loaded.context(&batch), lists).1);
+    assert_eq!(before, after);
+}
+
+#[test]
+fn a_corrupt_checkpoint_is_an_error_not_a_panic() {
+    let device = Device::flex();
+    let dataset = dataset();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("broken.bpk");
+    std::fs::write(&path, b"not a checkpoint").expect("write");
+    let err = load_module(generator(&dataset, &device), &path).expect_err("corrupt");
+    assert!(err.to_string().contains("broken.bpk"), "{err}");
+}
