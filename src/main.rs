@@ -6,9 +6,16 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Result;
+use burn::tensor::Device;
 use clap::{Args, Parser, Subcommand};
 use goalrank::data::{self, DataStats, Dataset, Origin, RequestConfig, Split, SplitStats};
-use goalrank::eval::{Metrics, SimplePolicy, evaluate};
+use goalrank::eval::{
+    FitOptions, MetricAccumulator, Metrics, SimplePolicy, fit_goalrank, fit_reward,
+    generator_rankings, mean_reward,
+};
+use goalrank::model::{Generator, GeneratorConfig, RewardModel, RewardModelConfig};
+use goalrank::train::checkpoint::{load_json, load_module};
+use goalrank::train::{GoalRankConfig, GroupSampling, RewardTrainingConfig};
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
 
@@ -30,13 +37,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Train a reward model or a GoalRank generator; writes a run folder.
+    Train {
+        #[command(subcommand)]
+        what: TrainCommand,
+    },
     /// Score policies on the requests of a split with H@L, N@L, MAP@L, F1@L and AUC.
     Eval {
         #[command(flatten)]
         data: DataArgs,
-        /// Policies to score (comma-separated).
-        #[arg(long, value_enum, value_delimiter = ',', default_values_t = SimplePolicy::ALL)]
+        /// Simple policies to score (comma-separated); all three when no --checkpoint is given.
+        #[arg(long, value_enum, value_delimiter = ',')]
         policy: Vec<SimplePolicy>,
+        /// GoalRank run folders to score (repeatable).
+        #[arg(long)]
+        checkpoint: Vec<PathBuf>,
+        /// A reward-model run folder: adds each list's mean reward under it as a column.
+        #[arg(long)]
+        reward: Option<PathBuf>,
         /// Split to score.
         #[arg(long, value_enum, default_value_t = Split::Test)]
         split: Split,
@@ -47,6 +65,85 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum TrainCommand {
+    /// Train the list-aware reward model (BCE on logged lists; best epoch on validation).
+    Reward {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Run folder (default: <artifacts>/runs/<dataset>/reward, or reward-<split>).
+        #[arg(long)]
+        run: Option<PathBuf>,
+        /// Split to train on: `valid` trains the independent evaluator (checked on train).
+        #[arg(long, value_enum, default_value_t = Split::Train)]
+        split: Split,
+        #[arg(long, default_value_t = 4)]
+        epochs: usize,
+        #[arg(long, default_value_t = 64)]
+        d_model: usize,
+        #[arg(long, default_value_t = 2)]
+        layers: usize,
+        #[arg(long, default_value_t = 128)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        #[arg(long, default_value_t = 1)]
+        model_seed: u64,
+    },
+    /// Train a GoalRank generator against a frozen reward model.
+    Goalrank {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Reward-model run folder (from `goalrank train reward`).
+        #[arg(long)]
+        reward: PathBuf,
+        /// Run folder (default: <artifacts>/runs/<dataset>/goalrank).
+        #[arg(long)]
+        run: Option<PathBuf>,
+        /// Continue an interrupted run from its last checkpoint.
+        #[arg(long)]
+        resume: bool,
+        #[arg(long, default_value_t = 1000)]
+        steps: usize,
+        #[arg(long, default_value_t = 100)]
+        eval_every: usize,
+        /// Lists per request in a group (K).
+        #[arg(long, default_value_t = 20)]
+        group_size: usize,
+        /// Reference-policy temperature.
+        #[arg(long, default_value_t = 1.0)]
+        tau: f32,
+        #[arg(long, default_value_t = 1.0)]
+        w_ref: f32,
+        #[arg(long, default_value_t = 1.0)]
+        w_sup: f32,
+        #[arg(long, value_enum, default_value_t = Sampling::Autoregressive)]
+        sampling: Sampling,
+        /// Leave the logged list out of the groups.
+        #[arg(long)]
+        no_logged: bool,
+        #[arg(long, default_value_t = 64)]
+        d_model: usize,
+        #[arg(long, default_value_t = 2)]
+        layers: usize,
+        #[arg(long, default_value_t = 4)]
+        heads: usize,
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 1e-4)]
+        lr: f64,
+        #[arg(long, default_value_t = 7)]
+        model_seed: u64,
+    },
+}
+
+/// Group construction, as the command line names it.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Sampling {
+    Autoregressive,
+    PlackettLuce,
 }
 
 /// Where the data comes from and how requests are cut.
@@ -79,6 +176,11 @@ impl DataArgs {
             .with_list_len(self.list_len)
             .with_history_len(self.history_len)
             .with_seed(self.seed)
+    }
+
+    /// The folder that holds this dataset's training runs.
+    fn runs(&self, dataset: &Dataset) -> PathBuf {
+        self.artifacts.join("runs").join(&dataset.name)
     }
 
     /// Loads the dataset from the cache or builds it, telling the user which on stderr.
@@ -124,24 +226,55 @@ fn run(cli: Cli) -> Result<()> {
                 print_data(&stats);
             }
         }
+        Command::Train { what } => train(what)?,
         Command::Eval {
             data,
-            policy,
+            mut policy,
+            checkpoint,
+            reward,
             split,
             policy_seed,
             json,
         } => {
             let dataset = data.load()?;
+            let device = Device::flex();
             let k = dataset.config.list_len;
             let requests = dataset.split(split);
+            if policy.is_empty() && checkpoint.is_empty() {
+                policy = SimplePolicy::ALL.to_vec();
+            }
+            let reward = reward
+                .map(|dir| load_reward(&dir, &dataset, &device))
+                .transpose()?;
             let mut rng = Xoshiro256PlusPlus::seed_from_u64(policy_seed);
-            let rows: Vec<(SimplePolicy, Metrics)> = policy
-                .iter()
-                .map(|&p| {
-                    let metrics = evaluate(requests, k, |r| p.rank(&dataset, r, k, &mut rng));
-                    (p, metrics)
-                })
-                .collect();
+            let mut rows: Vec<Row> = Vec::new();
+            for &p in &policy {
+                let rankings: Vec<_> = requests
+                    .iter()
+                    .map(|r| p.rank(&dataset, r, k, &mut rng))
+                    .collect();
+                rows.push(row(
+                    p.name(),
+                    &dataset,
+                    requests,
+                    rankings,
+                    reward.as_ref(),
+                    &device,
+                )?);
+            }
+            for dir in &checkpoint {
+                let model = load_generator(dir, &dataset, &device)?;
+                let rankings = generator_rankings(&model, &dataset, requests, 256, &device)?;
+                let name = dir.to_string_lossy();
+                rows.push(row(
+                    &name,
+                    &dataset,
+                    requests,
+                    rankings,
+                    reward.as_ref(),
+                    &device,
+                )?);
+            }
             if json {
                 println!("{}", eval_json(&dataset, split, &rows));
             } else {
@@ -212,15 +345,185 @@ fn split_name(split: Split) -> &'static str {
     }
 }
 
-fn eval_json(
+/// One row of an evaluation table.
+struct Row {
+    name: String,
+    metrics: Metrics,
+    reward: Option<f64>,
+}
+
+fn row(
+    name: &str,
     dataset: &Dataset,
-    split: Split,
-    rows: &[(SimplePolicy, Metrics)],
-) -> serde_json::Value {
+    requests: &[data::Request],
+    rankings: Vec<goalrank::eval::Ranking>,
+    reward: Option<&RewardModel>,
+    device: &Device,
+) -> Result<Row> {
+    let mut acc = MetricAccumulator::new(dataset.config.list_len);
+    for (r, ranking) in requests.iter().zip(&rankings) {
+        acc.add(r, ranking);
+    }
+    let reward = reward
+        .map(|model| mean_reward(model, dataset, requests, &rankings, 256, device))
+        .transpose()?;
+    Ok(Row {
+        name: name.to_string(),
+        metrics: acc.finish(),
+        reward,
+    })
+}
+
+/// Reads a run folder's config and checks it was built for `dataset`'s requests.
+fn run_config(dir: &std::path::Path, kind: &str, dataset: &Dataset) -> Result<serde_json::Value> {
+    let config: serde_json::Value = load_json(&dir.join("config.json"))?;
+    if config["kind"] != kind {
+        return Err(goalrank::Error::Invalid(format!(
+            "{}: a {} run, not a {kind} run",
+            dir.display(),
+            config["kind"]
+        ))
+        .into());
+    }
+    if config["data"] != serde_json::json!(dataset.config) {
+        return Err(goalrank::Error::Invalid(format!(
+            "{}: trained on requests built with another config than the given \
+             --data/--candidates/--list-len/--history-len/--seed",
+            dir.display()
+        ))
+        .into());
+    }
+    Ok(config)
+}
+
+fn load_reward(dir: &std::path::Path, dataset: &Dataset, device: &Device) -> Result<RewardModel> {
+    let config = run_config(dir, "reward", dataset)?;
+    let model: RewardModelConfig = serde_json::from_value(config["model"].clone())?;
+    Ok(load_module(model.init(device), &dir.join("model.bpk"))?)
+}
+
+fn load_generator(dir: &std::path::Path, dataset: &Dataset, device: &Device) -> Result<Generator> {
+    let config = run_config(dir, "goalrank", dataset)?;
+    let model: GeneratorConfig = serde_json::from_value(config["model"].clone())?;
+    Ok(load_module(model.init(device), &dir.join("model.bpk"))?)
+}
+
+fn train(what: TrainCommand) -> Result<()> {
+    let device = Device::flex();
+    match what {
+        TrainCommand::Reward {
+            data,
+            run,
+            split,
+            epochs,
+            d_model,
+            layers,
+            batch_size,
+            lr,
+            model_seed,
+        } => {
+            let dataset = data.load()?;
+            let (default_name, check) = match split {
+                Split::Valid => ("reward-valid", Split::Train),
+                _ => ("reward", Split::Valid),
+            };
+            let run = run.unwrap_or_else(|| data.runs(&dataset).join(default_name));
+            let config = RewardTrainingConfig::new()
+                .with_epochs(epochs)
+                .with_d_model(d_model)
+                .with_layers(layers)
+                .with_batch_size(batch_size)
+                .with_learning_rate(lr)
+                .with_seed(model_seed);
+            let options = FitOptions {
+                run_dir: run.clone(),
+                steps: 0,
+                eval_every: 0,
+                resume: false,
+                progress: true,
+                device,
+            };
+            let (_, state) = fit_reward(&dataset, split, check, &config, &options)?;
+            println!(
+                "reward model: best {} log-loss {:.4} at step {} ({:.0}s) -> {}",
+                split_name(check),
+                state.best.unwrap_or(f64::NAN),
+                state.best_step,
+                state.seconds,
+                run.display()
+            );
+        }
+        TrainCommand::Goalrank {
+            data,
+            reward,
+            run,
+            resume,
+            steps,
+            eval_every,
+            group_size,
+            tau,
+            w_ref,
+            w_sup,
+            sampling,
+            no_logged,
+            d_model,
+            layers,
+            heads,
+            batch_size,
+            lr,
+            model_seed,
+        } => {
+            let dataset = data.load()?;
+            let reward = load_reward(&reward, &dataset, &device)?;
+            let run = run.unwrap_or_else(|| data.runs(&dataset).join("goalrank"));
+            let config = GoalRankConfig::new()
+                .with_group_size(group_size)
+                .with_tau(tau)
+                .with_w_ref(w_ref)
+                .with_w_sup(w_sup)
+                .with_sampling(match sampling {
+                    Sampling::Autoregressive => GroupSampling::Autoregressive,
+                    Sampling::PlackettLuce => GroupSampling::PlackettLuce,
+                })
+                .with_include_logged(!no_logged)
+                .with_d_model(d_model)
+                .with_layers(layers)
+                .with_heads(heads)
+                .with_batch_size(batch_size)
+                .with_learning_rate(lr)
+                .with_seed(model_seed);
+            let options = FitOptions {
+                run_dir: run.clone(),
+                steps,
+                eval_every,
+                resume,
+                progress: true,
+                device,
+            };
+            let (_, state) = fit_goalrank(&dataset, reward, &config, &options)?;
+            println!(
+                "goalrank: best valid N@{} {:.4} at step {} ({:.0}s) -> {}",
+                dataset.config.list_len,
+                state.best.unwrap_or(f64::NAN),
+                state.best_step,
+                state.seconds,
+                run.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn eval_json(dataset: &Dataset, split: Split, rows: &[Row]) -> serde_json::Value {
     let policies: serde_json::Map<String, serde_json::Value> = rows
         .iter()
-        .map(|(p, m)| (p.name().to_string(), serde_json::json!(m)))
+        .map(|r| {
+            let mut value = serde_json::json!(r.metrics);
+            value["reward"] = serde_json::json!(r.reward);
+            (r.name.clone(), value)
+        })
         .collect();
+
     serde_json::json!({
         "dataset": dataset.name,
         "split": split_name(split),
@@ -228,7 +531,7 @@ fn eval_json(
     })
 }
 
-fn print_eval(dataset: &Dataset, split: Split, rows: &[(SimplePolicy, Metrics)]) {
+fn print_eval(dataset: &Dataset, split: Split, rows: &[Row]) {
     let k = dataset.config.list_len;
     println!(
         "{} / {}: N = {}, L = {k}",
@@ -243,22 +546,27 @@ fn print_eval(dataset: &Dataset, split: Split, rows: &[(SimplePolicy, Metrics)])
         format!("F1@{k}"),
         "AUC".to_string(),
     ];
+    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(6).max(6);
+    let has_reward = rows.iter().any(|r| r.reward.is_some());
     println!(
-        "{:<12} {:>8} {:>8} {:>8} {:>8} {:>8}",
-        "policy", heads[0], heads[1], heads[2], heads[3], heads[4]
+        "{:<width$} {:>8} {:>8} {:>8} {:>8} {:>8}{}",
+        "policy",
+        heads[0],
+        heads[1],
+        heads[2],
+        heads[3],
+        heads[4],
+        if has_reward { "   reward" } else { "" }
     );
-    for (p, m) in rows {
+    for r in rows {
+        let m = &r.metrics;
+        let reward = r.reward.map(|v| format!(" {v:>8.4}")).unwrap_or_default();
         println!(
-            "{:<12} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4}",
-            p.name(),
-            m.hit_ratio,
-            m.ndcg,
-            m.map,
-            m.f1,
-            m.auc
+            "{:<width$} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4}{reward}",
+            r.name, m.hit_ratio, m.ndcg, m.map, m.f1, m.auc
         );
     }
-    if let Some((_, m)) = rows.first() {
+    if let Some(Row { metrics: m, .. }) = rows.first() {
         println!(
             "{} requests; {} without a logged positive are excluded from every metric",
             m.requests, m.without_positives

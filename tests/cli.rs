@@ -31,6 +31,9 @@ fn help_on_every_command() {
         vec!["--help"],
         vec!["data", "--help"],
         vec!["eval", "--help"],
+        vec!["train", "--help"],
+        vec!["train", "reward", "--help"],
+        vec!["train", "goalrank", "--help"],
     ] {
         let out = goalrank(&args);
         assert!(out.status.success(), "{args:?}");
@@ -103,4 +106,110 @@ fn data_and_eval_print_json() {
             assert!((0.0..=1.0).contains(&v), "{policy} {metric} = {v}");
         }
     }
+}
+
+fn count_lines(path: &std::path::Path, kind: &str) -> usize {
+    std::fs::read_to_string(path)
+        .expect("metrics.jsonl")
+        .lines()
+        .filter(|l| l.contains(&format!("\"kind\":\"{kind}\"")))
+        .count()
+}
+
+#[test]
+fn train_resume_and_evaluate_a_checkpoint() {
+    let artifacts = tempfile::tempdir().expect("tempdir");
+    let root = artifacts.path();
+    let data = fixture("ml-latest-tiny");
+    let data = data.to_str().expect("utf-8 path");
+    let art = root.to_str().expect("utf-8 path");
+    let common = ["--data", data, "--artifacts", art, "--candidates", "15"];
+    let reward = root.join("reward");
+    let run = root.join("goalrank");
+    let (reward_s, run_s) = (reward.to_str().expect("path"), run.to_str().expect("path"));
+
+    let out = goalrank(
+        &[
+            &["train", "reward", "--run", reward_s, "--epochs", "2"][..],
+            &["--d-model", "16", "--layers", "1", "--batch-size", "16"],
+            &common,
+        ]
+        .concat(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(reward.join("model.bpk").is_file() && reward.join("config.json").is_file());
+    assert_eq!(count_lines(&reward.join("metrics.jsonl"), "valid"), 2);
+
+    let goalrank_args = |steps: &'static str| -> Vec<&str> {
+        [
+            &["train", "goalrank", "--reward", reward_s, "--run", run_s][..],
+            &[
+                "--steps",
+                steps,
+                "--eval-every",
+                "2",
+                "--d-model",
+                "16",
+                "--layers",
+                "1",
+            ],
+            &["--heads", "2", "--batch-size", "8", "--group-size", "4"],
+            &common,
+        ]
+        .concat()
+    };
+    let out = goalrank(&goalrank_args("4"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let metrics = run.join("metrics.jsonl");
+    assert_eq!(count_lines(&metrics, "train"), 4);
+    assert_eq!(count_lines(&metrics, "valid"), 2);
+
+    // Resume to 6 steps: the log continues rather than restarting.
+    let out = goalrank(&[goalrank_args("6"), vec!["--resume"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(count_lines(&metrics, "train"), 6);
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("state.json")).expect("state"))
+            .expect("json");
+    assert_eq!(state["step"], 6);
+
+    let out = goalrank(
+        &[
+            &[
+                "eval",
+                "--json",
+                "--checkpoint",
+                run_s,
+                "--reward",
+                reward_s,
+            ][..],
+            &["--policy", "random"],
+            &common,
+        ]
+        .concat(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    for name in [run_s, "random"] {
+        let row = &json["policies"][name];
+        let h = row["hit_ratio"].as_f64().expect("H");
+        let reward = row["reward"].as_f64().expect("reward");
+        assert!((0.0..=1.0).contains(&h), "{name}: {row}");
+        // R = Σ p_i / log2(i + 1) over 6 positions is below Σ 1 / log2(i + 1) ≈ 2.95.
+        assert!(reward > 0.0 && reward < 2.95, "{name}: {row}");
+    }
+
+    // A checkpoint used with other request settings is refused with exit code 2.
+    let out = goalrank(&[
+        "eval",
+        "--checkpoint",
+        run_s,
+        "--data",
+        data,
+        "--artifacts",
+        art,
+        "--candidates",
+        "14",
+    ]);
+    assert_input_error(&out, "another config");
 }
