@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use goalrank::data::{self, DataStats, Dataset, Origin, RequestConfig, Split, SplitStats};
 use goalrank::eval::{
     FitOptions, MetricAccumulator, Metrics, SimplePolicy, fit_goalrank, fit_reward,
-    generator_rankings, mean_reward,
+    generator_evaluator_rankings, generator_rankings, mean_reward,
 };
 use goalrank::model::{Generator, GeneratorConfig, RewardModel, RewardModelConfig};
 use goalrank::train::checkpoint::{load_json, load_module};
@@ -52,9 +52,17 @@ enum Command {
         /// GoalRank run folders to score (repeatable).
         #[arg(long)]
         checkpoint: Vec<PathBuf>,
-        /// A reward-model run folder: adds each list's mean reward under it as a column.
+        /// A reward-model run folder: adds each list's mean reward under it as a column
+        /// (use the independent evaluator, trained with `train reward --split valid`).
         #[arg(long)]
         reward: Option<PathBuf>,
+        /// Generator–Evaluator rows: each checkpoint samples --pick-k lists and this reward-model
+        /// run picks the best (use the reward model the generators were trained against).
+        #[arg(long)]
+        pick_with: Option<PathBuf>,
+        /// Lists sampled per request for the Generator–Evaluator rows.
+        #[arg(long, default_value_t = 20)]
+        pick_k: usize,
         /// Split to score.
         #[arg(long, value_enum, default_value_t = Split::Test)]
         split: Split,
@@ -232,6 +240,8 @@ fn run(cli: Cli) -> Result<()> {
             mut policy,
             checkpoint,
             reward,
+            pick_with,
+            pick_k,
             split,
             policy_seed,
             json,
@@ -262,8 +272,26 @@ fn run(cli: Cli) -> Result<()> {
                     &device,
                 )?);
             }
+            let picker = pick_with
+                .map(|dir| load_reward(&dir, &dataset, &device))
+                .transpose()?;
             for dir in &checkpoint {
                 let model = load_generator(dir, &dataset, &device)?;
+                if let Some(picker) = &picker {
+                    device.seed(policy_seed);
+                    let rankings = generator_evaluator_rankings(
+                        &model, picker, &dataset, requests, pick_k, 256, &device,
+                    )?;
+                    let name = format!("{} best-of-{pick_k}", dir.to_string_lossy());
+                    rows.push(row(
+                        &name,
+                        &dataset,
+                        requests,
+                        rankings,
+                        reward.as_ref(),
+                        &device,
+                    )?);
+                }
                 let rankings = generator_rankings(&model, &dataset, requests, 256, &device)?;
                 let name = dir.to_string_lossy();
                 rows.push(row(

@@ -183,16 +183,26 @@ fn train_resume_and_evaluate_a_checkpoint() {
                 "--reward",
                 reward_s,
             ][..],
-            &["--policy", "random"],
+            &[
+                "--policy",
+                "random",
+                "--pick-with",
+                reward_s,
+                "--pick-k",
+                "4",
+            ],
             &common,
         ]
         .concat(),
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    for name in [run_s, "random"] {
+    let best_of = format!("{run_s} best-of-4");
+    for name in [run_s, "random", &best_of] {
         let row = &json["policies"][name];
-        let h = row["hit_ratio"].as_f64().expect("H");
+        let h = row["hit_ratio"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{name}: {json}"));
         let reward = row["reward"].as_f64().expect("reward");
         assert!((0.0..=1.0).contains(&h), "{name}: {row}");
         // R = Σ p_i / log2(i + 1) over 6 positions is below Σ 1 / log2(i + 1) ≈ 2.95.

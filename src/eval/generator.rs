@@ -53,6 +53,44 @@ pub fn generator_rankings(
     Ok(out)
 }
 
+/// Generator–Evaluator: the generator samples `k` lists per request and the reward model picks
+/// the one with the highest list reward. Candidate scores are the generator's first-step
+/// log-probabilities.
+pub fn generator_evaluator_rankings(
+    model: &Generator,
+    evaluator: &RewardModel,
+    dataset: &Dataset,
+    requests: &[Request],
+    k: usize,
+    batch_size: usize,
+    device: &Device,
+) -> Result<Vec<Ranking>> {
+    let mut out = Vec::with_capacity(requests.len());
+    for chunk in requests.chunks(batch_size.max(1)) {
+        let refs: Vec<&Request> = chunk.iter().collect();
+        let batch = Batch::new(dataset, &refs, device);
+        let encoded = model.encode(&batch);
+        let lists = model.decode(&encoded, k.max(1), Decode::Sample).lists;
+        let (_, rewards) = evaluator.score(&evaluator.context(&batch), lists.clone());
+        let best = rewards.argmax(1); // [B, 1]
+        let [b, _, l] = lists.dims();
+        let index = best.reshape([b, 1, 1]).expand([b, 1, l]);
+        let chosen = read_i64(lists.gather(1, index))?;
+        let scores = read_f32(model.first_step_log_probs(&encoded))?;
+        let n = dataset.config.candidates;
+        for (i, r) in chunk.iter().enumerate() {
+            out.push(Ranking {
+                list: chosen[i * l..(i + 1) * l]
+                    .iter()
+                    .map(|&p| r.candidates[p as usize])
+                    .collect(),
+                scores: scores[i * n..(i + 1) * n].to_vec(),
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Mean list reward R of each request's chosen list under `reward`.
 pub fn mean_reward(
     reward: &RewardModel,

@@ -9,6 +9,8 @@ mod ranking;
 
 pub use evaluate::{MetricAccumulator, Metrics, evaluate};
 pub use fit::{FitOptions, RunState, fit_goalrank, fit_reward, generator_metrics};
-pub use generator::{RewardQuality, generator_rankings, mean_reward, reward_quality};
+pub use generator::{
+    RewardQuality, generator_evaluator_rankings, generator_rankings, mean_reward, reward_quality,
+};
 pub use policy::SimplePolicy;
 pub use ranking::Ranking;
