@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::{Ranking, metrics};
 use crate::data::{Batch, Dataset, Request};
-use crate::model::{Decode, Generator, RewardModel};
+use crate::model::{Decode, Encoded, Generator, RewardModel};
 use crate::train::bce_with_logits;
 use crate::{Error, Result};
 
@@ -21,31 +21,30 @@ fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
         .map_err(|e| Error::Backend(format!("{e:?}")))
 }
 
-/// The generator's greedy list for every request; candidate scores are the first step's
-/// log-probabilities.
-pub fn generator_rankings(
+/// Runs `choose` on batches of requests and turns its `[B, 1, L]` candidate positions into
+/// rankings; candidate scores are the generator's first-step log-probabilities.
+fn rank_in_batches(
     model: &Generator,
     dataset: &Dataset,
     requests: &[Request],
     batch_size: usize,
     device: &Device,
+    mut choose: impl FnMut(&Batch, &Encoded) -> Tensor<3, Int>,
 ) -> Result<Vec<Ranking>> {
+    let (l, n) = (model.list_len(), dataset.config.candidates);
     let mut out = Vec::with_capacity(requests.len());
     for chunk in requests.chunks(batch_size.max(1)) {
         let refs: Vec<&Request> = chunk.iter().collect();
         let batch = Batch::new(dataset, &refs, device);
         let encoded = model.encode(&batch);
-        let decoded = model.decode(&encoded, 1, Decode::Greedy);
-        let lists = read_i64(decoded.lists)?;
+        let lists = read_i64(choose(&batch, &encoded))?;
         let scores = read_f32(model.first_step_log_probs(&encoded))?;
-        let (l, n) = (model.list_len(), dataset.config.candidates);
         for (i, r) in chunk.iter().enumerate() {
-            let list = lists[i * l..(i + 1) * l]
-                .iter()
-                .map(|&p| r.candidates[p as usize])
-                .collect();
             out.push(Ranking {
-                list,
+                list: lists[i * l..(i + 1) * l]
+                    .iter()
+                    .map(|&p| r.candidates[p as usize])
+                    .collect(),
                 scores: scores[i * n..(i + 1) * n].to_vec(),
             });
         }
@@ -53,9 +52,26 @@ pub fn generator_rankings(
     Ok(out)
 }
 
+/// The generator's greedy list for every request.
+pub fn generator_rankings(
+    model: &Generator,
+    dataset: &Dataset,
+    requests: &[Request],
+    batch_size: usize,
+    device: &Device,
+) -> Result<Vec<Ranking>> {
+    rank_in_batches(
+        model,
+        dataset,
+        requests,
+        batch_size,
+        device,
+        |_, encoded| model.decode(encoded, 1, Decode::Greedy).lists,
+    )
+}
+
 /// Generator–Evaluator: the generator samples `k` lists per request and the reward model picks
-/// the one with the highest list reward. Candidate scores are the generator's first-step
-/// log-probabilities.
+/// the one with the highest list reward.
 pub fn generator_evaluator_rankings(
     model: &Generator,
     evaluator: &RewardModel,
@@ -65,30 +81,20 @@ pub fn generator_evaluator_rankings(
     batch_size: usize,
     device: &Device,
 ) -> Result<Vec<Ranking>> {
-    let mut out = Vec::with_capacity(requests.len());
-    for chunk in requests.chunks(batch_size.max(1)) {
-        let refs: Vec<&Request> = chunk.iter().collect();
-        let batch = Batch::new(dataset, &refs, device);
-        let encoded = model.encode(&batch);
-        let lists = model.decode(&encoded, k.max(1), Decode::Sample).lists;
-        let (_, rewards) = evaluator.score(&evaluator.context(&batch), lists.clone());
-        let best = rewards.argmax(1); // [B, 1]
-        let [b, _, l] = lists.dims();
-        let index = best.reshape([b, 1, 1]).expand([b, 1, l]);
-        let chosen = read_i64(lists.gather(1, index))?;
-        let scores = read_f32(model.first_step_log_probs(&encoded))?;
-        let n = dataset.config.candidates;
-        for (i, r) in chunk.iter().enumerate() {
-            out.push(Ranking {
-                list: chosen[i * l..(i + 1) * l]
-                    .iter()
-                    .map(|&p| r.candidates[p as usize])
-                    .collect(),
-                scores: scores[i * n..(i + 1) * n].to_vec(),
-            });
-        }
-    }
-    Ok(out)
+    rank_in_batches(
+        model,
+        dataset,
+        requests,
+        batch_size,
+        device,
+        |batch, encoded| {
+            let lists = model.decode(encoded, k.max(1), Decode::Sample).lists;
+            let (_, rewards) = evaluator.score(&evaluator.context(batch), lists.clone());
+            let [b, _, l] = lists.dims();
+            let best = rewards.argmax(1).reshape([b, 1, 1]).expand([b, 1, l]);
+            lists.gather(1, best)
+        },
+    )
 }
 
 /// Mean list reward R of each request's chosen list under `reward`.

@@ -6,7 +6,7 @@ use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, L
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 
-use crate::data::{Batch, ItemBatch, YEAR_BUCKETS};
+use crate::data::{Batch, Dataset, ItemBatch, YEAR_BUCKETS};
 
 /// Sizes of the catalogue the encoders embed.
 #[derive(Config, Debug)]
@@ -40,6 +40,16 @@ pub struct UserEncoder {
 }
 
 impl EncoderConfig {
+    /// Sizes of `dataset`'s catalogue at width `d_model`.
+    pub fn for_dataset(dataset: &Dataset, d_model: usize) -> Self {
+        Self::new(
+            dataset.items.len(),
+            dataset.users.len(),
+            dataset.genres.len(),
+            d_model,
+        )
+    }
+
     pub fn init_items(&self, device: &Device) -> ItemEncoder {
         let d = self.d_model;
         ItemEncoder {

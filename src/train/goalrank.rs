@@ -72,12 +72,7 @@ impl GoalRankConfig {
     /// The generator config for `dataset`.
     pub fn model(&self, dataset: &Dataset) -> GeneratorConfig {
         GeneratorConfig::new(
-            EncoderConfig::new(
-                dataset.items.len(),
-                dataset.users.len(),
-                dataset.genres.len(),
-                self.d_model,
-            ),
+            EncoderConfig::for_dataset(dataset, self.d_model),
             dataset.config.list_len,
         )
         .with_layers(self.layers)

@@ -42,12 +42,7 @@ impl RewardTrainingConfig {
     /// The model config for `dataset`.
     pub fn model(&self, dataset: &Dataset) -> RewardModelConfig {
         RewardModelConfig::new(
-            EncoderConfig::new(
-                dataset.items.len(),
-                dataset.users.len(),
-                dataset.genres.len(),
-                self.d_model,
-            ),
+            EncoderConfig::for_dataset(dataset, self.d_model),
             dataset.config.list_len,
         )
         .with_layers(self.layers)
