@@ -97,6 +97,9 @@ enum TrainCommand {
         batch_size: usize,
         #[arg(long, default_value_t = 1e-3)]
         lr: f64,
+        /// Random candidate lists per request and step (retrieved items labelled 0).
+        #[arg(long, default_value_t = 0)]
+        random_lists: usize,
         #[arg(long, default_value_t = 1)]
         model_seed: u64,
     },
@@ -448,6 +451,7 @@ fn train(what: TrainCommand) -> Result<()> {
             layers,
             batch_size,
             lr,
+            random_lists,
             model_seed,
         } => {
             let dataset = data.load()?;
@@ -462,6 +466,7 @@ fn train(what: TrainCommand) -> Result<()> {
                 .with_layers(layers)
                 .with_batch_size(batch_size)
                 .with_learning_rate(lr)
+                .with_random_lists(random_lists)
                 .with_seed(model_seed);
             let options = FitOptions {
                 run_dir: run.clone(),

@@ -6,3 +6,4 @@ mod loaders;
 mod models;
 mod requests;
 mod train;
+mod wgpu;

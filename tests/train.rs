@@ -68,13 +68,20 @@ fn reference_policy_carries_no_gradient() {
 fn reward_model_training_lowers_its_loss() {
     let dataset = dataset();
     let device = Device::flex();
-    let mut trainer = RewardTrainer::new(&dataset, Split::Train, &tiny_reward(), &device);
-    let first: f32 = (0..3).map(|_| trainer.step().loss).sum::<f32>() / 3.0;
-    for _ in 0..40 {
-        trainer.step();
+    // Logged lists only, then with one random candidate list per request added.
+    for random_lists in [0, 1] {
+        let config = tiny_reward().with_random_lists(random_lists);
+        let mut trainer = RewardTrainer::new(&dataset, Split::Train, &config, &device);
+        let first: f32 = (0..3).map(|_| trainer.step().loss).sum::<f32>() / 3.0;
+        for _ in 0..40 {
+            trainer.step();
+        }
+        let last: f32 = (0..3).map(|_| trainer.step().loss).sum::<f32>() / 3.0;
+        assert!(
+            last < first,
+            "random_lists {random_lists}: loss {first} -> {last}"
+        );
     }
-    let last: f32 = (0..3).map(|_| trainer.step().loss).sum::<f32>() / 3.0;
-    assert!(last < first, "loss {first} -> {last}");
 }
 
 #[test]

@@ -126,7 +126,9 @@ impl<'a> GoalRankTrainer<'a> {
         Self::with_model(dataset, reward, config, model, &plain)
     }
 
-    /// Continues training `model` (for example one loaded from a checkpoint).
+    /// Continues training `model` (for example one loaded from a checkpoint). Initialise or load
+    /// it on `device`'s autodiff twin (`device.clone().autodiff()`): a model built on the plain
+    /// device has no tracked parameters.
     pub fn with_model(
         dataset: &'a Dataset,
         reward: RewardModel,

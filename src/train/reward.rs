@@ -7,7 +7,10 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::SeedableRng;
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::seq::SliceRandom;
 use serde::Serialize;
 
 use super::BatchSampler;
@@ -34,6 +37,10 @@ pub struct RewardTrainingConfig {
     /// Passes over the training split.
     #[config(default = 4)]
     pub epochs: usize,
+    /// Random lists of candidates added per request and step, labelled with the candidates'
+    /// labels (retrieved items 0), so the model also sees items that were never logged.
+    #[config(default = 0)]
+    pub random_lists: usize,
     #[config(default = 1)]
     pub seed: u64,
 }
@@ -78,7 +85,50 @@ pub struct RewardTrainer<'a> {
     sampler: BatchSampler,
     device: Device,
     learning_rate: f64,
+    random_lists: usize,
+    rng: Xoshiro256PlusPlus,
     step: usize,
+}
+
+/// The logged list followed by `extra` random lists of distinct candidates per request, with
+/// each item's candidate label.
+///
+/// # Shapes
+/// - output: positions `[B, 1 + extra, L]`, labels `[B, 1 + extra, L]`
+fn with_random_lists(
+    requests: &[&Request],
+    extra: usize,
+    rng: &mut Xoshiro256PlusPlus,
+    device: &Device,
+) -> (Tensor<3, Int>, Tensor<3>) {
+    let l = requests.first().map_or(0, |r| r.logged.len());
+    let mut positions = Vec::new();
+    let mut labels = Vec::new();
+    for r in requests {
+        let candidate_labels = r.candidate_labels();
+        for item in &r.logged {
+            let p = r
+                .candidates
+                .iter()
+                .position(|c| c == item)
+                .unwrap_or_default();
+            positions.push(p as i64);
+            labels.push(f32::from(candidate_labels[p]));
+        }
+        let mut order: Vec<usize> = (0..r.candidates.len()).collect();
+        for _ in 0..extra {
+            order.shuffle(rng);
+            for &p in &order[..l] {
+                positions.push(p as i64);
+                labels.push(f32::from(candidate_labels[p]));
+            }
+        }
+    }
+    let shape = [requests.len(), 1 + extra, l];
+    (
+        Tensor::from_data(TensorData::new(positions, shape), device),
+        Tensor::from_data(TensorData::new(labels, shape), device),
+    )
 }
 
 impl<'a> RewardTrainer<'a> {
@@ -89,19 +139,36 @@ impl<'a> RewardTrainer<'a> {
         config: &RewardTrainingConfig,
         device: &Device,
     ) -> Self {
+        let autodiff = device.clone().autodiff();
+        autodiff.seed(config.seed);
+        let model = config.model(dataset).init(&autodiff);
+        Self::with_model(dataset, split, config, model, device)
+    }
+
+    /// Trains a given model (for example one loaded from a checkpoint). Initialise or load it on
+    /// `device`'s autodiff twin (`device.clone().autodiff()`): a model built on the plain device
+    /// has no tracked parameters.
+    pub fn with_model(
+        dataset: &'a Dataset,
+        split: Split,
+        config: &RewardTrainingConfig,
+        model: RewardModel,
+        device: &Device,
+    ) -> Self {
         let device = device.clone().autodiff();
-        device.seed(config.seed);
         let requests = dataset.split(split);
         Self {
             dataset,
             requests,
-            model: config.model(dataset).init(&device),
+            model: model.fork(&device),
             optim: AdamConfig::new()
                 .with_weight_decay(Some(WeightDecayConfig::new(config.weight_decay)))
                 .init(),
             sampler: BatchSampler::new(requests.len(), config.batch_size, config.seed),
             device,
             learning_rate: config.learning_rate,
+            random_lists: config.random_lists,
+            rng: Xoshiro256PlusPlus::seed_from_u64(config.seed ^ 0x11575),
             step: 0,
         }
     }
@@ -120,7 +187,15 @@ impl<'a> RewardTrainer<'a> {
             .map(|i| &self.requests[i])
             .collect();
         let batch = Batch::new(self.dataset, &picked, &self.device);
-        let loss = bce_with_logits(self.model.logged_logits(&batch), batch.labels.clone());
+        let loss = if self.random_lists == 0 {
+            bce_with_logits(self.model.logged_logits(&batch), batch.labels.clone())
+        } else {
+            let (lists, labels) =
+                with_random_lists(&picked, self.random_lists, &mut self.rng, &self.device);
+            let [b, k, l] = lists.dims();
+            let logits = self.model.list_logits(&self.model.context(&batch), lists);
+            bce_with_logits(logits.reshape([b, k * l]), labels.reshape([b, k * l]))
+        };
         let value = loss.clone().into_scalar::<f32>();
         let grads = GradientsParams::from_grads(loss.backward(), &self.model);
         self.model = self
