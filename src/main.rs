@@ -42,6 +42,17 @@ enum Command {
         #[command(subcommand)]
         what: TrainCommand,
     },
+    /// Rank requests from a JSON-lines file with a trained GoalRank run; JSON lines out.
+    Rank {
+        #[command(flatten)]
+        data: DataArgs,
+        /// GoalRank run folder.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// JSON lines: {"user": id, "history": [ids], "history_labels": [0|1], "candidates": [ids]}.
+        #[arg(long)]
+        requests: PathBuf,
+    },
     /// Score policies on the requests of a split with H@L, N@L, MAP@L, F1@L and AUC.
     Eval {
         #[command(flatten)]
@@ -238,6 +249,18 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Train { what } => train(what)?,
+        Command::Rank {
+            data,
+            checkpoint,
+            requests,
+        } => {
+            let dataset = data.load()?;
+            let device = Device::flex();
+            let model = load_generator(&checkpoint, &dataset, &device)?;
+            for answer in goalrank::eval::rank_file(&model, &dataset, &requests, &device)? {
+                println!("{}", serde_json::to_string(&answer)?);
+            }
+        }
         Command::Eval {
             data,
             mut policy,

@@ -209,6 +209,64 @@ fn train_resume_and_evaluate_a_checkpoint() {
         assert!(reward > 0.0 && reward < 2.95, "{name}: {row}");
     }
 
+    // `rank`: JSON lines in, one answer per request with L distinct candidates out.
+    let requests = fixture("rank-requests.jsonl");
+    let requests_s = requests.to_str().expect("path");
+    let out = goalrank(
+        &[
+            &["rank", "--checkpoint", run_s, "--requests", requests_s][..],
+            &common,
+        ]
+        .concat(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let answers: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let inputs: Vec<serde_json::Value> = std::fs::read_to_string(&requests)
+        .expect("fixture")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(answers.len(), inputs.len());
+    assert_eq!(answers[2]["line"], 4, "line numbers count the blank line");
+    for (answer, input) in answers.iter().zip(&inputs) {
+        let list: Vec<u64> = serde_json::from_value(answer["list"].clone()).expect("list");
+        let candidates: Vec<u64> = serde_json::from_value(input["candidates"].clone()).expect("c");
+        assert_eq!(list.len(), 6);
+        assert_eq!(
+            list.iter().collect::<std::collections::HashSet<_>>().len(),
+            6
+        );
+        assert!(list.iter().all(|i| candidates.contains(i)));
+        assert_eq!(
+            answer["scores"].as_array().expect("scores").len(),
+            candidates.len()
+        );
+        assert_eq!(answer["user"], input["user"]);
+    }
+    let bad = root.join("bad.jsonl");
+    std::fs::write(&bad, "{\"user\": 1, \"candidates\": [3, 6, 9, 12, 15, 18]}\n{\"user\": 1, \"candidates\": [3, 6, 9, 12, 15, 7]}\n").expect("write");
+    let out = goalrank(
+        &[
+            &[
+                "rank",
+                "--checkpoint",
+                run_s,
+                "--requests",
+                bad.to_str().expect("path"),
+            ][..],
+            &common,
+        ]
+        .concat(),
+    );
+    assert_input_error(
+        &out,
+        "bad.jsonl:2: field `candidates`: item 7 is not in the catalogue",
+    );
+
     // A checkpoint used with other request settings is refused with exit code 2.
     let out = goalrank(&[
         "eval",

@@ -75,7 +75,7 @@ impl ItemBatch {
 }
 
 impl Batch {
-    /// Builds a batch; every request must have the dataset's N and L.
+    /// Builds a batch; all requests must have as many candidates as the first and L logged items.
     pub fn new(dataset: &Dataset, requests: &[&Request], device: &Device) -> Self {
         let b = requests.len();
         let h = dataset.config.history_len.max(1);
@@ -115,7 +115,7 @@ impl Batch {
                 labels[r * l + t] = f32::from(request.labels[t]);
             }
         }
-        let n = dataset.config.candidates;
+        let n = requests.first().map_or(0, |r| r.candidates.len());
         let users: Vec<i64> = requests.iter().map(|r| i64::from(r.user)).collect();
         Self {
             users: Tensor::from_data(TensorData::new(users, [b]), device),

@@ -31,9 +31,10 @@ fn rank_in_batches(
     device: &Device,
     mut choose: impl FnMut(&Batch, &Encoded) -> Tensor<3, Int>,
 ) -> Result<Vec<Ranking>> {
-    let (l, n) = (model.list_len(), dataset.config.candidates);
+    let l = model.list_len();
     let mut out = Vec::with_capacity(requests.len());
     for chunk in requests.chunks(batch_size.max(1)) {
+        let n = chunk[0].candidates.len();
         let refs: Vec<&Request> = chunk.iter().collect();
         let batch = Batch::new(dataset, &refs, device);
         let encoded = model.encode(&batch);

@@ -5,6 +5,7 @@ mod fit;
 mod generator;
 pub mod metrics;
 mod policy;
+mod rank;
 mod ranking;
 
 pub use evaluate::{MetricAccumulator, Metrics, evaluate};
@@ -13,4 +14,5 @@ pub use generator::{
     RewardQuality, generator_evaluator_rankings, generator_rankings, mean_reward, reward_quality,
 };
 pub use policy::SimplePolicy;
+pub use rank::{RankAnswer, RankRequest, rank_file, read_rank_requests};
 pub use ranking::Ranking;
