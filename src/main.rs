@@ -53,6 +53,30 @@ enum Command {
         #[arg(long)]
         requests: PathBuf,
     },
+    /// Speed of the default model: GoalRank training step, greedy ranking, batch-1 latency.
+    Bench {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Devices to measure (comma-separated); `wgpu` needs a Vulkan adapter.
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BenchDevice::Flex])]
+        device: Vec<BenchDevice>,
+        #[arg(long, default_value_t = 512)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 128)]
+        d_model: usize,
+        #[arg(long, default_value_t = 2)]
+        layers: usize,
+        #[arg(long, default_value_t = 20)]
+        group_size: usize,
+        /// Timed training steps (after one warm-up step).
+        #[arg(long, default_value_t = 3)]
+        steps: usize,
+        /// Requests timed one at a time for the latency percentiles.
+        #[arg(long, default_value_t = 100)]
+        latency_requests: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Score policies on the requests of a split with H@L, N@L, MAP@L, F1@L and AUC.
     Eval {
         #[command(flatten)]
@@ -161,6 +185,13 @@ enum TrainCommand {
     },
 }
 
+/// Devices `goalrank bench` can measure.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BenchDevice {
+    Flex,
+    Wgpu,
+}
+
 /// Group construction, as the command line names it.
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Sampling {
@@ -249,6 +280,73 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Train { what } => train(what)?,
+        Command::Bench {
+            data,
+            device,
+            batch_size,
+            d_model,
+            layers,
+            group_size,
+            steps,
+            latency_requests,
+            json,
+        } => {
+            let dataset = data.load()?;
+            let config = GoalRankConfig::new()
+                .with_d_model(d_model)
+                .with_layers(layers)
+                .with_group_size(group_size);
+            let options = goalrank::eval::BenchOptions {
+                batch_size,
+                train_steps: steps,
+                warmup_steps: 1,
+                latency_requests,
+            };
+            let reward = RewardTrainingConfig::new();
+            let mut rows = Vec::new();
+            for d in device {
+                let (name, dev) = match d {
+                    BenchDevice::Flex => ("flex (CPU)", Device::flex()),
+                    BenchDevice::Wgpu => ("wgpu (Vulkan)", vulkan_device()?),
+                };
+                eprintln!("bench: {name} ...");
+                rows.push(goalrank::eval::bench_device(
+                    &dataset, &config, &reward, &options, name, &dev,
+                )?);
+            }
+            if json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else {
+                println!(
+                    "GoalRank d {d_model}, {layers} layers, N {}, L {}, K {group_size}, batch {batch_size}",
+                    dataset.config.candidates, dataset.config.list_len
+                );
+                println!(
+                    "{:<14} {:>8} {:>10} {:>11} {:>12} {:>13} {:>9} {:>9}",
+                    "device",
+                    "params",
+                    "step ms",
+                    "train rq/s",
+                    "greedy ms",
+                    "greedy rq/s",
+                    "p50 ms",
+                    "p90 ms"
+                );
+                for r in &rows {
+                    println!(
+                        "{:<14} {:>8} {:>10.1} {:>11.1} {:>12.1} {:>13.1} {:>9.2} {:>9.2}",
+                        r.device,
+                        r.generator_params,
+                        r.train_step_ms,
+                        r.train_requests_per_s,
+                        r.greedy_batch_ms,
+                        r.greedy_requests_per_s,
+                        r.latency_p50_ms,
+                        r.latency_p90_ms
+                    );
+                }
+            }
+        }
         Command::Rank {
             data,
             checkpoint,
@@ -448,6 +546,21 @@ fn run_config(dir: &std::path::Path, kind: &str, dataset: &Dataset) -> Result<se
         .into());
     }
     Ok(config)
+}
+
+/// A wgpu device pinned to Vulkan, or a clear error (wgpu would otherwise fall back to OpenGL on
+/// the CPU and hang for minutes).
+fn vulkan_device() -> Result<Device> {
+    use burn::tensor::wgpu::WgpuBackend;
+    Device::wgpu_options()
+        .graphics_api(WgpuBackend::Vulkan)
+        .init()
+        .map_err(|err| {
+            anyhow::anyhow!(
+                "no Vulkan adapter for wgpu ({err:?}); install a Vulkan driver \
+                 (e.g. apt-get install mesa-vulkan-drivers)"
+            )
+        })
 }
 
 fn load_reward(dir: &std::path::Path, dataset: &Dataset, device: &Device) -> Result<RewardModel> {

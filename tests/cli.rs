@@ -281,3 +281,44 @@ fn train_resume_and_evaluate_a_checkpoint() {
     ]);
     assert_input_error(&out, "another config");
 }
+
+#[test]
+fn bench_reports_positive_speeds() {
+    let artifacts = tempfile::tempdir().expect("tempdir");
+    let data = fixture("ml-latest-tiny");
+    let out = goalrank(&[
+        "bench",
+        "--json",
+        "--data",
+        data.to_str().expect("path"),
+        "--artifacts",
+        artifacts.path().to_str().expect("path"),
+        "--candidates",
+        "15",
+        "--batch-size",
+        "8",
+        "--d-model",
+        "16",
+        "--layers",
+        "1",
+        "--group-size",
+        "4",
+        "--steps",
+        "1",
+        "--latency-requests",
+        "3",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let row = &rows[0];
+    assert_eq!(row["device"], "flex (CPU)");
+    for field in [
+        "train_requests_per_s",
+        "greedy_requests_per_s",
+        "latency_p50_ms",
+    ] {
+        let v = row[field].as_f64().expect(field);
+        assert!(v.is_finite() && v > 0.0, "{field} = {v}");
+    }
+    assert!(row["latency_p90_ms"].as_f64() >= row["latency_p50_ms"].as_f64());
+}

@@ -1,5 +1,6 @@
 //! Evaluation: metrics, simple policies and the evaluator that scores a policy on a split.
 
+mod bench;
 mod evaluate;
 mod fit;
 mod generator;
@@ -8,6 +9,7 @@ mod policy;
 mod rank;
 mod ranking;
 
+pub use bench::{BenchOptions, BenchRow, bench_device};
 pub use evaluate::{MetricAccumulator, Metrics, evaluate};
 pub use fit::{FitOptions, RunState, fit_goalrank, fit_reward, generator_metrics};
 pub use generator::{

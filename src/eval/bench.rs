@@ -1,0 +1,109 @@
+//! `goalrank bench`: training and inference speed of the default model on one device.
+//!
+//! Inputs are the first requests of a dataset's train split (N, L and history as built). Numbers
+//! are wall-clock on a shared machine: compare devices or implementations measured in one run.
+
+use std::time::Instant;
+
+use burn::tensor::Device;
+use serde::Serialize;
+
+use super::generator_rankings;
+use crate::Result;
+use crate::data::{Dataset, Request};
+use crate::model::RewardModel;
+use crate::train::{GoalRankConfig, GoalRankTrainer, RewardTrainingConfig};
+
+/// What `goalrank bench` measures and on how much.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    pub batch_size: usize,
+    pub train_steps: usize,
+    pub warmup_steps: usize,
+    pub latency_requests: usize,
+}
+
+/// One device's figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchRow {
+    pub device: String,
+    pub generator_params: usize,
+    pub train_step_ms: f64,
+    pub train_requests_per_s: f64,
+    pub greedy_batch_ms: f64,
+    pub greedy_requests_per_s: f64,
+    pub latency_p50_ms: f64,
+    pub latency_p90_ms: f64,
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i]
+}
+
+/// Times the GoalRank step, greedy ranking of a batch, and batch-1 latency on `device`.
+pub fn bench_device(
+    dataset: &Dataset,
+    config: &GoalRankConfig,
+    reward: &RewardTrainingConfig,
+    options: &BenchOptions,
+    name: &str,
+    device: &Device,
+) -> Result<BenchRow> {
+    device.seed(config.seed);
+    let reward: RewardModel = reward.model(dataset).init(device);
+    let config = config.clone().with_batch_size(options.batch_size);
+    let mut trainer = GoalRankTrainer::new(dataset, reward, config, device);
+
+    for _ in 0..options.warmup_steps {
+        trainer.step();
+    }
+    let start = Instant::now();
+    for _ in 0..options.train_steps.max(1) {
+        trainer.step();
+    }
+    let train_step_ms = start.elapsed().as_secs_f64() * 1e3 / options.train_steps.max(1) as f64;
+
+    let model = trainer.model();
+    let batch: Vec<Request> = dataset
+        .train
+        .iter()
+        .take(options.batch_size)
+        .cloned()
+        .collect();
+    generator_rankings(&model, dataset, &batch, batch.len(), device)?;
+    let start = Instant::now();
+    generator_rankings(&model, dataset, &batch, batch.len(), device)?;
+    let greedy_batch_ms = start.elapsed().as_secs_f64() * 1e3;
+
+    let mut latencies = Vec::with_capacity(options.latency_requests);
+    for (i, request) in dataset
+        .train
+        .iter()
+        .cycle()
+        .take(options.latency_requests + 10)
+        .enumerate()
+    {
+        let start = Instant::now();
+        let ranking =
+            generator_rankings(&model, dataset, std::slice::from_ref(request), 1, device)?;
+        std::hint::black_box(ranking);
+        if i >= 10 {
+            latencies.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    Ok(BenchRow {
+        device: name.to_string(),
+        generator_params: burn::module::Module::num_params(&model),
+        train_step_ms,
+        train_requests_per_s: options.batch_size as f64 / (train_step_ms / 1e3),
+        greedy_batch_ms,
+        greedy_requests_per_s: batch.len() as f64 / (greedy_batch_ms / 1e3),
+        latency_p50_ms: percentile(&latencies, 0.5),
+        latency_p90_ms: percentile(&latencies, 0.9),
+    })
+}
