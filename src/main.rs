@@ -10,12 +10,16 @@ use burn::tensor::Device;
 use clap::{Args, Parser, Subcommand};
 use goalrank::data::{self, DataStats, Dataset, Origin, RequestConfig, Split, SplitStats};
 use goalrank::eval::{
-    FitOptions, MetricAccumulator, Metrics, SimplePolicy, fit_goalrank, fit_reward,
-    generator_evaluator_rankings, generator_rankings, mean_reward,
+    FitOptions, MetricAccumulator, Metrics, SimplePolicy, fit_goalrank, fit_pointwise, fit_reward,
+    generator_evaluator_rankings, generator_rankings, mean_reward, pointwise_rankings,
 };
-use goalrank::model::{Generator, GeneratorConfig, RewardModel, RewardModelConfig};
+use goalrank::model::{
+    Generator, GeneratorConfig, PointwiseConfig, RewardModel, RewardModelConfig,
+};
 use goalrank::train::checkpoint::{load_json, load_module};
-use goalrank::train::{GoalRankConfig, GroupSampling, RewardTrainingConfig};
+use goalrank::train::{
+    GoalRankConfig, GroupSampling, PointwiseTrainingConfig, RewardTrainingConfig,
+};
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
 
@@ -84,7 +88,7 @@ enum Command {
         /// Simple policies to score (comma-separated); all three when no --checkpoint is given.
         #[arg(long, value_enum, value_delimiter = ',')]
         policy: Vec<SimplePolicy>,
-        /// GoalRank run folders to score (repeatable).
+        /// GoalRank or pointwise run folders to score (repeatable).
         #[arg(long)]
         checkpoint: Vec<PathBuf>,
         /// A reward-model run folder: adds each list's mean reward under it as a column
@@ -136,6 +140,28 @@ enum TrainCommand {
         #[arg(long, default_value_t = 0)]
         random_lists: usize,
         #[arg(long, default_value_t = 1)]
+        model_seed: u64,
+    },
+    /// Train a pointwise baseline: a DNN (default) or, with --context-layers 2, a PRM-style
+    /// context-aware transformer; candidates are sorted by score.
+    Pointwise {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Run folder (default: <artifacts>/runs/<dataset>/pointwise, or prm).
+        #[arg(long)]
+        run: Option<PathBuf>,
+        /// Transformer layers over the candidate set (0 = pointwise DNN).
+        #[arg(long, default_value_t = 0)]
+        context_layers: usize,
+        #[arg(long, default_value_t = 4)]
+        epochs: usize,
+        #[arg(long, default_value_t = 64)]
+        d_model: usize,
+        #[arg(long, default_value_t = 128)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        #[arg(long, default_value_t = 3)]
         model_seed: u64,
     },
     /// Train a GoalRank generator against a frozen reward model.
@@ -400,6 +426,23 @@ fn run(cli: Cli) -> Result<()> {
                 .map(|dir| load_reward(&dir, &dataset, &device))
                 .transpose()?;
             for dir in &checkpoint {
+                let kind: serde_json::Value = load_json(&dir.join("config.json"))?;
+                if kind["kind"] == "pointwise" {
+                    let config = run_config(dir, "pointwise", &dataset)?;
+                    let model: PointwiseConfig = serde_json::from_value(config["model"].clone())?;
+                    let model = load_module(model.init(&device), &dir.join("model.bpk"))?;
+                    let rankings = pointwise_rankings(&model, &dataset, requests, 256, &device)?;
+                    let name = dir.to_string_lossy();
+                    rows.push(row(
+                        &name,
+                        &dataset,
+                        requests,
+                        rankings,
+                        reward.as_ref(),
+                        &device,
+                    )?);
+                    continue;
+                }
                 let model = load_generator(dir, &dataset, &device)?;
                 if let Some(picker) = &picker {
                     device.seed(policy_seed);
@@ -616,6 +659,48 @@ fn train(what: TrainCommand) -> Result<()> {
             println!(
                 "reward model: best {} log-loss {:.4} at step {} ({:.0}s) -> {}",
                 split_name(check),
+                state.best.unwrap_or(f64::NAN),
+                state.best_step,
+                state.seconds,
+                run.display()
+            );
+        }
+        TrainCommand::Pointwise {
+            data,
+            run,
+            context_layers,
+            epochs,
+            d_model,
+            batch_size,
+            lr,
+            model_seed,
+        } => {
+            let dataset = data.load()?;
+            let name = if context_layers == 0 {
+                "pointwise"
+            } else {
+                "prm"
+            };
+            let run = run.unwrap_or_else(|| data.runs(&dataset).join(name));
+            let config = PointwiseTrainingConfig::new()
+                .with_context_layers(context_layers)
+                .with_epochs(epochs)
+                .with_d_model(d_model)
+                .with_batch_size(batch_size)
+                .with_learning_rate(lr)
+                .with_seed(model_seed);
+            let options = FitOptions {
+                run_dir: run.clone(),
+                steps: 0,
+                eval_every: 0,
+                resume: false,
+                progress: true,
+                device,
+            };
+            let (_, state) = fit_pointwise(&dataset, &config, &options)?;
+            println!(
+                "{name}: best valid N@{} {:.4} at step {} ({:.0}s) -> {}",
+                dataset.config.list_len,
                 state.best.unwrap_or(f64::NAN),
                 state.best_step,
                 state.seconds,

@@ -267,6 +267,33 @@ fn train_resume_and_evaluate_a_checkpoint() {
         "bad.jsonl:2: field `candidates`: item 7 is not in the catalogue",
     );
 
+    // Pointwise DNN and PRM-style baselines train and evaluate through the same commands.
+    for (name, layers) in [("pointwise", "0"), ("prm", "1")] {
+        let dir = root.join(name);
+        let dir_s = dir.to_str().expect("path");
+        let out = goalrank(
+            &[
+                &[
+                    "train",
+                    "pointwise",
+                    "--run",
+                    dir_s,
+                    "--context-layers",
+                    layers,
+                ][..],
+                &["--epochs", "1", "--d-model", "16", "--batch-size", "16"],
+                &common,
+            ]
+            .concat(),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let out = goalrank(&[&["eval", "--json", "--checkpoint", dir_s][..], &common].concat());
+        assert!(out.status.success(), "{}", stderr(&out));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let h = json["policies"][dir_s]["hit_ratio"].as_f64().expect("H");
+        assert!((0.0..=1.0).contains(&h));
+    }
+
     // A checkpoint used with other request settings is refused with exit code 2.
     let out = goalrank(&[
         "eval",

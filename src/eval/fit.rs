@@ -12,13 +12,16 @@ use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use super::{MetricAccumulator, Metrics, generator_rankings, reward_quality};
+use super::{MetricAccumulator, Metrics, generator_rankings, pointwise_rankings, reward_quality};
 use crate::data::{Dataset, Split};
-use crate::model::{Generator, RewardModel};
+use crate::model::{Generator, Pointwise, RewardModel};
 use crate::train::checkpoint::{
     load_json, load_module, save_json, save_module, write_bytes_atomic,
 };
-use crate::train::{GoalRankConfig, GoalRankTrainer, RewardTrainer, RewardTrainingConfig};
+use crate::train::{
+    GoalRankConfig, GoalRankTrainer, PointwiseTrainer, PointwiseTrainingConfig, RewardTrainer,
+    RewardTrainingConfig,
+};
 use crate::{Error, Result};
 
 /// Where and how long a run trains.
@@ -232,5 +235,60 @@ pub fn fit_goalrank(
         }
     }
     progress.finish_and_clear();
+    Ok((best_model, state))
+}
+
+/// Trains a pointwise baseline for `config.epochs`, keeping the epoch with the best validation
+/// N@L.
+pub fn fit_pointwise(
+    dataset: &Dataset,
+    config: &PointwiseTrainingConfig,
+    options: &FitOptions,
+) -> Result<(Pointwise, RunState)> {
+    let dir = &options.run_dir;
+    save_json(
+        &serde_json::json!({
+            "kind": "pointwise",
+            "training": config,
+            "model": config.model(dataset),
+            "data": dataset.config,
+            "dataset": dataset.name,
+        }),
+        &dir.join("config.json"),
+    )?;
+    let mut log = MetricsLog::open(dir, false)?;
+    let start = Instant::now();
+    let mut trainer = PointwiseTrainer::new(dataset, config, &options.device);
+    let per_epoch = trainer.steps_per_epoch();
+    let progress = bar(options.progress, per_epoch * config.epochs, "pointwise");
+    let mut state = RunState::default();
+    let mut best_model = trainer.model();
+    for epoch in 1..=config.epochs {
+        for _ in 0..per_epoch {
+            let record = trainer.step();
+            progress.set_message(format!("loss {:.4}", record.loss));
+            progress.inc(1);
+            log.write(serde_json::json!({"kind": "train", "record": record}))?;
+            state.step = record.step;
+        }
+        let model = trainer.model();
+        let requests = dataset.split(Split::Valid);
+        let rankings = pointwise_rankings(&model, dataset, requests, 256, &options.device)?;
+        let mut acc = MetricAccumulator::new(dataset.config.list_len);
+        for (r, ranking) in requests.iter().zip(&rankings) {
+            acc.add(r, ranking);
+        }
+        let metrics = acc.finish();
+        log.write(serde_json::json!({"kind": "valid", "epoch": epoch, "step": state.step, "metrics": metrics}))?;
+        if state.best.is_none_or(|b| metrics.ndcg > b) {
+            state.best = Some(metrics.ndcg);
+            state.best_step = state.step;
+            save_module(&model, &dir.join("model.bpk"))?;
+            best_model = model;
+        }
+    }
+    progress.finish_and_clear();
+    state.seconds = start.elapsed().as_secs_f64();
+    save_json(&state, &dir.join("state.json"))?;
     Ok((best_model, state))
 }

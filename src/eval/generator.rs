@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::{Ranking, metrics};
 use crate::data::{Batch, Dataset, Request};
-use crate::model::{Decode, Encoded, Generator, RewardModel};
+use crate::model::{Decode, Encoded, Generator, Pointwise, RewardModel};
 use crate::train::bce_with_logits;
 use crate::{Error, Result};
 
@@ -96,6 +96,28 @@ pub fn generator_evaluator_rankings(
             lists.gather(1, best)
         },
     )
+}
+
+/// A pointwise model's rankings: candidates sorted by score, the best L kept.
+pub fn pointwise_rankings(
+    model: &Pointwise,
+    dataset: &Dataset,
+    requests: &[Request],
+    batch_size: usize,
+    device: &Device,
+) -> Result<Vec<Ranking>> {
+    let l = dataset.config.list_len;
+    let mut out = Vec::with_capacity(requests.len());
+    for chunk in requests.chunks(batch_size.max(1)) {
+        let refs: Vec<&Request> = chunk.iter().collect();
+        let scores = read_f32(model.forward(&Batch::new(dataset, &refs, device)))?;
+        let n = chunk[0].candidates.len();
+        for (i, r) in chunk.iter().enumerate() {
+            let row = scores[i * n..(i + 1) * n].to_vec();
+            out.push(Ranking::from_scores(&r.candidates, row, l));
+        }
+    }
+    Ok(out)
 }
 
 /// Mean list reward R of each request's chosen list under `reward`.

@@ -11,9 +11,10 @@ mod ranking;
 
 pub use bench::{BenchOptions, BenchRow, bench_device};
 pub use evaluate::{MetricAccumulator, Metrics, evaluate};
-pub use fit::{FitOptions, RunState, fit_goalrank, fit_reward, generator_metrics};
+pub use fit::{FitOptions, RunState, fit_goalrank, fit_pointwise, fit_reward, generator_metrics};
 pub use generator::{
-    RewardQuality, generator_evaluator_rankings, generator_rankings, mean_reward, reward_quality,
+    RewardQuality, generator_evaluator_rankings, generator_rankings, mean_reward,
+    pointwise_rankings, reward_quality,
 };
 pub use policy::SimplePolicy;
 pub use rank::{RankAnswer, RankRequest, rank_file, read_rank_requests};

@@ -6,9 +6,11 @@
 pub mod checkpoint;
 mod goalrank;
 pub mod group;
+mod pointwise;
 mod reward;
 mod sampler;
 
 pub use goalrank::{GoalRankConfig, GoalRankTrainer, GroupSampling, StepRecord};
+pub use pointwise::{PointwiseTrainer, PointwiseTrainingConfig};
 pub use reward::{RewardRecord, RewardTrainer, RewardTrainingConfig, bce_with_logits};
 pub use sampler::BatchSampler;
