@@ -10,8 +10,9 @@ use burn::tensor::Device;
 use clap::{Args, Parser, Subcommand};
 use goalrank::data::{self, DataStats, Dataset, Origin, RequestConfig, Split, SplitStats};
 use goalrank::eval::{
-    FitOptions, MetricAccumulator, Metrics, SimplePolicy, fit_goalrank, fit_pointwise, fit_reward,
+    FitOptions, Metrics, SimplePolicy, fit_goalrank, fit_pointwise, fit_reward,
     generator_evaluator_rankings, generator_rankings, mean_reward, pointwise_rankings,
+    score_rankings,
 };
 use goalrank::model::{
     Generator, GeneratorConfig, PointwiseConfig, RewardModel, RewardModelConfig,
@@ -555,16 +556,13 @@ fn row(
     reward: Option<&RewardModel>,
     device: &Device,
 ) -> Result<Row> {
-    let mut acc = MetricAccumulator::new(dataset.config.list_len);
-    for (r, ranking) in requests.iter().zip(&rankings) {
-        acc.add(r, ranking);
-    }
+    let metrics = score_rankings(requests, &rankings, dataset.config.list_len);
     let reward = reward
         .map(|model| mean_reward(model, dataset, requests, &rankings, 256, device))
         .transpose()?;
     Ok(Row {
         name: name.to_string(),
-        metrics: acc.finish(),
+        metrics,
         reward,
     })
 }

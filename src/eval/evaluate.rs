@@ -91,3 +91,12 @@ pub fn evaluate(
     }
     acc.finish()
 }
+
+/// Averages the metrics at `k` of precomputed rankings, one per request.
+pub fn score_rankings(requests: &[Request], rankings: &[Ranking], k: usize) -> Metrics {
+    let mut acc = MetricAccumulator::new(k);
+    for (request, ranking) in requests.iter().zip(rankings) {
+        acc.add(request, ranking);
+    }
+    acc.finish()
+}

@@ -8,19 +8,20 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use burn::module::Module;
 use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use super::{MetricAccumulator, Metrics, generator_rankings, pointwise_rankings, reward_quality};
+use super::{Metrics, generator_rankings, pointwise_rankings, reward_quality, score_rankings};
 use crate::data::{Dataset, Split};
 use crate::model::{Generator, Pointwise, RewardModel};
 use crate::train::checkpoint::{
     load_json, load_module, save_json, save_module, write_bytes_atomic,
 };
 use crate::train::{
-    GoalRankConfig, GoalRankTrainer, PointwiseTrainer, PointwiseTrainingConfig, RewardTrainer,
-    RewardTrainingConfig,
+    GoalRankConfig, GoalRankTrainer, PointwiseTrainer, PointwiseTrainingConfig, RewardRecord,
+    RewardTrainer, RewardTrainingConfig,
 };
 use crate::{Error, Result};
 
@@ -97,11 +98,65 @@ pub fn generator_metrics(
 ) -> Result<Metrics> {
     let requests = dataset.split(split);
     let rankings = generator_rankings(model, dataset, requests, 256, device)?;
-    let mut acc = MetricAccumulator::new(dataset.config.list_len);
-    for (r, ranking) in requests.iter().zip(&rankings) {
-        acc.add(r, ranking);
+    Ok(score_rankings(requests, &rankings, dataset.config.list_len))
+}
+
+/// Validation of one epoch: the value to compare and what to log.
+struct Checked<M> {
+    model: M,
+    value: f64,
+    log: serde_json::Value,
+}
+
+/// Runs `epochs` passes of `per_epoch` steps, validates after each and keeps the best model
+/// (`lower_is_better` for losses) as `model.bpk`. `config` goes to `config.json` first.
+#[allow(clippy::too_many_arguments)]
+fn fit_epochs<M: Module>(
+    options: &FitOptions,
+    config: serde_json::Value,
+    label: &str,
+    epochs: usize,
+    per_epoch: usize,
+    lower_is_better: bool,
+    mut step: impl FnMut() -> RewardRecord,
+    mut check: impl FnMut() -> Result<Checked<M>>,
+) -> Result<(M, RunState)> {
+    let dir = &options.run_dir;
+    save_json(&config, &dir.join("config.json"))?;
+    let mut log = MetricsLog::open(dir, false)?;
+    let start = Instant::now();
+    let progress = bar(options.progress, per_epoch * epochs, label);
+    let mut state = RunState::default();
+    let mut best = None;
+    for epoch in 1..=epochs {
+        for _ in 0..per_epoch {
+            let record = step();
+            progress.set_message(format!("loss {:.4}", record.loss));
+            progress.inc(1);
+            log.write(serde_json::json!({"kind": "train", "record": record}))?;
+            state.step = record.step;
+        }
+        let checked = check()?;
+        log.write(serde_json::json!({"kind": "valid", "epoch": epoch, "step": state.step, "check": checked.log}))?;
+        let better = state.best.is_none_or(|b| {
+            if lower_is_better {
+                checked.value < b
+            } else {
+                checked.value > b
+            }
+        });
+        if better {
+            state.best = Some(checked.value);
+            state.best_step = state.step;
+            save_module(&checked.model, &dir.join("model.bpk"))?;
+            best = Some(checked.model);
+        }
     }
-    Ok(acc.finish())
+    progress.finish_and_clear();
+    state.seconds = start.elapsed().as_secs_f64();
+    save_json(&state, &dir.join("state.json"))?;
+    let best = best.ok_or_else(|| Error::Invalid(format!("{label}: epochs must be at least 1")))?;
+    Ok((best, state))
 }
 
 /// Trains a reward model on `split` for `config.epochs`, keeping the epoch with the lowest
@@ -114,47 +169,74 @@ pub fn fit_reward(
     config: &RewardTrainingConfig,
     options: &FitOptions,
 ) -> Result<(RewardModel, RunState)> {
-    let dir = &options.run_dir;
-    save_json(
-        &serde_json::json!({
-            "kind": "reward",
-            "split": split,
-            "training": config,
-            "model": config.model(dataset),
-            "data": dataset.config,
-            "dataset": dataset.name,
-        }),
-        &dir.join("config.json"),
-    )?;
-    let mut log = MetricsLog::open(dir, false)?;
-    let start = Instant::now();
-    let mut trainer = RewardTrainer::new(dataset, split, config, &options.device);
-    let per_epoch = trainer.steps_per_epoch();
-    let progress = bar(options.progress, per_epoch * config.epochs, "reward");
-    let mut state = RunState::default();
-    let mut best_model = trainer.model();
-    for epoch in 1..=config.epochs {
-        for _ in 0..per_epoch {
-            let record = trainer.step();
-            progress.set_message(format!("loss {:.4}", record.loss));
-            progress.inc(1);
-            log.write(serde_json::json!({"kind": "train", "record": record}))?;
-            state.step = record.step;
-        }
-        let model = trainer.model();
-        let quality = reward_quality(&model, dataset, dataset.split(check), 256, &options.device)?;
-        log.write(serde_json::json!({"kind": "valid", "epoch": epoch, "step": state.step, "quality": quality}))?;
-        if state.best.is_none_or(|b| quality.log_loss < b) {
-            state.best = Some(quality.log_loss);
-            state.best_step = state.step;
-            save_module(&model, &dir.join("model.bpk"))?;
-            best_model = model;
-        }
-    }
-    progress.finish_and_clear();
-    state.seconds = start.elapsed().as_secs_f64();
-    save_json(&state, &dir.join("state.json"))?;
-    Ok((best_model, state))
+    let trainer =
+        std::cell::RefCell::new(RewardTrainer::new(dataset, split, config, &options.device));
+    let per_epoch = trainer.borrow().steps_per_epoch();
+    let run_config = serde_json::json!({
+        "kind": "reward",
+        "split": split,
+        "training": config,
+        "model": config.model(dataset),
+        "data": dataset.config,
+        "dataset": dataset.name,
+    });
+    fit_epochs(
+        options,
+        run_config,
+        "reward",
+        config.epochs,
+        per_epoch,
+        true,
+        || trainer.borrow_mut().step(),
+        || {
+            let model = trainer.borrow().model();
+            let quality =
+                reward_quality(&model, dataset, dataset.split(check), 256, &options.device)?;
+            Ok(Checked {
+                model,
+                value: quality.log_loss,
+                log: serde_json::json!(quality),
+            })
+        },
+    )
+}
+
+/// Trains a pointwise baseline for `config.epochs`, keeping the epoch with the best validation
+/// N@L.
+pub fn fit_pointwise(
+    dataset: &Dataset,
+    config: &PointwiseTrainingConfig,
+    options: &FitOptions,
+) -> Result<(Pointwise, RunState)> {
+    let trainer = std::cell::RefCell::new(PointwiseTrainer::new(dataset, config, &options.device));
+    let per_epoch = trainer.borrow().steps_per_epoch();
+    let run_config = serde_json::json!({
+        "kind": "pointwise",
+        "training": config,
+        "model": config.model(dataset),
+        "data": dataset.config,
+        "dataset": dataset.name,
+    });
+    fit_epochs(
+        options,
+        run_config,
+        "pointwise",
+        config.epochs,
+        per_epoch,
+        false,
+        || trainer.borrow_mut().step(),
+        || {
+            let model = trainer.borrow().model();
+            let requests = dataset.split(Split::Valid);
+            let rankings = pointwise_rankings(&model, dataset, requests, 256, &options.device)?;
+            let metrics = score_rankings(requests, &rankings, dataset.config.list_len);
+            Ok(Checked {
+                model,
+                value: metrics.ndcg,
+                log: serde_json::json!(metrics),
+            })
+        },
+    )
 }
 
 /// Trains GoalRank for `options.steps`, validating N@L every `eval_every` steps and keeping the
@@ -235,60 +317,5 @@ pub fn fit_goalrank(
         }
     }
     progress.finish_and_clear();
-    Ok((best_model, state))
-}
-
-/// Trains a pointwise baseline for `config.epochs`, keeping the epoch with the best validation
-/// N@L.
-pub fn fit_pointwise(
-    dataset: &Dataset,
-    config: &PointwiseTrainingConfig,
-    options: &FitOptions,
-) -> Result<(Pointwise, RunState)> {
-    let dir = &options.run_dir;
-    save_json(
-        &serde_json::json!({
-            "kind": "pointwise",
-            "training": config,
-            "model": config.model(dataset),
-            "data": dataset.config,
-            "dataset": dataset.name,
-        }),
-        &dir.join("config.json"),
-    )?;
-    let mut log = MetricsLog::open(dir, false)?;
-    let start = Instant::now();
-    let mut trainer = PointwiseTrainer::new(dataset, config, &options.device);
-    let per_epoch = trainer.steps_per_epoch();
-    let progress = bar(options.progress, per_epoch * config.epochs, "pointwise");
-    let mut state = RunState::default();
-    let mut best_model = trainer.model();
-    for epoch in 1..=config.epochs {
-        for _ in 0..per_epoch {
-            let record = trainer.step();
-            progress.set_message(format!("loss {:.4}", record.loss));
-            progress.inc(1);
-            log.write(serde_json::json!({"kind": "train", "record": record}))?;
-            state.step = record.step;
-        }
-        let model = trainer.model();
-        let requests = dataset.split(Split::Valid);
-        let rankings = pointwise_rankings(&model, dataset, requests, 256, &options.device)?;
-        let mut acc = MetricAccumulator::new(dataset.config.list_len);
-        for (r, ranking) in requests.iter().zip(&rankings) {
-            acc.add(r, ranking);
-        }
-        let metrics = acc.finish();
-        log.write(serde_json::json!({"kind": "valid", "epoch": epoch, "step": state.step, "metrics": metrics}))?;
-        if state.best.is_none_or(|b| metrics.ndcg > b) {
-            state.best = Some(metrics.ndcg);
-            state.best_step = state.step;
-            save_module(&model, &dir.join("model.bpk"))?;
-            best_model = model;
-        }
-    }
-    progress.finish_and_clear();
-    state.seconds = start.elapsed().as_secs_f64();
-    save_json(&state, &dir.join("state.json"))?;
     Ok((best_model, state))
 }

@@ -10,7 +10,7 @@ mod rank;
 mod ranking;
 
 pub use bench::{BenchOptions, BenchRow, bench_device};
-pub use evaluate::{MetricAccumulator, Metrics, evaluate};
+pub use evaluate::{MetricAccumulator, Metrics, evaluate, score_rankings};
 pub use fit::{FitOptions, RunState, fit_goalrank, fit_pointwise, fit_reward, generator_metrics};
 pub use generator::{
     RewardQuality, generator_evaluator_rankings, generator_rankings, mean_reward,
