@@ -11,8 +11,8 @@ use clap::{Args, Parser, Subcommand};
 use goalrank::data::{self, DataStats, Dataset, Origin, RequestConfig, Split, SplitStats};
 use goalrank::eval::{
     FitOptions, Metrics, SimplePolicy, fit_goalrank, fit_pointwise, fit_reward,
-    generator_evaluator_rankings, generator_rankings, mean_reward, pointwise_rankings,
-    score_rankings,
+    generator_evaluator_rankings, generator_rankings, mean_reward, multi_generator_rankings,
+    pointwise_rankings, score_rankings,
 };
 use goalrank::model::{
     Generator, GeneratorConfig, PointwiseConfig, RewardModel, RewardModelConfig,
@@ -103,6 +103,10 @@ enum Command {
         /// Lists sampled per request for the Generator–Evaluator rows.
         #[arg(long, default_value_t = 20)]
         pick_k: usize,
+        /// With --pick-with: one more row in which every GoalRank checkpoint samples --pick-k
+        /// lists and the reward model picks the best of all (Multi-Generator–Evaluator).
+        #[arg(long)]
+        multi: bool,
         /// Split to score.
         #[arg(long, value_enum, default_value_t = Split::Test)]
         split: Split,
@@ -393,6 +397,7 @@ fn run(cli: Cli) -> Result<()> {
             reward,
             pick_with,
             pick_k,
+            multi,
             split,
             policy_seed,
             json,
@@ -426,6 +431,7 @@ fn run(cli: Cli) -> Result<()> {
             let picker = pick_with
                 .map(|dir| load_reward(&dir, &dataset, &device))
                 .transpose()?;
+            let mut generators = Vec::new();
             for dir in &checkpoint {
                 let kind: serde_json::Value = load_json(&dir.join("config.json"))?;
                 if kind["kind"] == "pointwise" {
@@ -445,6 +451,7 @@ fn run(cli: Cli) -> Result<()> {
                     continue;
                 }
                 let model = load_generator(dir, &dataset, &device)?;
+                generators.push(model.clone());
                 if let Some(picker) = &picker {
                     device.seed(policy_seed);
                     let rankings = generator_evaluator_rankings(
@@ -462,6 +469,30 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 let rankings = generator_rankings(&model, &dataset, requests, 256, &device)?;
                 let name = dir.to_string_lossy();
+                rows.push(row(
+                    &name,
+                    &dataset,
+                    requests,
+                    rankings,
+                    reward.as_ref(),
+                    &device,
+                )?);
+            }
+            if multi {
+                let picker = picker
+                    .as_ref()
+                    .ok_or_else(|| goalrank::Error::Invalid("--multi needs --pick-with".into()))?;
+                device.seed(policy_seed);
+                let rankings = multi_generator_rankings(
+                    &generators,
+                    picker,
+                    &dataset,
+                    requests,
+                    pick_k,
+                    256,
+                    &device,
+                )?;
+                let name = format!("multi-generator k={} best-of-{pick_k}", generators.len());
                 rows.push(row(
                     &name,
                     &dataset,

@@ -190,6 +190,7 @@ fn train_resume_and_evaluate_a_checkpoint() {
                 reward_s,
                 "--pick-k",
                 "4",
+                "--multi",
             ],
             &common,
         ]
@@ -198,7 +199,7 @@ fn train_resume_and_evaluate_a_checkpoint() {
     assert!(out.status.success(), "{}", stderr(&out));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let best_of = format!("{run_s} best-of-4");
-    for name in [run_s, "random", &best_of] {
+    for name in [run_s, "random", &best_of, "multi-generator k=1 best-of-4"] {
         let row = &json["policies"][name];
         let h = row["hit_ratio"]
             .as_f64()

@@ -98,6 +98,45 @@ pub fn generator_evaluator_rankings(
     )
 }
 
+/// Multi-Generator–Evaluator: every generator samples `k` lists per request and the reward model
+/// picks the best of all of them. Candidate scores are the first generator's first-step
+/// log-probabilities.
+pub fn multi_generator_rankings(
+    models: &[Generator],
+    evaluator: &RewardModel,
+    dataset: &Dataset,
+    requests: &[Request],
+    k: usize,
+    batch_size: usize,
+    device: &Device,
+) -> Result<Vec<Ranking>> {
+    let Some(first) = models.first() else {
+        return Err(Error::Invalid("multi-generator: no generator given".into()));
+    };
+    rank_in_batches(
+        first,
+        dataset,
+        requests,
+        batch_size,
+        device,
+        |batch, encoded| {
+            let mut pools = vec![first.decode(encoded, k.max(1), Decode::Sample).lists];
+            for model in &models[1..] {
+                pools.push(
+                    model
+                        .decode(&model.encode(batch), k.max(1), Decode::Sample)
+                        .lists,
+                );
+            }
+            let lists = Tensor::cat(pools, 1);
+            let (_, rewards) = evaluator.score(&evaluator.context(batch), lists.clone());
+            let [b, _, l] = lists.dims();
+            let best = rewards.argmax(1).reshape([b, 1, 1]).expand([b, 1, l]);
+            lists.gather(1, best)
+        },
+    )
+}
+
 /// A pointwise model's rankings: candidates sorted by score, the best L kept.
 pub fn pointwise_rankings(
     model: &Pointwise,
