@@ -82,6 +82,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Train a small reward model for a few steps on the CPU and on wgpu (Vulkan) from the same
+    /// weights and compare the losses; exits 1 when they differ.
+    CheckDevice {
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long, default_value_t = 2)]
+        steps: usize,
+        /// Largest accepted relative loss difference.
+        #[arg(long, default_value_t = 1e-3)]
+        tolerance: f32,
+    },
     /// Score policies on the requests of a split with H@L, N@L, MAP@L, F1@L and AUC.
     Eval {
         #[command(flatten)]
@@ -311,6 +322,34 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Train { what } => train(what)?,
+        Command::CheckDevice {
+            data,
+            steps,
+            tolerance,
+        } => {
+            let dataset = data.load()?;
+            let gpu = vulkan_device()?;
+            let config = RewardTrainingConfig::new()
+                .with_d_model(16)
+                .with_layers(1)
+                .with_heads(2)
+                .with_batch_size(16);
+            let check =
+                goalrank::eval::check_device(&dataset, &config, steps, &Device::flex(), &gpu)?;
+            println!("{}", serde_json::to_string(&check)?);
+            if check.max_relative_difference.is_nan() || check.max_relative_difference > tolerance {
+                anyhow::bail!(
+                    "wgpu losses {:?} differ from flex {:?} by {} (> {tolerance})",
+                    check.other,
+                    check.reference,
+                    check.max_relative_difference
+                );
+            }
+            eprintln!(
+                "wgpu matches flex (max relative difference {})",
+                check.max_relative_difference
+            );
+        }
         Command::Bench {
             data,
             device,

@@ -34,6 +34,10 @@ fn help_on_every_command() {
         vec!["train", "--help"],
         vec!["train", "reward", "--help"],
         vec!["train", "goalrank", "--help"],
+        vec!["train", "pointwise", "--help"],
+        vec!["rank", "--help"],
+        vec!["bench", "--help"],
+        vec!["check-device", "--help"],
     ] {
         let out = goalrank(&args);
         assert!(out.status.success(), "{args:?}");

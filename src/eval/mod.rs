@@ -1,6 +1,7 @@
 //! Evaluation: metrics, simple policies and the evaluator that scores a policy on a split.
 
 mod bench;
+mod device_check;
 mod evaluate;
 mod fit;
 mod generator;
@@ -10,6 +11,7 @@ mod rank;
 mod ranking;
 
 pub use bench::{BenchOptions, BenchRow, bench_device};
+pub use device_check::{DeviceCheck, check_device};
 pub use evaluate::{MetricAccumulator, Metrics, evaluate, score_rankings};
 pub use fit::{FitOptions, RunState, fit_goalrank, fit_pointwise, fit_reward, generator_metrics};
 pub use generator::{

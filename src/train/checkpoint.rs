@@ -35,14 +35,28 @@ pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> crate::Result<()> {
     Ok(())
 }
 
-/// Saves a module's weights (burnpack) to `path`.
-pub fn save_module<M: Module>(module: &M, path: &Path) -> crate::Result<()> {
-    let bytes = module
+/// A module's weights as burnpack bytes.
+pub fn module_bytes<M: Module>(module: &M) -> crate::Result<Vec<u8>> {
+    module
         .clone()
         .into_record()
         .into_bytes()
-        .map_err(|e| artifact(path, format!("{e:?}")))?;
-    write_bytes_atomic(path, &bytes)
+        .map(|b| b.to_vec())
+        .map_err(|e| crate::Error::Backend(format!("serialising weights: {e:?}")))
+}
+
+/// Loads burnpack bytes from [`module_bytes`] into a freshly initialised `module`.
+pub fn module_from_bytes<M: Module>(module: M, bytes: Vec<u8>) -> crate::Result<M> {
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
+        .map_err(|e| crate::Error::Backend(format!("not burnpack weights: {e:?}")))?;
+    module
+        .try_load_record(record)
+        .map_err(|e| crate::Error::Backend(format!("weights do not fit the model: {e:?}")))
+}
+
+/// Saves a module's weights (burnpack) to `path`.
+pub fn save_module<M: Module>(module: &M, path: &Path) -> crate::Result<()> {
+    write_bytes_atomic(path, &module_bytes(module)?)
 }
 
 /// Loads weights saved by [`save_module`] into a freshly initialised `module`.

@@ -1,0 +1,52 @@
+//! `goalrank check-device`: the same reward-model training steps, from the same weights and on
+//! the same batches, on two devices. Equal losses mean the second backend computes what the CPU
+//! computes.
+
+use burn::tensor::Device;
+use serde::Serialize;
+
+use crate::Result;
+use crate::data::{Dataset, Split};
+use crate::train::checkpoint::{module_bytes, module_from_bytes};
+use crate::train::{RewardTrainer, RewardTrainingConfig};
+
+/// Losses of each step on both devices.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeviceCheck {
+    pub reference: Vec<f32>,
+    pub other: Vec<f32>,
+    /// Largest |reference - other| / max(|reference|, 1).
+    pub max_relative_difference: f32,
+}
+
+/// Runs `steps` reward-model steps (dropout off) on `reference` and on `other` from one set of
+/// initial weights.
+pub fn check_device(
+    dataset: &Dataset,
+    config: &RewardTrainingConfig,
+    steps: usize,
+    reference: &Device,
+    other: &Device,
+) -> Result<DeviceCheck> {
+    let config = config.clone().with_dropout(0.0);
+    reference.seed(config.seed);
+    let init = module_bytes(&config.model(dataset).init(reference))?;
+    let losses = |device: &Device| -> Result<Vec<f32>> {
+        let autodiff = device.clone().autodiff();
+        let model = module_from_bytes(config.model(dataset).init(&autodiff), init.clone())?;
+        let mut trainer = RewardTrainer::with_model(dataset, Split::Train, &config, model, device);
+        Ok((0..steps).map(|_| trainer.step().loss).collect())
+    };
+    let reference = losses(reference)?;
+    let other = losses(other)?;
+    let max_relative_difference = reference
+        .iter()
+        .zip(&other)
+        .map(|(a, b)| (a - b).abs() / a.abs().max(1.0))
+        .fold(0.0f32, |m, d| if d.is_nan() { f32::NAN } else { m.max(d) });
+    Ok(DeviceCheck {
+        reference,
+        other,
+        max_relative_difference,
+    })
+}
