@@ -285,7 +285,9 @@ pub fn fit_goalrank(
         )
     };
     let mut log = MetricsLog::open(dir, options.resume && resumable)?;
-    let start = Instant::now() - std::time::Duration::from_secs_f64(state.seconds);
+    // Time already spent before a resume is added to the time of this process.
+    let earlier = state.seconds;
+    let start = Instant::now();
     let progress = bar(options.progress, options.steps, "goalrank");
     progress.set_position(state.step as u64);
     let mut best_model = load_module(model_config.init(device), &dir.join("model.bpk"))
@@ -310,7 +312,7 @@ pub fn fit_goalrank(
                 best_model = model.clone();
             }
             state.step = step;
-            state.seconds = start.elapsed().as_secs_f64();
+            state.seconds = earlier + start.elapsed().as_secs_f64();
             save_module(&model, &dir.join("last.bpk"))?;
             write_bytes_atomic(&dir.join("optimizer.bin"), &trainer.optimizer_bytes()?)?;
             save_json(&state, &dir.join("state.json"))?;
