@@ -10,9 +10,8 @@ use burn::tensor::Device;
 use clap::{Args, Parser, Subcommand};
 use goalrank::data::{self, DataStats, Dataset, Origin, RequestConfig, Split, SplitStats};
 use goalrank::eval::{
-    FitOptions, Metrics, SimplePolicy, fit_goalrank, fit_pointwise, fit_reward,
-    generator_evaluator_rankings, generator_rankings, mean_reward, multi_generator_rankings,
-    pointwise_rankings, score_rankings,
+    FitOptions, Metrics, Ranking, SimplePolicy, fit_goalrank, fit_pointwise, fit_reward,
+    generator_rankings, mean_reward, multi_generator_rankings, pointwise_rankings, score_rankings,
 };
 use goalrank::model::{
     Generator, GeneratorConfig, PointwiseConfig, RewardModel, RewardModelConfig,
@@ -451,6 +450,9 @@ fn run(cli: Cli) -> Result<()> {
             let reward = reward
                 .map(|dir| load_reward(&dir, &dataset, &device))
                 .transpose()?;
+            let score = |name: &str, rankings: Vec<Ranking>| {
+                row(name, &dataset, requests, rankings, reward.as_ref(), &device)
+            };
             let mut rng = Xoshiro256PlusPlus::seed_from_u64(policy_seed);
             let mut rows: Vec<Row> = Vec::new();
             for &p in &policy {
@@ -458,14 +460,7 @@ fn run(cli: Cli) -> Result<()> {
                     .iter()
                     .map(|r| p.rank(&dataset, r, k, &mut rng))
                     .collect();
-                rows.push(row(
-                    p.name(),
-                    &dataset,
-                    requests,
-                    rankings,
-                    reward.as_ref(),
-                    &device,
-                )?);
+                rows.push(score(p.name(), rankings)?);
             }
             let picker = pick_with
                 .map(|dir| load_reward(&dir, &dataset, &device))
@@ -479,43 +474,28 @@ fn run(cli: Cli) -> Result<()> {
                     let model = load_module(model.init(&device), &dir.join("model.bpk"))?;
                     let rankings = pointwise_rankings(&model, &dataset, requests, 256, &device)?;
                     let name = dir.to_string_lossy();
-                    rows.push(row(
-                        &name,
-                        &dataset,
-                        requests,
-                        rankings,
-                        reward.as_ref(),
-                        &device,
-                    )?);
+                    rows.push(score(&name, rankings)?);
                     continue;
                 }
                 let model = load_generator(dir, &dataset, &device)?;
                 generators.push(model.clone());
                 if let Some(picker) = &picker {
                     device.seed(policy_seed);
-                    let rankings = generator_evaluator_rankings(
-                        &model, picker, &dataset, requests, pick_k, 256, &device,
-                    )?;
-                    let name = format!("{} best-of-{pick_k}", dir.to_string_lossy());
-                    rows.push(row(
-                        &name,
+                    let rankings = multi_generator_rankings(
+                        std::slice::from_ref(&model),
+                        picker,
                         &dataset,
                         requests,
-                        rankings,
-                        reward.as_ref(),
+                        pick_k,
+                        256,
                         &device,
-                    )?);
+                    )?;
+                    let name = format!("{} best-of-{pick_k}", dir.to_string_lossy());
+                    rows.push(score(&name, rankings)?);
                 }
                 let rankings = generator_rankings(&model, &dataset, requests, 256, &device)?;
                 let name = dir.to_string_lossy();
-                rows.push(row(
-                    &name,
-                    &dataset,
-                    requests,
-                    rankings,
-                    reward.as_ref(),
-                    &device,
-                )?);
+                rows.push(score(&name, rankings)?);
             }
             if multi {
                 let picker = picker
@@ -532,14 +512,7 @@ fn run(cli: Cli) -> Result<()> {
                     &device,
                 )?;
                 let name = format!("multi-generator k={} best-of-{pick_k}", generators.len());
-                rows.push(row(
-                    &name,
-                    &dataset,
-                    requests,
-                    rankings,
-                    reward.as_ref(),
-                    &device,
-                )?);
+                rows.push(score(&name, rankings)?);
             }
             if json {
                 println!("{}", eval_json(&dataset, split, &rows));
@@ -622,7 +595,7 @@ fn row(
     name: &str,
     dataset: &Dataset,
     requests: &[data::Request],
-    rankings: Vec<goalrank::eval::Ranking>,
+    rankings: Vec<Ranking>,
     reward: Option<&RewardModel>,
     device: &Device,
 ) -> Result<Row> {
@@ -715,14 +688,7 @@ fn train(what: TrainCommand) -> Result<()> {
                 .with_learning_rate(lr)
                 .with_random_lists(random_lists)
                 .with_seed(model_seed);
-            let options = FitOptions {
-                run_dir: run.clone(),
-                steps: 0,
-                eval_every: 0,
-                resume: false,
-                progress: true,
-                device,
-            };
+            let options = FitOptions::new(run.clone(), device);
             let (_, state) = fit_reward(&dataset, split, check, &config, &options)?;
             println!(
                 "reward model: best {} log-loss {:.4} at step {} ({:.0}s) -> {}",
@@ -757,14 +723,7 @@ fn train(what: TrainCommand) -> Result<()> {
                 .with_batch_size(batch_size)
                 .with_learning_rate(lr)
                 .with_seed(model_seed);
-            let options = FitOptions {
-                run_dir: run.clone(),
-                steps: 0,
-                eval_every: 0,
-                resume: false,
-                progress: true,
-                device,
-            };
+            let options = FitOptions::new(run.clone(), device);
             let (_, state) = fit_pointwise(&dataset, &config, &options)?;
             println!(
                 "{name}: best valid N@{} {:.4} at step {} ({:.0}s) -> {}",
@@ -815,12 +774,10 @@ fn train(what: TrainCommand) -> Result<()> {
                 .with_learning_rate(lr)
                 .with_seed(model_seed);
             let options = FitOptions {
-                run_dir: run.clone(),
                 steps,
                 eval_every,
                 resume,
-                progress: true,
-                device,
+                ..FitOptions::new(run.clone(), device)
             };
             let (_, state) = fit_goalrank(&dataset, reward, &config, &options)?;
             println!(

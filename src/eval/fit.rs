@@ -39,6 +39,21 @@ pub struct FitOptions {
     pub device: Device,
 }
 
+impl FitOptions {
+    /// Options for a run in `run_dir` on `device`, with a progress bar; the step counts are for
+    /// GoalRank runs and start at 0.
+    pub fn new(run_dir: PathBuf, device: Device) -> Self {
+        Self {
+            run_dir,
+            steps: 0,
+            eval_every: 0,
+            resume: false,
+            progress: true,
+            device,
+        }
+    }
+}
+
 /// Progress of a run, saved next to its last checkpoint.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RunState {

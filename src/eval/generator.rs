@@ -71,35 +71,8 @@ pub fn generator_rankings(
     )
 }
 
-/// Generator–Evaluator: the generator samples `k` lists per request and the reward model picks
-/// the one with the highest list reward.
-pub fn generator_evaluator_rankings(
-    model: &Generator,
-    evaluator: &RewardModel,
-    dataset: &Dataset,
-    requests: &[Request],
-    k: usize,
-    batch_size: usize,
-    device: &Device,
-) -> Result<Vec<Ranking>> {
-    rank_in_batches(
-        model,
-        dataset,
-        requests,
-        batch_size,
-        device,
-        |batch, encoded| {
-            let lists = model.decode(encoded, k.max(1), Decode::Sample).lists;
-            let (_, rewards) = evaluator.score(&evaluator.context(batch), lists.clone());
-            let [b, _, l] = lists.dims();
-            let best = rewards.argmax(1).reshape([b, 1, 1]).expand([b, 1, l]);
-            lists.gather(1, best)
-        },
-    )
-}
-
 /// Multi-Generator–Evaluator: every generator samples `k` lists per request and the reward model
-/// picks the best of all of them. Candidate scores are the first generator's first-step
+/// picks the best of all of them. With one generator this is the Generator–Evaluator baseline. Candidate scores are the first generator's first-step
 /// log-probabilities.
 pub fn multi_generator_rankings(
     models: &[Generator],

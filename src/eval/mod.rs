@@ -15,8 +15,8 @@ pub use device_check::{DeviceCheck, check_device};
 pub use evaluate::{MetricAccumulator, Metrics, evaluate, score_rankings};
 pub use fit::{FitOptions, RunState, fit_goalrank, fit_pointwise, fit_reward, generator_metrics};
 pub use generator::{
-    RewardQuality, generator_evaluator_rankings, generator_rankings, mean_reward,
-    multi_generator_rankings, pointwise_rankings, reward_quality,
+    RewardQuality, generator_rankings, mean_reward, multi_generator_rankings, pointwise_rankings,
+    reward_quality,
 };
 pub use policy::SimplePolicy;
 pub use rank::{RankAnswer, RankRequest, rank_file, read_rank_requests};
