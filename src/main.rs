@@ -8,15 +8,17 @@ use std::time::Instant;
 use anyhow::Result;
 use burn::tensor::Device;
 use clap::{Args, Parser, Subcommand};
-use goalrank::data::{self, DataStats, Dataset, Origin, RequestConfig, Split, SplitStats};
+use goalrank::data::simulator::Optimum;
+use goalrank::data::{
+    self, DataStats, Dataset, Origin, RequestConfig, SimConfig, Split, SplitStats, simulator,
+};
 use goalrank::eval::{
-    FitOptions, Metrics, Ranking, SimplePolicy, fit_goalrank, fit_pointwise, fit_reward,
-    generator_rankings, mean_reward, multi_generator_rankings, pointwise_rankings, score_rankings,
+    ExperimentOptions, FitOptions, ListSource, MainExperimentConfig, Metrics, Proposer, Ranking,
+    SimplePolicy, UtilityMetrics, best_of_rankings, fit_goalrank, fit_pointwise, fit_reward,
+    generator_rankings, load_generator, load_pointwise, load_reward, mean_reward, optimal_lists,
+    pointwise_rankings, run_kind, run_main, score_rankings, utility_metrics,
 };
-use goalrank::model::{
-    Generator, GeneratorConfig, PointwiseConfig, RewardModel, RewardModelConfig,
-};
-use goalrank::train::checkpoint::{load_json, load_module};
+use goalrank::model::{Decode, RewardModel};
 use goalrank::train::{
     GoalRankConfig, GroupSampling, PointwiseTrainingConfig, RewardTrainingConfig,
 };
@@ -92,6 +94,11 @@ enum Command {
         #[arg(long, default_value_t = 1e-3)]
         tolerance: f32,
     },
+    /// Run a named, reproducible experiment and write its table to results/<dataset>/.
+    Experiment {
+        #[command(subcommand)]
+        what: ExperimentCommand,
+    },
     /// Score policies on the requests of a split with H@L, N@L, MAP@L, F1@L and AUC.
     Eval {
         #[command(flatten)]
@@ -126,6 +133,28 @@ enum Command {
         /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExperimentCommand {
+    /// GoalRank against every baseline on the test split, mean ± std over seeds; writes
+    /// results/<dataset>/main.md, main.csv and main.json. About 30 min on 2 CPU cores for
+    /// ml-latest-small with the defaults.
+    Main {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Folder for the tables (a subfolder per dataset).
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        seeds: usize,
+        /// GoalRank and supervised-only generator steps.
+        #[arg(long, default_value_t = 500)]
+        steps: usize,
+        /// A tiny configuration (2 seeds, d 16, a few steps) to check the pipeline end to end.
+        #[arg(long)]
+        smoke: bool,
     },
 }
 
@@ -243,18 +272,19 @@ enum Sampling {
 /// Where the data comes from and how requests are cut.
 #[derive(Args)]
 struct DataArgs {
-    /// MovieLens folder: ml-latest(-small) CSV, ml-100k or ml-1m layout, detected from its files.
+    /// MovieLens folder (ml-latest(-small) CSV, ml-100k or ml-1m layout, detected from its
+    /// files), or `sim:tiny` / `sim:small` for the simulator.
     #[arg(long, default_value = "assets/data/movielens-latest-small")]
     data: PathBuf,
     /// Folder for cached requests (and, later, runs).
     #[arg(long, default_value = "artifacts")]
     artifacts: PathBuf,
-    /// Candidates per request (N).
-    #[arg(long, default_value_t = 50)]
-    candidates: usize,
-    /// List length (L); metrics are computed at k = L.
-    #[arg(long, default_value_t = 6)]
-    list_len: usize,
+    /// Candidates per request (N) [default: 50 for MovieLens, the preset's for sim:].
+    #[arg(long)]
+    candidates: Option<usize>,
+    /// List length (L); metrics are computed at k = L [default: 6, or the preset's for sim:].
+    #[arg(long)]
+    list_len: Option<usize>,
     /// Most history items per request.
     #[arg(long, default_value_t = 50)]
     history_len: usize,
@@ -265,11 +295,31 @@ struct DataArgs {
 
 impl DataArgs {
     fn config(&self) -> RequestConfig {
-        RequestConfig::new()
-            .with_candidates(self.candidates)
-            .with_list_len(self.list_len)
+        let defaults = RequestConfig::new();
+        defaults
+            .clone()
+            .with_candidates(self.candidates.unwrap_or(defaults.candidates))
+            .with_list_len(self.list_len.unwrap_or(defaults.list_len))
             .with_history_len(self.history_len)
             .with_seed(self.seed)
+    }
+
+    /// The simulator settings when `--data` is `sim:<preset>`, with N, L, history and seed
+    /// taken from the command line where given.
+    fn simulator(&self) -> Result<Option<SimConfig>> {
+        let source = self.data.to_string_lossy();
+        let Some(name) = simulator::preset_name(&source) else {
+            return Ok(None);
+        };
+        let preset = SimConfig::preset(name)?;
+        Ok(Some(
+            preset
+                .clone()
+                .with_candidates(self.candidates.unwrap_or(preset.candidates))
+                .with_list_len(self.list_len.unwrap_or(preset.list_len))
+                .with_history_len(self.history_len)
+                .with_seed(self.seed),
+        ))
     }
 
     /// The folder that holds this dataset's training runs.
@@ -280,6 +330,15 @@ impl DataArgs {
     /// Loads the dataset from the cache or builds it, telling the user which on stderr.
     fn load(&self) -> Result<Dataset> {
         let start = Instant::now();
+        if let Some(config) = self.simulator()? {
+            let dataset = simulator::build(&config)?;
+            eprintln!(
+                "{}: simulated in {:.1}s",
+                dataset.name,
+                start.elapsed().as_secs_f64()
+            );
+            return Ok(dataset);
+        }
         let (dataset, origin, path) =
             data::load_or_build(&self.data, &self.config(), &self.artifacts, true)?;
         let verb = match origin {
@@ -321,6 +380,41 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Train { what } => train(what)?,
+        Command::Experiment {
+            what:
+                ExperimentCommand::Main {
+                    data,
+                    results,
+                    seeds,
+                    steps,
+                    smoke,
+                },
+        } => {
+            let dataset = data.load()?;
+            let config = if smoke {
+                MainExperimentConfig::smoke()
+            } else {
+                MainExperimentConfig::new()
+                    .with_seeds(seeds)
+                    .with_steps(steps)
+            };
+            let options = ExperimentOptions {
+                runs: data.runs(&dataset),
+                progress: true,
+                device: Device::flex(),
+            };
+            let start = Instant::now();
+            let report = run_main(&dataset, &config, &options)?;
+            let dir = results.join(&dataset.name);
+            report.write(&dir, "main")?;
+            goalrank::train::checkpoint::save_json(&config, &dir.join("main.config.json"))?;
+            println!("{}", report.markdown());
+            eprintln!(
+                "experiment main: {:.0} s; wrote {}/main.md, main.csv, main.json",
+                start.elapsed().as_secs_f64(),
+                dir.display()
+            );
+        }
         Command::CheckDevice {
             data,
             steps,
@@ -450,8 +544,20 @@ fn run(cli: Cli) -> Result<()> {
             let reward = reward
                 .map(|dir| load_reward(&dir, &dataset, &device))
                 .transpose()?;
+            let optima = match &dataset.world {
+                Some(world) => optimal_lists(world, requests, true),
+                None => Vec::new(),
+            };
             let score = |name: &str, rankings: Vec<Ranking>| {
-                row(name, &dataset, requests, rankings, reward.as_ref(), &device)
+                row(
+                    name,
+                    &dataset,
+                    requests,
+                    rankings,
+                    reward.as_ref(),
+                    &optima,
+                    &device,
+                )
             };
             let mut rng = Xoshiro256PlusPlus::seed_from_u64(policy_seed);
             let mut rows: Vec<Row> = Vec::new();
@@ -467,11 +573,8 @@ fn run(cli: Cli) -> Result<()> {
                 .transpose()?;
             let mut generators = Vec::new();
             for dir in &checkpoint {
-                let kind: serde_json::Value = load_json(&dir.join("config.json"))?;
-                if kind["kind"] == "pointwise" {
-                    let config = run_config(dir, "pointwise", &dataset)?;
-                    let model: PointwiseConfig = serde_json::from_value(config["model"].clone())?;
-                    let model = load_module(model.init(&device), &dir.join("model.bpk"))?;
+                if run_kind(dir)? == "pointwise" {
+                    let model = load_pointwise(dir, &dataset, &device)?;
                     let rankings = pointwise_rankings(&model, &dataset, requests, 256, &device)?;
                     let name = dir.to_string_lossy();
                     rows.push(score(&name, rankings)?);
@@ -481,15 +584,13 @@ fn run(cli: Cli) -> Result<()> {
                 generators.push(model.clone());
                 if let Some(picker) = &picker {
                     device.seed(policy_seed);
-                    let rankings = multi_generator_rankings(
-                        std::slice::from_ref(&model),
-                        picker,
-                        &dataset,
-                        requests,
-                        pick_k,
-                        256,
-                        &device,
-                    )?;
+                    let source = ListSource {
+                        proposer: Proposer::Generator(&model),
+                        mode: Decode::Sample,
+                        count: pick_k,
+                    };
+                    let rankings =
+                        best_of_rankings(&[source], picker, &dataset, requests, 256, &device)?;
                     let name = format!("{} best-of-{pick_k}", dir.to_string_lossy());
                     rows.push(score(&name, rankings)?);
                 }
@@ -502,15 +603,16 @@ fn run(cli: Cli) -> Result<()> {
                     .as_ref()
                     .ok_or_else(|| goalrank::Error::Invalid("--multi needs --pick-with".into()))?;
                 device.seed(policy_seed);
-                let rankings = multi_generator_rankings(
-                    &generators,
-                    picker,
-                    &dataset,
-                    requests,
-                    pick_k,
-                    256,
-                    &device,
-                )?;
+                let sources: Vec<ListSource> = generators
+                    .iter()
+                    .map(|model| ListSource {
+                        proposer: Proposer::Generator(model),
+                        mode: Decode::Sample,
+                        count: pick_k,
+                    })
+                    .collect();
+                let rankings =
+                    best_of_rankings(&sources, picker, &dataset, requests, 256, &device)?;
                 let name = format!("multi-generator k={} best-of-{pick_k}", generators.len());
                 rows.push(score(&name, rankings)?);
             }
@@ -570,10 +672,12 @@ fn print_data(stats: &DataStats) {
         "all    {total} requests, positive rate {:.4}",
         stats.positive_rate
     );
-    println!(
-        "retriever recall@50 of test positives: {:.4} (train popularity: {:.4})",
-        stats.retriever_recall_at_50, stats.popularity_recall_at_50
-    );
+    if stats.layout != "simulator" {
+        println!(
+            "retriever recall@50 of test positives: {:.4} (train popularity: {:.4})",
+            stats.retriever_recall_at_50, stats.popularity_recall_at_50
+        );
+    }
 }
 
 fn split_name(split: Split) -> &'static str {
@@ -589,6 +693,8 @@ struct Row {
     name: String,
     metrics: Metrics,
     reward: Option<f64>,
+    /// Exact utility and regret (simulated data only).
+    utility: Option<UtilityMetrics>,
 }
 
 fn row(
@@ -597,39 +703,23 @@ fn row(
     requests: &[data::Request],
     rankings: Vec<Ranking>,
     reward: Option<&RewardModel>,
+    optima: &[Optimum],
     device: &Device,
 ) -> Result<Row> {
     let metrics = score_rankings(requests, &rankings, dataset.config.list_len);
     let reward = reward
         .map(|model| mean_reward(model, dataset, requests, &rankings, 256, device))
         .transpose()?;
+    let utility = dataset
+        .world
+        .as_ref()
+        .map(|world| utility_metrics(world, requests, &rankings, optima));
     Ok(Row {
         name: name.to_string(),
         metrics,
         reward,
+        utility,
     })
-}
-
-/// Reads a run folder's config and checks it was built for `dataset`'s requests.
-fn run_config(dir: &std::path::Path, kind: &str, dataset: &Dataset) -> Result<serde_json::Value> {
-    let config: serde_json::Value = load_json(&dir.join("config.json"))?;
-    if config["kind"] != kind {
-        return Err(goalrank::Error::Invalid(format!(
-            "{}: a {} run, not a {kind} run",
-            dir.display(),
-            config["kind"]
-        ))
-        .into());
-    }
-    if config["data"] != serde_json::json!(dataset.config) {
-        return Err(goalrank::Error::Invalid(format!(
-            "{}: trained on requests built with another config than the given \
-             --data/--candidates/--list-len/--history-len/--seed",
-            dir.display()
-        ))
-        .into());
-    }
-    Ok(config)
 }
 
 /// A wgpu device pinned to Vulkan, or a clear error (wgpu would otherwise fall back to OpenGL on
@@ -645,18 +735,6 @@ fn vulkan_device() -> Result<Device> {
                  (e.g. apt-get install mesa-vulkan-drivers)"
             )
         })
-}
-
-fn load_reward(dir: &std::path::Path, dataset: &Dataset, device: &Device) -> Result<RewardModel> {
-    let config = run_config(dir, "reward", dataset)?;
-    let model: RewardModelConfig = serde_json::from_value(config["model"].clone())?;
-    Ok(load_module(model.init(device), &dir.join("model.bpk"))?)
-}
-
-fn load_generator(dir: &std::path::Path, dataset: &Dataset, device: &Device) -> Result<Generator> {
-    let config = run_config(dir, "goalrank", dataset)?;
-    let model: GeneratorConfig = serde_json::from_value(config["model"].clone())?;
-    Ok(load_module(model.init(device), &dir.join("model.bpk"))?)
 }
 
 fn train(what: TrainCommand) -> Result<()> {
@@ -799,6 +877,11 @@ fn eval_json(dataset: &Dataset, split: Split, rows: &[Row]) -> serde_json::Value
         .map(|r| {
             let mut value = serde_json::json!(r.metrics);
             value["reward"] = serde_json::json!(r.reward);
+            if let Some(u) = &r.utility {
+                value["utility"] = serde_json::json!(u.utility);
+                value["regret"] = serde_json::json!(u.regret);
+                value["optimum"] = serde_json::json!(u.optimum);
+            }
             (r.name.clone(), value)
         })
         .collect();
@@ -827,22 +910,38 @@ fn print_eval(dataset: &Dataset, split: Split, rows: &[Row]) {
     ];
     let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(6).max(6);
     let has_reward = rows.iter().any(|r| r.reward.is_some());
+    let has_utility = rows.iter().any(|r| r.utility.is_some());
     println!(
-        "{:<width$} {:>8} {:>8} {:>8} {:>8} {:>8}{}",
+        "{:<width$} {:>8} {:>8} {:>8} {:>8} {:>8}{}{}",
         "policy",
         heads[0],
         heads[1],
         heads[2],
         heads[3],
         heads[4],
-        if has_reward { "   reward" } else { "" }
+        if has_reward { "   reward" } else { "" },
+        if has_utility {
+            "  utility   regret"
+        } else {
+            ""
+        }
     );
     for r in rows {
         let m = &r.metrics;
         let reward = r.reward.map(|v| format!(" {v:>8.4}")).unwrap_or_default();
+        let utility = r
+            .utility
+            .map(|u| format!(" {:>8.4} {:>8.4}", u.utility, u.regret))
+            .unwrap_or_default();
         println!(
-            "{:<width$} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4}{reward}",
+            "{:<width$} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4}{reward}{utility}",
             r.name, m.hit_ratio, m.ndcg, m.map, m.f1, m.auc
+        );
+    }
+    if let Some(u) = rows.iter().find_map(|r| r.utility) {
+        println!(
+            "utility: exact expected clicks; regret: to the exact best list (mean utility {:.4})",
+            u.optimum
         );
     }
     if let Some(Row { metrics: m, .. }) = rows.first() {

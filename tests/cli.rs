@@ -38,6 +38,7 @@ fn help_on_every_command() {
         vec!["rank", "--help"],
         vec!["bench", "--help"],
         vec!["check-device", "--help"],
+        vec!["experiment", "main", "--help"],
     ] {
         let out = goalrank(&args);
         assert!(out.status.success(), "{args:?}");
@@ -353,4 +354,93 @@ fn bench_reports_positive_speeds() {
         assert!(v.is_finite() && v > 0.0, "{field} = {v}");
     }
     assert!(row["latency_p90_ms"].as_f64() >= row["latency_p50_ms"].as_f64());
+}
+
+#[test]
+fn experiment_main_writes_every_method_and_reuses_finished_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_str().expect("utf-8 path");
+    let data = fixture("ml-latest-tiny");
+    let results = dir.path().join("results");
+    let args = [
+        "experiment",
+        "main",
+        "--smoke",
+        "--data",
+        data.to_str().expect("utf-8 path"),
+        "--candidates",
+        "15",
+        "--artifacts",
+        root,
+        "--results",
+        results.to_str().expect("utf-8 path"),
+    ];
+    let out = goalrank(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = results.join("ml-latest-tiny");
+    let csv = std::fs::read_to_string(table.join("main.csv")).expect("main.csv");
+    let md = std::fs::read_to_string(table.join("main.md")).expect("main.md");
+    for method in [
+        "random",
+        "pointwise DNN",
+        "PRM-style",
+        "supervised-only generator",
+        "Generator–Evaluator",
+        "Multi-Generator–Evaluator, k = 3",
+        "Multi-Generator–Evaluator, k = 5",
+        "GoalRank",
+    ] {
+        assert!(csv.contains(method), "{method} missing:\n{csv}");
+        assert!(md.contains(method), "{method} missing:\n{md}");
+    }
+    // Two seeds per row, and every H@6 mean is a fraction.
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    let h = header
+        .iter()
+        .position(|c| *c == "h_at_6_mean")
+        .expect("H@6 column");
+    for line in lines {
+        // The method is quoted and may hold commas: split the other cells off from the right.
+        let cells: Vec<&str> = line.rsplitn(header.len(), ',').collect();
+        let cells: Vec<&str> = cells.into_iter().rev().collect();
+        assert_eq!(cells[1], "2", "{line}");
+        let hit: f64 = cells[h].parse().expect("H@6 value");
+        assert!((0.0..=1.0).contains(&hit), "{line}");
+    }
+    // A second run reuses the finished runs and reproduces the table.
+    let run = dir.path().join("runs/ml-latest-tiny/main/seed-1/goalrank");
+    assert!(run.join("done.json").is_file(), "finished runs are marked");
+    let modified = |p: std::path::PathBuf| p.metadata().and_then(|m| m.modified()).expect("mtime");
+    let before = modified(run.join("metrics.jsonl"));
+    let again = goalrank(&args);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(
+        modified(run.join("metrics.jsonl")),
+        before,
+        "nothing is retrained"
+    );
+    let csv_again = std::fs::read_to_string(table.join("main.csv")).expect("main.csv");
+    assert_eq!(csv, csv_again);
+}
+
+#[test]
+fn eval_on_the_simulator_reports_utility_and_regret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_str().expect("utf-8 path");
+    let out = goalrank(&["eval", "--data", "sim:tiny", "--artifacts", root, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["dataset"], "sim-tiny");
+    for policy in ["random", "popularity", "retriever"] {
+        let p = &json["policies"][policy];
+        let (u, r, o) = (
+            p["utility"].as_f64().expect("utility"),
+            p["regret"].as_f64().expect("regret"),
+            p["optimum"].as_f64().expect("optimum"),
+        );
+        assert!(u > 0.0 && r >= 0.0 && (u + r - o).abs() < 1e-9, "{p}");
+    }
+    let bad = goalrank(&["eval", "--data", "sim:nope", "--artifacts", root]);
+    assert_input_error(&bad, "sim:nope");
 }

@@ -4,6 +4,9 @@ use std::collections::HashSet;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use goalrank::data::{Batch, Dataset, Request, movielens};
+use goalrank::eval::{
+    ListSource, Proposer, best_of_rankings, generator_ladder, generator_rankings, mean_reward,
+};
 use goalrank::model::{Decode, Generator, RewardModel};
 use goalrank::train::checkpoint::{load_module, save_module};
 use goalrank::train::{GoalRankConfig, RewardTrainingConfig};
@@ -57,7 +60,12 @@ fn decoding_never_repeats_and_stays_in_range() {
     let model = generator(&dataset, &device);
     let encoded = model.encode(&batch(&dataset, &device));
     let n = dataset.config.candidates as i64;
-    for mode in [Decode::Greedy, Decode::Sample] {
+    for mode in [
+        Decode::Greedy,
+        Decode::Sample,
+        Decode::Tempered(0.5),
+        Decode::Tempered(2.0),
+    ] {
         let decoded = model.decode(&encoded, 5, mode);
         assert_eq!(decoded.lists.dims(), [6, 5, 6]);
         for list in to_ints(decoded.lists).chunks(6) {
@@ -151,4 +159,64 @@ fn a_corrupt_checkpoint_is_an_error_not_a_panic() {
     std::fs::write(&path, b"not a checkpoint").expect("write");
     let err = load_module(generator(&dataset, &device), &path).expect_err("corrupt");
     assert!(err.to_string().contains("broken.bpk"), "{err}");
+}
+
+#[test]
+fn ladder_builds_k_generators_greedy_first() {
+    let device = Device::flex();
+    let dataset = dataset();
+    let a = generator(&dataset, &device);
+    let b = generator(&dataset, &device);
+    let pool = [Proposer::Generator(&a), Proposer::Generator(&b)];
+    let three = generator_ladder(&pool, 3);
+    let modes: Vec<(Decode, usize)> = three.iter().map(|s| (s.mode, s.count)).collect();
+    assert_eq!(
+        modes,
+        vec![
+            (Decode::Greedy, 1),
+            (Decode::Greedy, 1),
+            (Decode::Tempered(0.5), 1)
+        ]
+    );
+    let many = generator_ladder(&pool, 20);
+    assert_eq!(many.iter().map(|s| s.count).sum::<usize>(), 20);
+    assert_eq!(many.len(), 2 * 4, "2 models × (greedy + 3 temperatures)");
+    assert!(generator_ladder(&[], 5).is_empty());
+}
+
+#[test]
+fn best_of_picks_the_highest_reward_list() {
+    let device = Device::flex();
+    let dataset = dataset();
+    let model = generator(&dataset, &device);
+    device.seed(5);
+    let reward = tiny_reward().model(&dataset).init(&device);
+    let requests = &dataset.train[..6];
+    // One greedy list: best-of is the generator's greedy ranking.
+    let greedy = ListSource {
+        proposer: Proposer::Generator(&model),
+        mode: Decode::Greedy,
+        count: 1,
+    };
+    let picked = best_of_rankings(&[greedy], &reward, &dataset, requests, 4, &device).unwrap();
+    let plain = generator_rankings(&model, &dataset, requests, 4, &device).unwrap();
+    assert_eq!(
+        picked.iter().map(|r| &r.list).collect::<Vec<_>>(),
+        plain.iter().map(|r| &r.list).collect::<Vec<_>>()
+    );
+    // Many sampled lists: the pick's reward is at least the greedy list's, request by request.
+    let sampled = ListSource {
+        mode: Decode::Sample,
+        count: 16,
+        ..greedy
+    };
+    device.seed(9);
+    let best =
+        best_of_rankings(&[greedy, sampled], &reward, &dataset, requests, 4, &device).unwrap();
+    for (i, (b, g)) in best.iter().zip(&plain).enumerate() {
+        let one = std::slice::from_ref(&requests[i]);
+        let rb = mean_reward(&reward, &dataset, one, std::slice::from_ref(b), 1, &device).unwrap();
+        let rg = mean_reward(&reward, &dataset, one, std::slice::from_ref(g), 1, &device).unwrap();
+        assert!(rb >= rg - 1e-5, "request {i}: picked {rb} < greedy {rg}");
+    }
 }

@@ -5,5 +5,6 @@ mod common;
 mod loaders;
 mod models;
 mod requests;
+mod simulator;
 mod train;
 mod wgpu;

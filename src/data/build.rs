@@ -199,6 +199,7 @@ impl RequestConfig {
             popularity,
             retriever,
             retrieval: quality.finish(),
+            world: None,
         })
     }
 

@@ -6,6 +6,7 @@ mod cache;
 pub mod movielens;
 mod request;
 mod retriever;
+pub mod simulator;
 mod stats;
 
 pub use batch::{Batch, ItemBatch, YEAR_BUCKETS};
@@ -14,4 +15,5 @@ pub use cache::{Origin, cache_key, load_or_build, write_atomic};
 pub use movielens::{Layout, RatingLog, detect_layout};
 pub use request::{Dataset, Item, Request, RetrievalQuality, Split};
 pub use retriever::{Retriever, RetrieverConfig};
+pub use simulator::{SimConfig, World};
 pub use stats::{DataStats, SplitStats};

@@ -26,6 +26,8 @@ pub enum Layout {
     Ml100k,
     /// ml-1m: `ratings.dat` + `movies.dat`.
     Ml1m,
+    /// Not a folder: requests from the simulator (`sim:<preset>`).
+    Simulator,
 }
 
 impl Layout {
@@ -35,6 +37,7 @@ impl Layout {
             Layout::Latest => ("ratings.csv", "movies.csv"),
             Layout::Ml100k => ("u.data", "u.item"),
             Layout::Ml1m => ("ratings.dat", "movies.dat"),
+            Layout::Simulator => ("", ""),
         }
     }
 
@@ -43,6 +46,7 @@ impl Layout {
             Layout::Latest => "ml-latest",
             Layout::Ml100k => "ml-100k",
             Layout::Ml1m => "ml-1m",
+            Layout::Simulator => "simulator",
         }
     }
 }
@@ -153,6 +157,12 @@ pub fn load(dir: &Path) -> Result<RatingLog> {
         Layout::Latest => read_latest_movies(&movies_path)?,
         Layout::Ml100k => read_ml100k_movies(&movies_path)?,
         Layout::Ml1m => read_ml1m_movies(&movies_path)?,
+        Layout::Simulator => {
+            return Err(Error::Invalid(format!(
+                "{}: simulated data has no files to load",
+                dir.display()
+            )));
+        }
     };
     movies.sort_by_key(|m| m.id);
     let known: HashMap<u64, ()> = movies.iter().map(|m| (m.id, ())).collect();
@@ -161,6 +171,7 @@ pub fn load(dir: &Path) -> Result<RatingLog> {
         Layout::Latest => read_latest_ratings(&ratings_path)?,
         Layout::Ml100k => read_separated_ratings(&ratings_path, "\t")?,
         Layout::Ml1m => read_separated_ratings(&ratings_path, "::")?,
+        Layout::Simulator => Vec::new(),
     };
     let mut ratings = Vec::with_capacity(rows.len());
     for (line, rating) in rows {

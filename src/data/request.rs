@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Layout, RequestConfig, Retriever};
+use super::{Layout, RequestConfig, Retriever, World};
 
 /// One item of the catalogue, with the features models may use.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -92,6 +92,10 @@ pub struct Dataset {
     pub popularity: Vec<u32>,
     pub retriever: Retriever,
     pub retrieval: RetrievalQuality,
+    /// The simulated world behind the requests (`None` for logged data): exact utilities and
+    /// optima.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub world: Option<World>,
 }
 
 impl Dataset {

@@ -309,10 +309,11 @@ pub fn fit_goalrank(
         .unwrap_or_else(|_| trainer.model());
     while trainer.steps_done() < options.steps {
         let record = trainer.step();
-        progress.set_message(format!(
-            "loss {:.3} R {:.3}",
-            record.loss, record.reward_mean
-        ));
+        let reward = record
+            .reward_mean
+            .map(|r| format!(" R {r:.3}"))
+            .unwrap_or_default();
+        progress.set_message(format!("loss {:.3}{reward}", record.loss));
         progress.inc(1);
         log.write(serde_json::json!({"kind": "train", "record": record}))?;
         let step = trainer.steps_done();

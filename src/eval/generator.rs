@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::{Ranking, metrics};
 use crate::data::{Batch, Dataset, Request};
-use crate::model::{Decode, Encoded, Generator, Pointwise, RewardModel};
+use crate::model::{Decode, Encoded, Generator, Pointwise, RewardModel, plackett_luce};
 use crate::train::bce_with_logits;
 use crate::{Error, Result};
 
@@ -71,43 +71,136 @@ pub fn generator_rankings(
     )
 }
 
-/// Multi-Generator–Evaluator: every generator samples `k` lists per request and the reward model
-/// picks the best of all of them. With one generator this is the Generator–Evaluator baseline. Candidate scores are the first generator's first-step
-/// log-probabilities.
-pub fn multi_generator_rankings(
-    models: &[Generator],
+/// A trained model that proposes lists: a generator decodes them, a pointwise model draws them
+/// from its candidate scores (Plackett–Luce; top-L by score when greedy).
+#[derive(Clone, Copy)]
+pub enum Proposer<'a> {
+    Generator(&'a Generator),
+    Pointwise(&'a Pointwise),
+}
+
+/// `count` lists from one proposer, greedy (one list, repeated) or sampled.
+#[derive(Clone, Copy)]
+pub struct ListSource<'a> {
+    pub proposer: Proposer<'a>,
+    pub mode: Decode,
+    pub count: usize,
+}
+
+impl ListSource<'_> {
+    /// Lists `[B, count, L]` and candidate scores `[B, N]` for a batch.
+    fn propose(&self, batch: &Batch, l: usize) -> (Tensor<3, Int>, Tensor<2>) {
+        let count = self.count.max(1);
+        match self.proposer {
+            Proposer::Generator(model) => {
+                let encoded = model.encode(batch);
+                let lists = model.decode(&encoded, count, self.mode).lists;
+                (lists, model.first_step_log_probs(&encoded))
+            }
+            Proposer::Pointwise(model) => {
+                let scores = model.forward(batch);
+                let lists = match self.mode {
+                    Decode::Greedy => {
+                        let [b, n] = scores.dims();
+                        let (_, order) = scores.clone().sort_descending_with_indices(1);
+                        order
+                            .slice([0..b, 0..l.min(n)])
+                            .reshape([b, 1, l.min(n)])
+                            .repeat_dim(1, count)
+                    }
+                    Decode::Sample => plackett_luce(scores.clone(), count, l, 1.0),
+                    Decode::Tempered(t) => plackett_luce(scores.clone(), count, l, t),
+                };
+                (lists, scores)
+            }
+        }
+    }
+}
+
+/// Generator–Evaluator and Multi-Generator–Evaluator: every source proposes its lists and the
+/// reward model `evaluator` picks the one with the highest R. Candidate scores (for AUC) are the
+/// first source's.
+pub fn best_of_rankings(
+    sources: &[ListSource],
     evaluator: &RewardModel,
     dataset: &Dataset,
     requests: &[Request],
-    k: usize,
     batch_size: usize,
     device: &Device,
 ) -> Result<Vec<Ranking>> {
-    let Some(first) = models.first() else {
-        return Err(Error::Invalid("multi-generator: no generator given".into()));
-    };
-    rank_in_batches(
-        first,
-        dataset,
-        requests,
-        batch_size,
-        device,
-        |batch, encoded| {
-            let mut pools = vec![first.decode(encoded, k.max(1), Decode::Sample).lists];
-            for model in &models[1..] {
-                pools.push(
-                    model
-                        .decode(&model.encode(batch), k.max(1), Decode::Sample)
-                        .lists,
-                );
-            }
-            let lists = Tensor::cat(pools, 1);
-            let (_, rewards) = evaluator.score(&evaluator.context(batch), lists.clone());
-            let [b, _, l] = lists.dims();
-            let best = rewards.argmax(1).reshape([b, 1, 1]).expand([b, 1, l]);
-            lists.gather(1, best)
-        },
-    )
+    if sources.is_empty() {
+        return Err(Error::Invalid("best-of: no list source given".into()));
+    }
+    let l = dataset.config.list_len;
+    let mut out = Vec::with_capacity(requests.len());
+    for chunk in requests.chunks(batch_size.max(1)) {
+        let n = chunk[0].candidates.len();
+        let refs: Vec<&Request> = chunk.iter().collect();
+        let batch = Batch::new(dataset, &refs, device);
+        let mut pools = Vec::with_capacity(sources.len());
+        let mut scores = None;
+        for source in sources {
+            let (lists, source_scores) = source.propose(&batch, l);
+            pools.push(lists);
+            scores.get_or_insert(source_scores);
+        }
+        // # Shapes: lists [B, K, L], rewards [B, K], best [B, 1, L]
+        let lists = Tensor::cat(pools, 1);
+        let (_, rewards) = evaluator.score(&evaluator.context(&batch), lists.clone());
+        let [b, _, l] = lists.dims();
+        let best = rewards.argmax(1).reshape([b, 1, 1]).expand([b, 1, l]);
+        let best = read_i64(lists.gather(1, best))?;
+        let scores = match scores {
+            Some(s) => read_f32(s)?,
+            None => Vec::new(),
+        };
+        for (i, r) in chunk.iter().enumerate() {
+            out.push(Ranking {
+                list: best[i * l..(i + 1) * l]
+                    .iter()
+                    .map(|&p| r.candidates[p as usize])
+                    .collect(),
+                scores: scores[i * n..(i + 1) * n].to_vec(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The Multi-Generator–Evaluator's `k` generators drawn from trained models: generator j is
+/// model `j mod m`, decoded greedily for j < m and afterwards sampled at temperatures 0.5, 1 and
+/// 2 in turn. Returns one source per (model, mode) with its count of lists.
+pub fn generator_ladder<'a>(models: &[Proposer<'a>], k: usize) -> Vec<ListSource<'a>> {
+    const TEMPERATURES: [f32; 3] = [0.5, 1.0, 2.0];
+    let m = models.len();
+    let mut sources: Vec<ListSource<'a>> = Vec::new();
+    for j in 0..if m == 0 { 0 } else { k } {
+        let proposer = models[j % m];
+        let mode = match j / m {
+            0 => Decode::Greedy,
+            round => Decode::Tempered(TEMPERATURES[(round - 1) % TEMPERATURES.len()]),
+        };
+        match sources
+            .iter_mut()
+            .find(|s| s.mode == mode && same(s.proposer, proposer))
+        {
+            Some(source) => source.count += 1,
+            None => sources.push(ListSource {
+                proposer,
+                mode,
+                count: 1,
+            }),
+        }
+    }
+    sources
+}
+
+fn same(a: Proposer, b: Proposer) -> bool {
+    match (a, b) {
+        (Proposer::Generator(x), Proposer::Generator(y)) => std::ptr::eq(x, y),
+        (Proposer::Pointwise(x), Proposer::Pointwise(y)) => std::ptr::eq(x, y),
+        _ => false,
+    }
 }
 
 /// A pointwise model's rankings: candidates sorted by score, the best L kept.

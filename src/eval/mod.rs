@@ -3,21 +3,29 @@
 mod bench;
 mod device_check;
 mod evaluate;
+mod experiment;
 mod fit;
 mod generator;
 pub mod metrics;
 mod policy;
 mod rank;
 mod ranking;
+mod report;
+mod runs;
+mod simulated;
 
 pub use bench::{BenchOptions, BenchRow, bench_device};
 pub use device_check::{DeviceCheck, check_device};
 pub use evaluate::{MetricAccumulator, Metrics, evaluate, score_rankings};
+pub use experiment::{ExperimentOptions, MainExperimentConfig, run_main};
 pub use fit::{FitOptions, RunState, fit_goalrank, fit_pointwise, fit_reward, generator_metrics};
 pub use generator::{
-    RewardQuality, generator_rankings, mean_reward, multi_generator_rankings, pointwise_rankings,
-    reward_quality,
+    ListSource, Proposer, RewardQuality, best_of_rankings, generator_ladder, generator_rankings,
+    mean_reward, pointwise_rankings, reward_quality,
 };
 pub use policy::SimplePolicy;
 pub use rank::{RankAnswer, RankRequest, rank_file, read_rank_requests};
 pub use ranking::Ranking;
+pub use report::{Column, Goal, Report, ReportRow, mean_std};
+pub use runs::{load_generator, load_pointwise, load_reward, run_config, run_kind};
+pub use simulated::{UtilityMetrics, optimal_lists, optimum_rankings, utility_metrics};

@@ -13,10 +13,10 @@ use burn::nn::transformer::{
 };
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, log_softmax};
-use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use super::encoder::{EncoderConfig, ItemEncoder, UserEncoder};
-use super::gather::{gather_rows, repeat_group};
+use super::gather::{gather_rows, gumbel, plackett_luce};
 use crate::data::Batch;
 
 #[derive(Config, Debug)]
@@ -72,12 +72,14 @@ impl Encoded {
 }
 
 /// How the decoder picks each item.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Decode {
     /// The most likely remaining item.
     Greedy,
     /// A draw from the step distribution (Gumbel-max).
     Sample,
+    /// A draw from the step distribution sharpened (< 1) or flattened (> 1) by a temperature.
+    Tempered(f32),
 }
 
 /// Lists and their log-probabilities.
@@ -111,12 +113,6 @@ impl GeneratorConfig {
             list_len: self.list_len,
         }
     }
-}
-
-/// Standard Gumbel noise.
-fn gumbel<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
-    let u = Tensor::<D>::random(shape, Distribution::Uniform(1e-9, 1.0), device);
-    u.log().neg().log().neg()
 }
 
 impl Generator {
@@ -244,6 +240,9 @@ impl Generator {
             let pick = match mode {
                 Decode::Greedy => log_probs.clone().argmax(2),
                 Decode::Sample => (log_probs.clone() + gumbel([b, k, n], &device)).argmax(2),
+                Decode::Tempered(t) => (log_probs.clone().div_scalar(t.max(1e-6))
+                    + gumbel([b, k, n], &device))
+                .argmax(2),
             }; // [B, K, 1]
             total = total + log_probs.gather(2, pick.clone()).reshape([b, k]);
             chosen = chosen + pick.clone().reshape([b, k]).one_hot::<3>(n).float();
@@ -262,11 +261,7 @@ impl Generator {
     /// # Shapes
     /// - output: `[B, K, L]`
     pub fn plackett_luce(&self, encoded: &Encoded, k: usize) -> Tensor<3, Int> {
-        let [b, n, _] = encoded.candidates.dims();
-        let scores = self.first_step_log_probs(encoded);
-        let perturbed = repeat_group(scores, k) + gumbel([b, k, n], &encoded.user.device());
-        let (_, order) = perturbed.sort_descending_with_indices(2);
-        order.slice([0..b, 0..k, 0..self.list_len])
+        plackett_luce(self.first_step_log_probs(encoded), k, self.list_len, 1.0)
     }
 
     /// The first decoding step's log-probabilities: a score per candidate.

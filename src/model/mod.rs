@@ -8,7 +8,7 @@ mod pointwise;
 mod reward;
 
 pub use encoder::{EncoderConfig, ItemEncoder, UserEncoder};
-pub use gather::{gather_rows, repeat_group};
+pub use gather::{gather_rows, gumbel, plackett_luce, repeat_group};
 pub use generator::{Decode, Decoded, Encoded, Generator, GeneratorConfig};
 pub use pointwise::{Pointwise, PointwiseConfig};
 pub use reward::{RewardContext, RewardModel, RewardModelConfig, discounts};

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::{BatchSampler, group};
 use crate::data::{Batch, Dataset, Request};
-use crate::model::{Decode, EncoderConfig, Generator, GeneratorConfig, RewardModel};
+use crate::model::{Decode, Encoded, EncoderConfig, Generator, GeneratorConfig, RewardModel};
 
 /// How the group of K lists per request is drawn.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -85,15 +85,24 @@ impl GoalRankConfig {
 pub struct StepRecord {
     pub step: usize,
     pub loss: f32,
-    pub loss_ref: f32,
+    /// The group-relative loss; `None` when `w_ref` is 0 and no group is drawn.
+    pub loss_ref: Option<f32>,
     pub loss_sup: f32,
     /// Mean over requests of the group's mean / std / best reward (sampled lists only).
-    pub reward_mean: f32,
-    pub reward_std: f32,
-    pub reward_best: f32,
+    pub reward_mean: Option<f32>,
+    pub reward_std: Option<f32>,
+    pub reward_best: Option<f32>,
     /// Mean entropy of π_ref (ln K when all rewards tie).
-    pub ref_entropy: f32,
+    pub ref_entropy: Option<f32>,
     pub seconds: f64,
+}
+
+/// The group-relative term of one step.
+struct GroupTerm {
+    loss_ref: Tensor<1>,
+    /// Mean over requests of the group mean / std / best reward (sampled lists only).
+    stats: [f32; 3],
+    ref_entropy: f32,
 }
 
 /// A GoalRank generator being trained against a frozen reward model.
@@ -195,6 +204,51 @@ impl<'a> GoalRankTrainer<'a> {
         Ok(())
     }
 
+    /// Steps 2–5 of [`Self::step`]: the group, its rewards, π_ref and the reference loss.
+    fn group_term(&self, requests: &[&Request], batch: &Batch, encoded: &Encoded) -> GroupTerm {
+        let config = &self.config;
+        let [b, l] = batch.logged.dims();
+        let k = config.group_size;
+
+        // 2. Sample a group of K lists per request from the detached encoding (no gradient),
+        //    optionally adding the logged list.
+        let sampled = match config.sampling {
+            GroupSampling::Autoregressive => {
+                self.model
+                    .decode(&encoded.detach(), config.group_size, Decode::Sample)
+                    .lists
+            }
+            GroupSampling::PlackettLuce => self
+                .model
+                .plackett_luce(&encoded.detach(), config.group_size),
+        };
+        let lists = if config.include_logged {
+            Tensor::cat(vec![sampled, batch.logged.clone().reshape([b, 1, l])], 1)
+        } else {
+            sampled
+        };
+
+        // 3. Score every list with the frozen reward model: R = Σ p_i / log2(i + 1).
+        let plain_batch = Batch::new(self.dataset, requests, &self.plain);
+        let plain_lists = Tensor::<3, Int>::from_data(lists.clone().into_data(), &self.plain);
+        let context = self.reward.context(&plain_batch);
+        let (_, rewards) = self.reward.score(&context, plain_lists);
+        let rewards = Tensor::<2>::from_data(rewards.into_data(), &self.device);
+
+        // 4. Group-relative reference policy: π_ref = softmax(z-score(R) / τ), no gradient.
+        let pi_ref = group::reference_policy(rewards.clone(), config.tau);
+
+        // 5. Teacher-forced log π_θ of every list in the group, with gradient.
+        let (log_probs, _) = self.model.teacher_forced(encoded, lists);
+        let loss_ref = group::reference_loss(pi_ref.clone(), log_probs);
+
+        GroupTerm {
+            loss_ref,
+            stats: group_stats(rewards.slice([0..b, 0..k])),
+            ref_entropy: group::entropy(pi_ref).into_scalar::<f32>(),
+        }
+    }
+
     /// One GoalRank update on the next mini-batch of train requests.
     pub fn step(&mut self) -> StepRecord {
         let start = Instant::now();
@@ -211,38 +265,9 @@ impl<'a> GoalRankTrainer<'a> {
         // 1. Encode the requests once, with gradient.
         let encoded = self.model.encode(&batch);
 
-        // 2. Sample a group of K lists per request from the detached encoding (no gradient),
-        //    optionally adding the logged list.
-        let sampled = match config.sampling {
-            GroupSampling::Autoregressive => {
-                self.model
-                    .decode(&encoded.detach(), config.group_size, Decode::Sample)
-                    .lists
-            }
-            GroupSampling::PlackettLuce => self
-                .model
-                .plackett_luce(&encoded.detach(), config.group_size),
-        };
-        let k = config.group_size;
-        let lists = if config.include_logged {
-            Tensor::cat(vec![sampled, batch.logged.clone().reshape([b, 1, l])], 1)
-        } else {
-            sampled
-        };
-
-        // 3. Score every list with the frozen reward model: R = Σ p_i / log2(i + 1).
-        let plain_batch = Batch::new(self.dataset, &requests, &self.plain);
-        let plain_lists = Tensor::<3, Int>::from_data(lists.clone().into_data(), &self.plain);
-        let context = self.reward.context(&plain_batch);
-        let (_, rewards) = self.reward.score(&context, plain_lists);
-        let rewards = Tensor::<2>::from_data(rewards.into_data(), &self.device);
-
-        // 4. Group-relative reference policy: π_ref = softmax(z-score(R) / τ), no gradient.
-        let pi_ref = group::reference_policy(rewards.clone(), config.tau);
-
-        // 5. Teacher-forced log π_θ of every list in the group, with gradient.
-        let (log_probs, _) = self.model.teacher_forced(&encoded, lists);
-        let loss_ref = group::reference_loss(pi_ref.clone(), log_probs);
+        // 2.–5. The group-relative term (skipped when its weight is 0: the supervised-only
+        //       baseline samples nothing).
+        let group = (config.w_ref > 0.0).then(|| self.group_term(&requests, &batch, &encoded));
 
         // 6. Supervised likelihood of the logged positives (positives first, in logged order).
         let (order, weights) = positives_first(&requests, l, &self.device);
@@ -253,20 +278,27 @@ impl<'a> GoalRankTrainer<'a> {
             (steps.reshape([b, l]) * weights.clone()).sum().neg() / weights.sum().clamp_min(1.0);
 
         // 7. Total loss, backward, Adam step.
-        let loss =
-            loss_ref.clone().mul_scalar(config.w_ref) + loss_sup.clone().mul_scalar(config.w_sup);
-        let stats = group_stats(rewards.slice([0..b, 0..k]));
-        let record = StepRecord {
+        let mut loss = loss_sup.clone().mul_scalar(config.w_sup);
+        let mut record = StepRecord {
             step: self.step + 1,
-            loss: loss.clone().into_scalar::<f32>(),
-            loss_ref: loss_ref.into_scalar::<f32>(),
+            loss: 0.0,
+            loss_ref: None,
             loss_sup: loss_sup.into_scalar::<f32>(),
-            reward_mean: stats[0],
-            reward_std: stats[1],
-            reward_best: stats[2],
-            ref_entropy: group::entropy(pi_ref).into_scalar::<f32>(),
+            reward_mean: None,
+            reward_std: None,
+            reward_best: None,
+            ref_entropy: None,
             seconds: 0.0,
         };
+        if let Some(group) = group {
+            loss = loss + group.loss_ref.clone().mul_scalar(config.w_ref);
+            record.loss_ref = Some(group.loss_ref.into_scalar::<f32>());
+            record.reward_mean = Some(group.stats[0]);
+            record.reward_std = Some(group.stats[1]);
+            record.reward_best = Some(group.stats[2]);
+            record.ref_entropy = Some(group.ref_entropy);
+        }
+        record.loss = loss.clone().into_scalar::<f32>();
         let grads = GradientsParams::from_grads(loss.backward(), &self.model);
         self.model = self
             .optim

@@ -1,0 +1,65 @@
+//! Loading trained models back from their run folders.
+
+use std::path::Path;
+
+use burn::tensor::Device;
+use serde::de::DeserializeOwned;
+
+use crate::data::Dataset;
+use crate::model::{
+    Generator, GeneratorConfig, Pointwise, PointwiseConfig, RewardModel, RewardModelConfig,
+};
+use crate::train::checkpoint::{load_json, load_module};
+use crate::{Error, Result};
+
+/// A run folder's `config.json`, checked to be a `kind` run built for `dataset`'s requests.
+pub fn run_config(dir: &Path, kind: &str, dataset: &Dataset) -> Result<serde_json::Value> {
+    let config: serde_json::Value = load_json(&dir.join("config.json"))?;
+    if config["kind"] != kind {
+        return Err(Error::Invalid(format!(
+            "{}: a {} run, not a {kind} run",
+            dir.display(),
+            config["kind"]
+        )));
+    }
+    if config["data"] != serde_json::json!(dataset.config) {
+        return Err(Error::Invalid(format!(
+            "{}: trained on requests built with another config than the given \
+             --data/--candidates/--list-len/--history-len/--seed",
+            dir.display()
+        )));
+    }
+    Ok(config)
+}
+
+/// The kind a run folder's `config.json` names (`reward`, `goalrank`, `pointwise`).
+pub fn run_kind(dir: &Path) -> Result<String> {
+    let config: serde_json::Value = load_json(&dir.join("config.json"))?;
+    Ok(config["kind"].as_str().unwrap_or_default().to_string())
+}
+
+fn model_config<C: DeserializeOwned>(dir: &Path, kind: &str, dataset: &Dataset) -> Result<C> {
+    let config = run_config(dir, kind, dataset)?;
+    serde_json::from_value(config["model"].clone()).map_err(|e| Error::Artifact {
+        path: dir.join("config.json"),
+        message: format!("field `model`: {e}"),
+    })
+}
+
+/// The best checkpoint of a reward-model run.
+pub fn load_reward(dir: &Path, dataset: &Dataset, device: &Device) -> Result<RewardModel> {
+    let config: RewardModelConfig = model_config(dir, "reward", dataset)?;
+    load_module(config.init(device), &dir.join("model.bpk"))
+}
+
+/// The best checkpoint of a GoalRank (or supervised-only) generator run.
+pub fn load_generator(dir: &Path, dataset: &Dataset, device: &Device) -> Result<Generator> {
+    let config: GeneratorConfig = model_config(dir, "goalrank", dataset)?;
+    load_module(config.init(device), &dir.join("model.bpk"))
+}
+
+/// The best checkpoint of a pointwise (or PRM-style) run.
+pub fn load_pointwise(dir: &Path, dataset: &Dataset, device: &Device) -> Result<Pointwise> {
+    let config: PointwiseConfig = model_config(dir, "pointwise", dataset)?;
+    load_module(config.init(device), &dir.join("model.bpk"))
+}
