@@ -14,9 +14,9 @@ use goalrank::data::{
 };
 use goalrank::eval::{
     ExperimentOptions, FitOptions, ListSource, MainExperimentConfig, Metrics, Proposer, Ranking,
-    SimplePolicy, UtilityMetrics, best_of_rankings, fit_goalrank, fit_pointwise, fit_reward,
+    SimplePolicy, Study, UtilityMetrics, best_of_rankings, fit_goalrank, fit_pointwise, fit_reward,
     generator_rankings, load_generator, load_pointwise, load_reward, mean_reward, optimal_lists,
-    pointwise_rankings, run_kind, run_main, score_rankings, utility_metrics,
+    pointwise_rankings, run_kind, run_main, run_study, score_rankings, utility_metrics,
 };
 use goalrank::model::{Decode, RewardModel};
 use goalrank::train::{
@@ -139,23 +139,48 @@ enum Command {
 #[derive(Subcommand)]
 enum ExperimentCommand {
     /// GoalRank against every baseline on the test split, mean ± std over seeds; writes
-    /// results/<dataset>/main.md, main.csv and main.json. About 30 min on 2 CPU cores for
+    /// results/<dataset>/main.md, .csv and .json. About 30 min on 2 CPU cores for
     /// ml-latest-small with the defaults.
-    Main {
-        #[command(flatten)]
-        data: DataArgs,
-        /// Folder for the tables (a subfolder per dataset).
-        #[arg(long, default_value = "results")]
-        results: PathBuf,
-        #[arg(long, default_value_t = 3)]
-        seeds: usize,
-        /// GoalRank and supervised-only generator steps.
-        #[arg(long, default_value_t = 500)]
-        steps: usize,
-        /// A tiny configuration (2 seeds, d 16, a few steps) to check the pipeline end to end.
-        #[arg(long)]
-        smoke: bool,
-    },
+    Main(ExperimentArgs),
+    /// GoalRank at 5 generator sizes (d 8 / 1 layer to d 192 / 4 layers); writes
+    /// results/<dataset>/scaling.md, .csv, .json and .svg.
+    Scaling(ExperimentArgs),
+    /// GoalRank with K = 2, 4, 8, 16, 32, 64 lists per group; writes group-size.{md,csv,json,svg}.
+    GroupSize(ExperimentArgs),
+    /// GoalRank with the reward model's list rewards perturbed by noise λ = 0, 0.25, 0.5, 1
+    /// during training; writes reward-noise.{md,csv,json,svg}.
+    RewardNoise(ExperimentArgs),
+}
+
+/// Settings shared by every experiment. Studies reuse experiment main's reward models and
+/// supervised-only generators (same seeds and steps) when they exist.
+#[derive(Args)]
+struct ExperimentArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Folder for the tables (a subfolder per dataset).
+    #[arg(long, default_value = "results")]
+    results: PathBuf,
+    #[arg(long, default_value_t = 3)]
+    seeds: usize,
+    /// GoalRank and supervised-only generator steps.
+    #[arg(long, default_value_t = 500)]
+    steps: usize,
+    /// A tiny configuration (2 seeds, d 16, a few steps) to check the pipeline end to end.
+    #[arg(long)]
+    smoke: bool,
+}
+
+impl ExperimentArgs {
+    fn config(&self) -> MainExperimentConfig {
+        if self.smoke {
+            MainExperimentConfig::smoke()
+        } else {
+            MainExperimentConfig::new()
+                .with_seeds(self.seeds)
+                .with_steps(self.steps)
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -356,6 +381,14 @@ impl DataArgs {
 }
 
 fn main() -> ExitCode {
+    // Every command computes on the CPU (flex) unless it builds a wgpu device itself, but Burn
+    // materialises a resumed optimiser state on its *default* device first, which would start
+    // a GPU driver (or, without Vulkan, wgpu's slow OpenGL fallback). Pin the default to flex
+    // unless the user chose one.
+    if std::env::var_os("BURN_DEVICE").is_none() {
+        // SAFETY: nothing else runs yet; no other thread reads the environment.
+        unsafe { std::env::set_var("BURN_DEVICE", "flex") };
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -380,41 +413,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Train { what } => train(what)?,
-        Command::Experiment {
-            what:
-                ExperimentCommand::Main {
-                    data,
-                    results,
-                    seeds,
-                    steps,
-                    smoke,
-                },
-        } => {
-            let dataset = data.load()?;
-            let config = if smoke {
-                MainExperimentConfig::smoke()
-            } else {
-                MainExperimentConfig::new()
-                    .with_seeds(seeds)
-                    .with_steps(steps)
-            };
-            let options = ExperimentOptions {
-                runs: data.runs(&dataset),
-                progress: true,
-                device: Device::flex(),
-            };
-            let start = Instant::now();
-            let report = run_main(&dataset, &config, &options)?;
-            let dir = results.join(&dataset.name);
-            report.write(&dir, "main")?;
-            goalrank::train::checkpoint::save_json(&config, &dir.join("main.config.json"))?;
-            println!("{}", report.markdown());
-            eprintln!(
-                "experiment main: {:.0} s; wrote {}/main.md, main.csv, main.json",
-                start.elapsed().as_secs_f64(),
-                dir.display()
-            );
-        }
+        Command::Experiment { what } => experiment(what)?,
         Command::CheckDevice {
             data,
             steps,
@@ -623,6 +622,44 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+fn experiment(what: ExperimentCommand) -> Result<()> {
+    let (study, args) = match what {
+        ExperimentCommand::Main(args) => (None, args),
+        ExperimentCommand::Scaling(args) => (Some(Study::Scaling), args),
+        ExperimentCommand::GroupSize(args) => (Some(Study::GroupSize), args),
+        ExperimentCommand::RewardNoise(args) => (Some(Study::RewardNoise), args),
+    };
+    let dataset = args.data.load()?;
+    let config = args.config();
+    let options = ExperimentOptions {
+        runs: args.data.runs(&dataset),
+        progress: true,
+        device: Device::flex(),
+    };
+    let start = Instant::now();
+    let dir = args.results.join(&dataset.name);
+    let name = study.map_or("main", Study::name);
+    let report = match study {
+        None => run_main(&dataset, &config, &options)?,
+        Some(study) => {
+            let (report, plot) = run_study(&dataset, study, &config, &options)?;
+            let svg = dir.join(format!("{name}.svg"));
+            goalrank::train::checkpoint::write_bytes_atomic(&svg, plot.svg().as_bytes())?;
+            report
+        }
+    };
+    report.write(&dir, name)?;
+    goalrank::train::checkpoint::save_json(&config, &dir.join(format!("{name}.config.json")))?;
+    println!("{}", report.markdown());
+    eprintln!(
+        "experiment {name}: {:.0} s; wrote {}/{name}.md, .csv, .json{}",
+        start.elapsed().as_secs_f64(),
+        dir.display(),
+        if study.is_some() { ", .svg" } else { "" }
+    );
     Ok(())
 }
 

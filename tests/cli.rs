@@ -444,3 +444,40 @@ fn eval_on_the_simulator_reports_utility_and_regret() {
     let bad = goalrank(&["eval", "--data", "sim:nope", "--artifacts", root]);
     assert_input_error(&bad, "sim:nope");
 }
+
+#[test]
+fn studies_write_a_table_and_a_figure_on_the_simulator() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_str().expect("utf-8 path");
+    let results = dir.path().join("results");
+    let results_arg = results.to_str().expect("utf-8 path");
+    for (study, rows, points) in [
+        ("group-size", vec!["K = 2", "K = 64"], 6),
+        ("reward-noise", vec!["λ = 0", "λ = 0.5", "λ = 1"], 4),
+    ] {
+        let out = goalrank(&[
+            "experiment",
+            study,
+            "--smoke",
+            "--data",
+            "sim:tiny",
+            "--artifacts",
+            root,
+            "--results",
+            results_arg,
+        ]);
+        assert!(out.status.success(), "{study}: {}", stderr(&out));
+        let base = results.join("sim-tiny");
+        let md = std::fs::read_to_string(base.join(format!("{study}.md"))).expect("md");
+        for row in rows.iter().chain(&["reference: supervised-only generator"]) {
+            assert!(md.contains(row), "{study}: {row} missing\n{md}");
+        }
+        assert!(md.contains("| utility | regret |"), "{md}");
+        let svg = std::fs::read_to_string(base.join(format!("{study}.svg"))).expect("svg");
+        assert_eq!(
+            svg.matches("<circle").count(),
+            points,
+            "one point per setting"
+        );
+    }
+}

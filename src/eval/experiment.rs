@@ -23,7 +23,7 @@ use super::{
 };
 use crate::data::simulator::Optimum;
 use crate::data::{Dataset, Split};
-use crate::model::Decode;
+use crate::model::{Decode, Generator, Pointwise, RewardModel};
 use crate::train::checkpoint::{load_json, save_json};
 use crate::train::{GoalRankConfig, GroupSampling, PointwiseTrainingConfig, RewardTrainingConfig};
 
@@ -92,7 +92,7 @@ impl MainExperimentConfig {
             .with_multi_k(vec![3, 5])
     }
 
-    fn reward(&self, seed: u64) -> RewardTrainingConfig {
+    pub(crate) fn reward(&self, seed: u64) -> RewardTrainingConfig {
         RewardTrainingConfig::new()
             .with_d_model(self.d_model)
             .with_epochs(self.reward_epochs)
@@ -100,7 +100,7 @@ impl MainExperimentConfig {
             .with_seed(1 + seed)
     }
 
-    fn pointwise(&self, context_layers: usize, seed: u64) -> PointwiseTrainingConfig {
+    pub(crate) fn pointwise(&self, context_layers: usize, seed: u64) -> PointwiseTrainingConfig {
         PointwiseTrainingConfig::new()
             .with_d_model(self.d_model)
             .with_context_layers(context_layers)
@@ -108,7 +108,7 @@ impl MainExperimentConfig {
             .with_seed(3 + seed)
     }
 
-    fn goalrank(&self, w_ref: f32, seed: u64) -> GoalRankConfig {
+    pub(crate) fn goalrank(&self, w_ref: f32, seed: u64) -> GoalRankConfig {
         GoalRankConfig::new()
             .with_d_model(self.d_model)
             .with_group_size(self.group_size)
@@ -182,7 +182,7 @@ fn cached<M>(
 /// One row's values on test: the five label metrics, the evaluator's mean reward, on simulated
 /// data the exact utility and regret (`optima` holds the best list of every test request), and
 /// a time.
-fn row_values(
+pub(crate) fn row_values(
     dataset: &Dataset,
     rankings: &[Ranking],
     evaluator: &crate::model::RewardModel,
@@ -209,6 +209,152 @@ fn row_values(
     Ok(values)
 }
 
+/// Trains (or reuses) the runs of one experiment folder: the shared pieces of `experiment main`
+/// and the studies.
+pub(crate) struct Runner<'a> {
+    pub dataset: &'a Dataset,
+    pub options: &'a ExperimentOptions,
+    data: serde_json::Value,
+}
+
+impl<'a> Runner<'a> {
+    pub fn new(dataset: &'a Dataset, options: &'a ExperimentOptions) -> Self {
+        Self {
+            dataset,
+            options,
+            data: serde_json::json!(dataset.config),
+        }
+    }
+
+    pub fn say(&self, msg: impl AsRef<str>) {
+        if self.options.progress {
+            eprintln!("{}", msg.as_ref());
+        }
+    }
+
+    fn fit(&self, dir: &Path) -> FitOptions {
+        FitOptions {
+            progress: self.options.progress,
+            ..FitOptions::new(dir.to_path_buf(), self.options.device.clone())
+        }
+    }
+
+    /// The independent evaluator: trained on validation, checked on train, never trained
+    /// against. One per dataset, in `<runs>/main/evaluator`.
+    pub fn evaluator(&self, config: &MainExperimentConfig) -> crate::Result<RewardModel> {
+        let training = RewardTrainingConfig::new()
+            .with_d_model(config.d_model)
+            .with_epochs(config.evaluator_epochs)
+            .with_random_lists(config.random_lists)
+            .with_seed(config.evaluator_seed);
+        let (model, _) = cached(
+            &self.options.runs.join("main/evaluator"),
+            serde_json::json!({"data": self.data, "training": training}),
+            |dir| load_reward(dir, self.dataset, &self.options.device),
+            |dir| {
+                fit_reward(
+                    self.dataset,
+                    Split::Valid,
+                    Split::Train,
+                    &training,
+                    &self.fit(dir),
+                )
+            },
+        )?;
+        Ok(model)
+    }
+
+    /// Seed `s`'s reward model (trained on train), in `<runs>/main/seed-<s>/reward`.
+    pub fn reward(
+        &self,
+        config: &MainExperimentConfig,
+        s: usize,
+    ) -> crate::Result<(RewardModel, f64, RewardTrainingConfig)> {
+        let training = config.reward(1000 * s as u64);
+        let (model, seconds) = cached(
+            &self.options.runs.join(format!("main/seed-{s}/reward")),
+            serde_json::json!({"data": self.data, "training": training}),
+            |dir| load_reward(dir, self.dataset, &self.options.device),
+            |dir| {
+                fit_reward(
+                    self.dataset,
+                    Split::Train,
+                    Split::Valid,
+                    &training,
+                    &self.fit(dir),
+                )
+            },
+        )?;
+        Ok((model, seconds, training))
+    }
+
+    /// A pointwise baseline in `dir`.
+    pub fn pointwise(
+        &self,
+        dir: &Path,
+        training: &PointwiseTrainingConfig,
+    ) -> crate::Result<(Pointwise, f64)> {
+        cached(
+            dir,
+            serde_json::json!({"data": self.data, "training": training}),
+            |d| load_pointwise(d, self.dataset, &self.options.device),
+            |d| fit_pointwise(self.dataset, training, &self.fit(d)),
+        )
+    }
+
+    /// A GoalRank (or supervised-only) generator in `dir`, trained for `steps` against
+    /// `reward`; an interrupted run continues from its last checkpoint.
+    #[allow(clippy::too_many_arguments)]
+    pub fn generator(
+        &self,
+        dir: &Path,
+        training: &GoalRankConfig,
+        steps: usize,
+        eval_every: usize,
+        reward: &RewardModel,
+        reward_config: &RewardTrainingConfig,
+    ) -> crate::Result<(Generator, f64)> {
+        let mut training_key = serde_json::json!(training);
+        // A knob at its neutral value is left out of the key, so that adding one does not
+        // invalidate finished runs.
+        if training.reward_noise == 0.0
+            && let Some(map) = training_key.as_object_mut()
+        {
+            map.remove("reward_noise");
+        }
+        cached(
+            dir,
+            serde_json::json!({"data": self.data, "training": training_key, "steps": steps,
+                "reward": reward_config}),
+            |d| load_generator(d, self.dataset, &self.options.device),
+            |d| {
+                let options = FitOptions {
+                    steps,
+                    eval_every,
+                    resume: d.join("state.json").is_file(),
+                    ..self.fit(d)
+                };
+                fit_goalrank(self.dataset, reward.clone(), training, &options)
+            },
+        )
+    }
+
+    /// The exact best list of every test request on simulated data (empty otherwise).
+    pub fn optima(&self) -> Vec<Optimum> {
+        match &self.dataset.world {
+            Some(world) => {
+                self.say("exact best list of every test request");
+                optimal_lists(
+                    world,
+                    self.dataset.split(Split::Test),
+                    self.options.progress,
+                )
+            }
+            None => Vec::new(),
+        }
+    }
+}
+
 /// Trains every method for every seed and returns the table (test split).
 pub fn run_main(
     dataset: &Dataset,
@@ -216,41 +362,13 @@ pub fn run_main(
     options: &ExperimentOptions,
 ) -> crate::Result<Report> {
     let device = &options.device;
+    let runner = Runner::new(dataset, options);
     let root = options.runs.join("main");
-    let fit = |dir: &Path| FitOptions {
-        progress: options.progress,
-        ..FitOptions::new(dir.to_path_buf(), device.clone())
-    };
-    let say = |msg: String| {
-        if options.progress {
-            eprintln!("{msg}");
-        }
-    };
-    let data = serde_json::json!(dataset.config);
     let test = dataset.split(Split::Test);
     let k = dataset.config.list_len;
 
-    // The independent evaluator: trained on validation, checked on train, never trained against.
-    say("experiment main: independent evaluator (validation split)".into());
-    let evaluator_config = RewardTrainingConfig::new()
-        .with_d_model(config.d_model)
-        .with_epochs(config.evaluator_epochs)
-        .with_random_lists(config.random_lists)
-        .with_seed(config.evaluator_seed);
-    let (evaluator, _) = cached(
-        &root.join("evaluator"),
-        serde_json::json!({"data": data, "training": evaluator_config}),
-        |dir| load_reward(dir, dataset, device),
-        |dir| {
-            fit_reward(
-                dataset,
-                Split::Valid,
-                Split::Train,
-                &evaluator_config,
-                &fit(dir),
-            )
-        },
-    )?;
+    runner.say("experiment main: independent evaluator (validation split)");
+    let evaluator = runner.evaluator(config)?;
 
     let mut columns = COLUMNS.to_vec();
     if dataset.world.is_some() {
@@ -261,13 +379,7 @@ pub fn run_main(
         format!("GoalRank and baselines on {} (test split)", dataset.name),
         &columns,
     );
-    let optima = match &dataset.world {
-        Some(world) => {
-            say("experiment main: exact best list of every test request".into());
-            optimal_lists(world, test, options.progress)
-        }
-        None => Vec::new(),
-    };
+    let optima = runner.optima();
     let mut reward_auc = Vec::new();
     for s in 0..config.seeds {
         let seed = 1000 * s as u64;
@@ -277,54 +389,31 @@ pub fn run_main(
             row_values(dataset, rankings, &evaluator, &optima, seconds, device)
         };
 
-        say(format!("{tag}: reward model"));
-        let reward_config = config.reward(seed);
-        let (reward, reward_s) = cached(
-            &dir.join("reward"),
-            serde_json::json!({"data": data, "training": reward_config}),
-            |d| load_reward(d, dataset, device),
-            |d| fit_reward(dataset, Split::Train, Split::Valid, &reward_config, &fit(d)),
-        )?;
+        runner.say(format!("{tag}: reward model"));
+        let (reward, reward_s, reward_config) = runner.reward(config, s)?;
         let quality = reward_quality(&reward, dataset, dataset.split(Split::Valid), 256, device)?;
         reward_auc.push(Some(quality.auc));
 
-        let train_pointwise = |name: &str, layers: usize| {
-            say(format!("{tag}: {name}"));
-            let training = config.pointwise(layers, seed);
-            cached(
+        runner.say(format!("{tag}: pointwise DNN"));
+        let (dnn, dnn_s) = runner.pointwise(&dir.join("pointwise"), &config.pointwise(0, seed))?;
+        runner.say(format!("{tag}: PRM-style"));
+        let (prm, prm_s) =
+            runner.pointwise(&dir.join("prm"), &config.pointwise(config.prm_layers, seed))?;
+        let generator = |name: &str, w_ref: f32| {
+            runner.say(format!("{tag}: {name} generator"));
+            runner.generator(
                 &dir.join(name),
-                serde_json::json!({"data": data, "training": training}),
-                |d| load_pointwise(d, dataset, device),
-                |d| fit_pointwise(dataset, &training, &fit(d)),
+                &config.goalrank(w_ref, seed),
+                config.steps,
+                config.eval_every,
+                &reward,
+                &reward_config,
             )
         };
-        let (dnn, dnn_s) = train_pointwise("pointwise", 0)?;
-        let (prm, prm_s) = train_pointwise("prm", config.prm_layers)?;
+        let (sup, sup_s) = generator("supervised", 0.0)?;
+        let (goalrank, goalrank_s) = generator("goalrank", config.w_ref)?;
 
-        let train_generator = |name: &str, w_ref: f32| {
-            say(format!("{tag}: {name} generator"));
-            let training = config.goalrank(w_ref, seed);
-            cached(
-                &dir.join(name),
-                serde_json::json!({"data": data, "training": training, "steps": config.steps,
-                    "reward": reward_config}),
-                |d| load_generator(d, dataset, device),
-                |d| {
-                    let options = FitOptions {
-                        steps: config.steps,
-                        eval_every: config.eval_every,
-                        // An interrupted run continues from its last checkpoint.
-                        resume: d.join("state.json").is_file(),
-                        ..fit(d)
-                    };
-                    fit_goalrank(dataset, reward.clone(), &training, &options)
-                },
-            )
-        };
-        let (sup, sup_s) = train_generator("supervised", 0.0)?;
-        let (goalrank, goalrank_s) = train_generator("goalrank", config.w_ref)?;
-
-        say(format!("{tag}: scoring on test"));
+        runner.say(format!("{tag}: scoring on test"));
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(s as u64);
         let random: Vec<Ranking> = test
             .iter()
@@ -378,7 +467,7 @@ pub fn run_main(
         );
         if dataset.world.is_some() {
             let best = optimum_rankings(test, &optima);
-            report.push("exact optimum (oracle, for reference)", score(&best, None)?);
+            report.push_reference("exact optimum (oracle, for reference)", score(&best, None)?);
         }
     }
 

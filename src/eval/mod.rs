@@ -7,12 +7,14 @@ mod experiment;
 mod fit;
 mod generator;
 pub mod metrics;
+mod plot;
 mod policy;
 mod rank;
 mod ranking;
 mod report;
 mod runs;
 mod simulated;
+mod study;
 
 pub use bench::{BenchOptions, BenchRow, bench_device};
 pub use device_check::{DeviceCheck, check_device};
@@ -23,9 +25,11 @@ pub use generator::{
     ListSource, Proposer, RewardQuality, best_of_rankings, generator_ladder, generator_rankings,
     mean_reward, pointwise_rankings, reward_quality,
 };
+pub use plot::{LinePlot, Series};
 pub use policy::SimplePolicy;
 pub use rank::{RankAnswer, RankRequest, rank_file, read_rank_requests};
 pub use ranking::Ranking;
 pub use report::{Column, Goal, Report, ReportRow, mean_std};
 pub use runs::{load_generator, load_pointwise, load_reward, run_config, run_kind};
 pub use simulated::{UtilityMetrics, optimal_lists, optimum_rankings, utility_metrics};
+pub use study::{GROUP_SIZES, NOISE_LEVELS, SCALING_SIZES, Study, run_study};

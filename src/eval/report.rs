@@ -14,6 +14,8 @@ use crate::train::checkpoint::write_bytes_atomic;
 #[derive(Clone, Debug, Serialize)]
 pub struct ReportRow {
     pub method: String,
+    /// A reference (an oracle), not a method: never bold.
+    pub reference: bool,
     pub seeds: Vec<Vec<Option<f64>>>,
 }
 
@@ -71,10 +73,20 @@ impl Report {
 
     /// Adds one seed's values for `method`, creating its row on first use.
     pub fn push(&mut self, method: &str, values: Vec<Option<f64>>) {
+        self.add(method, values, false);
+    }
+
+    /// Like [`Self::push`], for a reference row (an oracle) that is never bold.
+    pub fn push_reference(&mut self, method: &str, values: Vec<Option<f64>>) {
+        self.add(method, values, true);
+    }
+
+    fn add(&mut self, method: &str, values: Vec<Option<f64>>, reference: bool) {
         match self.rows.iter_mut().find(|r| r.method == method) {
             Some(row) => row.seeds.push(values),
             None => self.rows.push(ReportRow {
                 method: method.to_string(),
+                reference,
                 seeds: vec![values],
             }),
         }
@@ -101,6 +113,7 @@ impl Report {
                 let means = self
                     .rows
                     .iter()
+                    .filter(|r| !r.reference)
                     .filter_map(|r| self.summary(r, c).map(|(m, _)| m));
                 match self.goals.get(c) {
                     Some(Goal::Higher) => means.reduce(f64::max),
@@ -120,7 +133,7 @@ impl Report {
                         } else {
                             format!("{mean:.d$}")
                         };
-                        if best[c] == Some(mean) {
+                        if !row.reference && best[c] == Some(mean) {
                             format!("**{cell}**")
                         } else {
                             cell

@@ -7,7 +7,7 @@ use burn::module::Module;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use serde::Serialize;
 
 use super::{BatchSampler, group};
@@ -49,6 +49,10 @@ pub struct GoalRankConfig {
     /// Adds the logged list to every group.
     #[config(default = true)]
     pub include_logged: bool,
+    /// Strength λ of the noise added to the reward model's list rewards during training:
+    /// R + λ · std_group(R) · ε with ε ~ N(0, 1) per list (the reward-noise study).
+    #[config(default = 0.0)]
+    pub reward_noise: f32,
     #[config(default = 64)]
     pub batch_size: usize,
     #[config(default = 1e-4)]
@@ -234,9 +238,21 @@ impl<'a> GoalRankTrainer<'a> {
         let context = self.reward.context(&plain_batch);
         let (_, rewards) = self.reward.score(&context, plain_lists);
         let rewards = Tensor::<2>::from_data(rewards.into_data(), &self.device);
+        // The reward-noise study perturbs what the reference policy sees (logged stats stay clean).
+        let noisy = if config.reward_noise > 0.0 {
+            // # Shapes: rewards [B, K'], spread [B, 1]
+            let [b, k_all] = rewards.dims();
+            let mean = rewards.clone().mean_dim(1);
+            let spread = (rewards.clone() - mean).powi_scalar(2).mean_dim(1).sqrt();
+            let noise =
+                Tensor::<2>::random([b, k_all], Distribution::Normal(0.0, 1.0), &self.device);
+            rewards.clone() + noise * spread.mul_scalar(config.reward_noise)
+        } else {
+            rewards.clone()
+        };
 
         // 4. Group-relative reference policy: π_ref = softmax(z-score(R) / τ), no gradient.
-        let pi_ref = group::reference_policy(rewards.clone(), config.tau);
+        let pi_ref = group::reference_policy(noisy, config.tau);
 
         // 5. Teacher-forced log π_θ of every list in the group, with gradient.
         let (log_probs, _) = self.model.teacher_forced(encoded, lists);

@@ -1,0 +1,242 @@
+//! The paper's studies: GoalRank as one setting varies, over seeds, on the test split.
+//!
+//! - `scaling`: generator width and depth (parameter count on the x axis);
+//! - `group-size`: K, the lists per group;
+//! - `reward-noise`: λ, the strength of the noise on the reward model's list rewards during
+//!   training (R + λ · std_group(R) · ε; λ = 1 makes the noise as large as the real spread of
+//!   rewards within a group).
+//!
+//! Every other setting is `experiment main`'s, and each seed reuses that experiment's reward
+//! model (and, for the reference rows, its supervised-only generator) when it has been run.
+
+use burn::module::Module;
+
+use super::experiment::{Runner, row_values};
+use super::plot::{LinePlot, Series};
+use super::{Column, ExperimentOptions, Goal, MainExperimentConfig, Report, generator_rankings};
+use crate::data::{Dataset, Split};
+use crate::train::GoalRankConfig;
+
+/// A named study.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Study {
+    Scaling,
+    GroupSize,
+    RewardNoise,
+}
+
+impl Study {
+    pub fn name(self) -> &'static str {
+        match self {
+            Study::Scaling => "scaling",
+            Study::GroupSize => "group-size",
+            Study::RewardNoise => "reward-noise",
+        }
+    }
+}
+
+/// Generator sizes of the scaling study: (width, layers, heads).
+pub const SCALING_SIZES: [(usize, usize, usize); 5] =
+    [(8, 1, 2), (32, 1, 4), (64, 2, 4), (128, 3, 4), (192, 4, 4)];
+/// Group sizes of the group-size study.
+pub const GROUP_SIZES: [usize; 6] = [2, 4, 8, 16, 32, 64];
+/// Noise strengths of the reward-noise study.
+pub const NOISE_LEVELS: [f32; 4] = [0.0, 0.25, 0.5, 1.0];
+
+/// One setting of a study: its row name, x value and the GoalRank config it trains.
+struct Setting {
+    name: String,
+    folder: String,
+    x: Option<f64>,
+    config: GoalRankConfig,
+}
+
+fn settings(study: Study, base: &MainExperimentConfig, seed: u64) -> Vec<Setting> {
+    let goalrank = || base.goalrank(base.w_ref, seed);
+    match study {
+        Study::Scaling => SCALING_SIZES
+            .iter()
+            .map(|&(d, layers, heads)| Setting {
+                name: format!("d {d}, {layers} layer(s), {heads} heads"),
+                folder: format!("d{d}-l{layers}"),
+                x: None,
+                config: goalrank()
+                    .with_d_model(d)
+                    .with_layers(layers)
+                    .with_heads(heads),
+            })
+            .collect(),
+        Study::GroupSize => GROUP_SIZES
+            .iter()
+            .map(|&k| Setting {
+                name: format!("K = {k}"),
+                folder: format!("k{k}"),
+                x: Some(k as f64),
+                config: goalrank().with_group_size(k),
+            })
+            .collect(),
+        Study::RewardNoise => NOISE_LEVELS
+            .iter()
+            .map(|&l| Setting {
+                name: format!("λ = {l}"),
+                folder: format!("noise{l}"),
+                x: Some(f64::from(l)),
+                config: goalrank().with_reward_noise(l),
+            })
+            .collect(),
+    }
+}
+
+/// Runs `study` with `base`'s settings and seeds; returns the table and its figure.
+pub fn run_study(
+    dataset: &Dataset,
+    study: Study,
+    base: &MainExperimentConfig,
+    options: &ExperimentOptions,
+) -> crate::Result<(Report, LinePlot)> {
+    let runner = Runner::new(dataset, options);
+    let device = &options.device;
+    let test = dataset.split(Split::Test);
+    let simulated = dataset.world.is_some();
+    let mut columns: Vec<Column> = vec![
+        ("parameters", 0, Goal::Neither),
+        ("H@6", 4, Goal::Higher),
+        ("N@6", 4, Goal::Higher),
+        ("MAP@6", 4, Goal::Higher),
+        ("F1@6", 4, Goal::Higher),
+        ("AUC", 4, Goal::Higher),
+        ("evaluator reward", 4, Goal::Higher),
+    ];
+    if simulated {
+        columns.extend([("utility", 4, Goal::Higher), ("regret", 4, Goal::Lower)]);
+    }
+    columns.push(("train s", 0, Goal::Neither));
+    let mut report = Report::new(
+        format!("{} study on {} (test split)", study.name(), dataset.name),
+        &columns,
+    );
+    runner.say(format!(
+        "experiment {}: independent evaluator",
+        study.name()
+    ));
+    let evaluator = runner.evaluator(base)?;
+    let optima = runner.optima();
+    let mut xs: Vec<(String, f64)> = Vec::new();
+    for s in 0..base.seeds {
+        let seed = 1000 * s as u64;
+        let tag = format!("seed {}/{}", s + 1, base.seeds);
+        runner.say(format!("{tag}: reward model"));
+        let (reward, reward_s, reward_config) = runner.reward(base, s)?;
+        let dir = options.runs.join(study.name()).join(format!("seed-{s}"));
+        for setting in settings(study, base, seed) {
+            runner.say(format!("{tag}: {}", setting.name));
+            let (model, seconds) = runner.generator(
+                &dir.join(&setting.folder),
+                &setting.config,
+                base.steps,
+                base.eval_every,
+                &reward,
+                &reward_config,
+            )?;
+            let params = model.num_params() as f64;
+            if s == 0 {
+                xs.push((setting.name.clone(), setting.x.unwrap_or(params)));
+            }
+            let rankings = generator_rankings(&model, dataset, test, 256, device)?;
+            let mut values = vec![Some(params)];
+            values.extend(row_values(
+                dataset,
+                &rankings,
+                &evaluator,
+                &optima,
+                Some(seconds + reward_s),
+                device,
+            )?);
+            report.push(&setting.name, values);
+        }
+        // The reference: experiment main's supervised-only generator (the best baseline there
+        // on MovieLens), same seed and schedule.
+        runner.say(format!("{tag}: supervised-only generator (reference)"));
+        let (sup, sup_s) = runner.generator(
+            &options.runs.join(format!("main/seed-{s}/supervised")),
+            &base.goalrank(0.0, seed),
+            base.steps,
+            base.eval_every,
+            &reward,
+            &reward_config,
+        )?;
+        let rankings = generator_rankings(&sup, dataset, test, 256, device)?;
+        let mut values = vec![Some(sup.num_params() as f64)];
+        values.extend(row_values(
+            dataset,
+            &rankings,
+            &evaluator,
+            &optima,
+            Some(sup_s),
+            device,
+        )?);
+        report.push("reference: supervised-only generator (w_ref 0)", values);
+    }
+
+    // The figure: the headline quality (exact utility on the simulator, H@6 on logged data).
+    let (metric, label) = if simulated {
+        (report.columns.len() - 3, "exact utility (expected clicks)")
+    } else {
+        (1, "H@6")
+    };
+    let mut series = Series {
+        label: "GoalRank".into(),
+        points: Vec::new(),
+    };
+    let mut references = Vec::new();
+    for row in &report.rows {
+        let Some((mean, std)) = report.summary(row, metric) else {
+            continue;
+        };
+        match xs.iter().find(|(name, _)| *name == row.method) {
+            Some(&(_, x)) => series.points.push((x, mean, std)),
+            None => references.push(("supervised-only generator".to_string(), mean)),
+        }
+    }
+    let x_label = match study {
+        Study::Scaling => "generator parameters",
+        Study::GroupSize => "group size K",
+        Study::RewardNoise => "reward noise λ",
+    };
+    let plot = LinePlot {
+        title: format!(
+            "{} on {}: {label}, mean ± std over {} seeds",
+            study.name(),
+            dataset.name,
+            base.seeds
+        ),
+        x_label: x_label.into(),
+        y_label: label.into(),
+        log_x: study != Study::RewardNoise,
+        series: vec![series],
+        references,
+    };
+    report.notes = vec![
+        format!(
+            "{} seeds, {} GoalRank steps each (best validation N@{} kept); every other setting \
+             as in experiment main (K {}, τ {}, w_ref {}, lr {}).",
+            base.seeds,
+            base.steps,
+            dataset.config.list_len,
+            base.group_size,
+            base.tau,
+            base.w_ref,
+            base.learning_rate
+        ),
+        "train s includes the reward model's training time.".into(),
+    ];
+    if study == Study::RewardNoise {
+        report.notes.push(
+            "λ: during training each list reward becomes R + λ · std_group(R) · ε, ε ~ N(0, 1) \
+             drawn per list and step; λ = 1 adds noise as large as the real spread of rewards \
+             within a group. The evaluator and the reported metrics never see the noise."
+                .into(),
+        );
+    }
+    Ok((report, plot))
+}
