@@ -633,7 +633,13 @@ fn experiment(what: ExperimentCommand) -> Result<()> {
         ExperimentCommand::RewardNoise(args) => (Some(Study::RewardNoise), args),
     };
     let dataset = args.data.load()?;
-    let config = args.config();
+    let mut config = args.config();
+    if dataset.world.is_some() {
+        // Random candidate lists (labelled 0 off the logged list) teach a MovieLens reward model
+        // about retrieved items that are never logged; on the simulator every candidate can be
+        // logged, and an unlogged one is not a known non-click, so they are left out.
+        config = config.with_random_lists(0);
+    }
     let options = ExperimentOptions {
         runs: args.data.runs(&dataset),
         progress: true,
