@@ -7,7 +7,8 @@
 //!   rewards within a group).
 //!
 //! Every other setting is `experiment main`'s, and each seed reuses that experiment's reward
-//! model (and, for the reference rows, its supervised-only generator) when it has been run.
+//! model (and, at the same number of steps, its supervised-only generator for the reference
+//! row) when it has been run.
 
 use burn::module::Module;
 
@@ -154,11 +155,18 @@ pub fn run_study(
             )?);
             report.push(&setting.name, values);
         }
-        // The reference: experiment main's supervised-only generator (the best baseline there
-        // on MovieLens), same seed and schedule.
+        // The reference: the supervised-only generator (the best baseline of experiment main on
+        // MovieLens), same seed and schedule; experiment main's own run when the steps agree.
         runner.say(format!("{tag}: supervised-only generator (reference)"));
+        let reference = if base.steps == MainExperimentConfig::new().steps {
+            options.runs.join(format!("main/seed-{s}/supervised"))
+        } else {
+            options
+                .runs
+                .join(format!("studies-{}-steps/seed-{s}/supervised", base.steps))
+        };
         let (sup, sup_s) = runner.generator(
-            &options.runs.join(format!("main/seed-{s}/supervised")),
+            &reference,
             &base.goalrank(0.0, seed),
             base.steps,
             base.eval_every,
