@@ -260,7 +260,7 @@ enum TrainCommand {
         w_ref: f32,
         #[arg(long, default_value_t = 1.0)]
         w_sup: f32,
-        #[arg(long, value_enum, default_value_t = Sampling::Autoregressive)]
+        #[arg(long, value_enum, default_value_t = Sampling::PlackettLuce)]
         sampling: Sampling,
         /// Leave the logged list out of the groups.
         #[arg(long)]

@@ -44,7 +44,7 @@ pub struct GoalRankConfig {
     /// Weight of the supervised likelihood of logged positives.
     #[config(default = 1.0)]
     pub w_sup: f32,
-    #[config(default = "GroupSampling::Autoregressive")]
+    #[config(default = "GroupSampling::PlackettLuce")]
     pub sampling: GroupSampling,
     /// Adds the logged list to every group.
     #[config(default = true)]
