@@ -13,6 +13,7 @@
 //!
 //! Dependency direction: `data` <- `eval`. Nothing below imports from above.
 
+pub mod app;
 pub mod data;
 pub mod error;
 pub mod eval;

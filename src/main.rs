@@ -99,6 +99,13 @@ enum Command {
         #[command(subcommand)]
         what: ExperimentCommand,
     },
+    /// Open the app: browse requests, compare lists, inspect a group, train live.
+    App {
+        /// Data source to open (a MovieLens folder or sim:small / sim:tiny) instead of the last
+        /// session's.
+        #[arg(long)]
+        data: Option<String>,
+    },
     /// Score policies on the requests of a split with H@L, N@L, MAP@L, F1@L and AUC.
     Eval {
         #[command(flatten)]
@@ -414,13 +421,33 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Train { what } => train(what)?,
         Command::Experiment { what } => experiment(what)?,
+        Command::App { data } => {
+            let settings = data.map(|source| {
+                let sim = source.starts_with("sim:");
+                goalrank::app::Settings {
+                    source,
+                    generator: if sim {
+                        String::new()
+                    } else {
+                        goalrank::app::SHIPPED_GENERATOR.into()
+                    },
+                    reward: if sim {
+                        String::new()
+                    } else {
+                        goalrank::app::SHIPPED_REWARD.into()
+                    },
+                    ..Default::default()
+                }
+            });
+            goalrank::app::run_native(settings).map_err(|e| anyhow::anyhow!("app: {e}"))?;
+        }
         Command::CheckDevice {
             data,
             steps,
             tolerance,
         } => {
             let dataset = data.load()?;
-            let gpu = vulkan_device()?;
+            let gpu = goalrank::eval::vulkan_device()?;
             let config = RewardTrainingConfig::new()
                 .with_d_model(16)
                 .with_layers(1)
@@ -469,7 +496,7 @@ fn run(cli: Cli) -> Result<()> {
             for d in device {
                 let (name, dev) = match d {
                     BenchDevice::Flex => ("flex (CPU)", Device::flex()),
-                    BenchDevice::Wgpu => ("wgpu (Vulkan)", vulkan_device()?),
+                    BenchDevice::Wgpu => ("wgpu (Vulkan)", goalrank::eval::vulkan_device()?),
                 };
                 eprintln!("bench: {name} ...");
                 rows.push(goalrank::eval::bench_device(
@@ -763,21 +790,6 @@ fn row(
         reward,
         utility,
     })
-}
-
-/// A wgpu device pinned to Vulkan, or a clear error (wgpu would otherwise fall back to OpenGL on
-/// the CPU and hang for minutes).
-fn vulkan_device() -> Result<Device> {
-    use burn::tensor::wgpu::WgpuBackend;
-    Device::wgpu_options()
-        .graphics_api(WgpuBackend::Vulkan)
-        .init()
-        .map_err(|err| {
-            anyhow::anyhow!(
-                "no Vulkan adapter for wgpu ({err:?}); install a Vulkan driver \
-                 (e.g. apt-get install mesa-vulkan-drivers)"
-            )
-        })
 }
 
 fn train(what: TrainCommand) -> Result<()> {

@@ -7,6 +7,7 @@ pub mod movielens;
 mod request;
 mod retriever;
 pub mod simulator;
+mod source;
 mod stats;
 
 pub use batch::{Batch, ItemBatch, YEAR_BUCKETS};
@@ -16,4 +17,5 @@ pub use movielens::{Layout, RatingLog, detect_layout};
 pub use request::{Dataset, Item, Request, RetrievalQuality, Split};
 pub use retriever::{Retriever, RetrieverConfig};
 pub use simulator::{SimConfig, World};
+pub use source::Source;
 pub use stats::{DataStats, SplitStats};

@@ -6,6 +6,7 @@ mod evaluate;
 mod experiment;
 mod fit;
 mod generator;
+mod inspect;
 pub mod metrics;
 mod plot;
 mod policy;
@@ -17,7 +18,7 @@ mod simulated;
 mod study;
 
 pub use bench::{BenchOptions, BenchRow, bench_device};
-pub use device_check::{DeviceCheck, check_device};
+pub use device_check::{DeviceCheck, check_device, vulkan_device};
 pub use evaluate::{MetricAccumulator, Metrics, evaluate, score_rankings};
 pub use experiment::{ExperimentOptions, MainExperimentConfig, run_main};
 pub use fit::{FitOptions, RunState, fit_goalrank, fit_pointwise, fit_reward, generator_metrics};
@@ -25,6 +26,7 @@ pub use generator::{
     ListSource, Proposer, RewardQuality, best_of_rankings, generator_ladder, generator_rankings,
     mean_reward, pointwise_rankings, reward_quality,
 };
+pub use inspect::{GroupMember, ScoredList, inspect_group, score_lists};
 pub use plot::{LinePlot, Series};
 pub use policy::SimplePolicy;
 pub use rank::{RankAnswer, RankRequest, rank_file, read_rank_requests};

@@ -1,0 +1,208 @@
+//! "Compare lists": the logged list, GoalRank's greedy list and the baselines' lists for the
+//! shown request, side by side, each item with its reward-model score at its position.
+
+use rand::SeedableRng;
+use rand::rngs::Xoshiro256PlusPlus;
+
+use super::GoalRankApp;
+use crate::data::{Dataset, Request, Split};
+use crate::eval::{Ranking, ScoredList, SimplePolicy, generator_rankings, score_lists};
+
+/// One list of the comparison.
+pub struct NamedList {
+    pub name: String,
+    pub items: Vec<u32>,
+    pub scored: Option<ScoredList>,
+    /// Logged positives the list contains.
+    pub hits: usize,
+    /// Exact expected clicks (simulator only).
+    pub utility: Option<f64>,
+}
+
+/// Everything shown for one request.
+pub struct RequestView {
+    key: (Split, usize, u64),
+    /// The generator's first-step log-probability per candidate.
+    pub candidate_scores: Option<Vec<f32>>,
+    pub lists: Vec<NamedList>,
+    pub error: Option<String>,
+}
+
+fn named(
+    name: &str,
+    items: Vec<u32>,
+    request: &Request,
+    dataset: &Dataset,
+    scored: Option<ScoredList>,
+) -> NamedList {
+    let labels = request.candidate_labels();
+    let hits = items
+        .iter()
+        .filter(|i| {
+            request
+                .candidates
+                .iter()
+                .position(|c| c == *i)
+                .is_some_and(|p| labels[p] > 0)
+        })
+        .count();
+    NamedList {
+        name: name.to_string(),
+        utility: dataset
+            .world
+            .as_ref()
+            .map(|w| w.utility(request.user, &items)),
+        items,
+        scored,
+        hits,
+    }
+}
+
+/// Computes the view of the shown request when it is missing or stale.
+pub fn ensure_view(app: &mut GoalRankApp) {
+    let key = (app.split, app.request, app.model_version);
+    if app.view.as_ref().is_some_and(|v| v.key == key) {
+        return;
+    }
+    let Some(dataset) = app.dataset.clone() else {
+        app.view = None;
+        return;
+    };
+    let Some(request) = dataset.split(app.split).get(app.request) else {
+        app.view = None;
+        return;
+    };
+    let l = dataset.config.list_len;
+    let mut error = None;
+    let mut lists: Vec<(String, Vec<u32>)> = vec![("logged".into(), request.logged.clone())];
+    let mut candidate_scores = None;
+    if let Some((_, generator)) = &app.models.generator {
+        match generator_rankings(
+            generator,
+            &dataset,
+            std::slice::from_ref(request),
+            1,
+            &app.device,
+        ) {
+            Ok(mut r) => {
+                let ranking: Ranking = r.remove(0);
+                candidate_scores = Some(ranking.scores);
+                lists.push(("GoalRank (greedy)".into(), ranking.list));
+            }
+            Err(e) => error = Some(e.to_string()),
+        }
+    }
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(app.request as u64);
+    for policy in SimplePolicy::ALL {
+        let ranking = policy.rank(&dataset, request, l, &mut rng);
+        lists.push((policy.name().into(), ranking.list));
+    }
+    if let Some(world) = &dataset.world {
+        let mut sorted = request.candidates.clone();
+        sorted.sort_by(|a, b| {
+            world
+                .attraction(request.user, *b)
+                .total_cmp(&world.attraction(request.user, *a))
+        });
+        sorted.truncate(l);
+        lists.push(("true attractions sorted (oracle)".into(), sorted));
+        let best = world.best_list(request.user, &request.candidates, l);
+        lists.push(("exact optimum (oracle)".into(), best.list));
+    }
+    let scored = match &app.models.reward {
+        Some((_, reward)) => {
+            let items: Vec<Vec<u32>> = lists.iter().map(|(_, l)| l.clone()).collect();
+            match score_lists(reward, &dataset, request, &items, &app.device) {
+                Ok(s) => s.into_iter().map(Some).collect(),
+                Err(e) => {
+                    error = Some(e.to_string());
+                    vec![None; lists.len()]
+                }
+            }
+        }
+        None => vec![None; lists.len()],
+    };
+    app.view = Some(RequestView {
+        key,
+        candidate_scores,
+        lists: lists
+            .into_iter()
+            .zip(scored)
+            .map(|((name, items), s)| named(&name, items, request, &dataset, s))
+            .collect(),
+        error,
+    });
+}
+
+/// An item's title, shortened.
+pub fn title(dataset: &Dataset, item: u32) -> String {
+    let t = &dataset.items[item as usize].title;
+    if t.chars().count() > 34 {
+        format!("{}...", t.chars().take(31).collect::<String>())
+    } else {
+        t.clone()
+    }
+}
+
+pub fn lists_ui(app: &mut GoalRankApp, ui: &mut egui::Ui) {
+    ensure_view(app);
+    let (Some(dataset), Some(view)) = (app.dataset.clone(), app.view.as_ref()) else {
+        ui.label("Open a data source to compare lists.");
+        return;
+    };
+    let Some(request) = dataset.split(app.split).get(app.request) else {
+        return;
+    };
+    if let Some(e) = &view.error {
+        ui.colored_label(egui::Color32::RED, e);
+    }
+    let labels = request.candidate_labels();
+    ui.label(
+        "Each list with the reward model's engagement probability p at each position and the \
+         list reward R = sum p_i / log2(i + 1); [+] marks a logged positive.",
+    );
+    egui::ScrollArea::vertical().show(ui, |ui| {
+        let per_row = ((ui.available_width() / 340.0).floor() as usize).max(1);
+        for row in view.lists.chunks(per_row) {
+            ui.horizontal_top(|ui| {
+                for list in row {
+                    ui.group(|ui| {
+                        ui.vertical(|ui| {
+                            ui.set_width(320.0);
+                            ui.strong(&list.name);
+                            let mut summary = format!("hits {}", list.hits);
+                            if let Some(s) = &list.scored {
+                                summary += &format!(", R {:.3}", s.reward);
+                            }
+                            if let Some(u) = list.utility {
+                                summary += &format!(", utility {u:.3}");
+                            }
+                            ui.label(summary);
+                            egui::Grid::new(format!("list-{}", list.name))
+                                .striped(true)
+                                .show(ui, |ui| {
+                                    for (i, &item) in list.items.iter().enumerate() {
+                                        let positive = request
+                                            .candidates
+                                            .iter()
+                                            .position(|&c| c == item)
+                                            .is_some_and(|p| labels[p] > 0);
+                                        ui.label(format!("{}", i + 1));
+                                        ui.label(if positive { "[+]" } else { "" });
+                                        ui.label(title(&dataset, item));
+                                        match &list.scored {
+                                            Some(s) => {
+                                                ui.label(format!("{:.3}", s.position_scores[i]))
+                                            }
+                                            None => ui.label(""),
+                                        };
+                                        ui.end_row();
+                                    }
+                                });
+                        });
+                    });
+                }
+            });
+        }
+    });
+}

@@ -1,0 +1,222 @@
+//! The goalrank app (egui): browse requests, compare the lists of GoalRank and the baselines,
+//! inspect a sampled group and its reference policy, and train live. The app owns only UI
+//! state; data, models, training and metrics all come from the library.
+//!
+//! One file per panel (`*_ui` functions): [`source`] (open data and runs, backend), [`requests`]
+//! (browse requests), [`lists`] (compare lists), [`group`] (inspect a group), [`train`] (live
+//! training, with the background [`worker`]).
+
+mod group;
+mod lists;
+mod requests;
+mod source;
+mod train;
+mod worker;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Dataset, Split};
+use crate::eval::GroupMember;
+use crate::model::{Generator, GeneratorConfig, RewardModel, RewardModelConfig};
+use crate::train::StepRecord;
+
+pub use worker::{LiveSettings, TrainEvent, TrainJob};
+
+/// The shipped data set.
+pub const SHIPPED_DATA: &str = "assets/data/movielens-latest-small";
+/// The shipped model: a GoalRank run and its reward model (experiment main, seed 0).
+pub const SHIPPED_GENERATOR: &str = "assets/models/movielens-latest-small/goalrank";
+pub const SHIPPED_REWARD: &str = "assets/models/movielens-latest-small/reward";
+
+/// UI settings kept between sessions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// A MovieLens folder or `sim:<preset>`.
+    pub source: String,
+    /// GoalRank run folder (empty: none).
+    pub generator: String,
+    /// Reward-model run folder (empty: none).
+    pub reward: String,
+    pub artifacts: String,
+    pub group_size: usize,
+    pub tau: f32,
+    pub plackett_luce: bool,
+    pub live: LiveSettings,
+    pub use_wgpu: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            source: SHIPPED_DATA.into(),
+            generator: SHIPPED_GENERATOR.into(),
+            reward: SHIPPED_REWARD.into(),
+            artifacts: "artifacts".into(),
+            group_size: 20,
+            tau: 1.0,
+            plackett_luce: true,
+            live: LiveSettings::default(),
+            use_wgpu: false,
+        }
+    }
+}
+
+/// The central tab.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Tab {
+    Lists,
+    Group,
+    Train,
+}
+
+/// Models in use, on the app's device, with their configs (to move them between devices).
+pub struct Models {
+    pub generator: Option<(GeneratorConfig, Generator)>,
+    pub reward: Option<(RewardModelConfig, RewardModel)>,
+}
+
+/// What a live run reported so far.
+#[derive(Default)]
+pub struct TrainHistory {
+    pub steps: Vec<StepRecord>,
+    pub valid: Vec<(usize, crate::eval::Metrics)>,
+    pub status: String,
+}
+
+/// The app.
+pub struct GoalRankApp {
+    pub settings: Settings,
+    pub tab: Tab,
+    pub device: Device,
+    /// What runs the models, in words.
+    pub backend: String,
+    pub dataset: Option<Arc<Dataset>>,
+    pub models: Models,
+    /// The last error or notice, shown under the top bar.
+    pub message: String,
+    pub split: Split,
+    /// Index of the shown request in `split`.
+    pub request: usize,
+    pub user_search: String,
+    pub group: Vec<GroupMember>,
+    /// Column the group table is sorted by, and whether descending.
+    pub group_sort: (group::SortBy, bool),
+    pub job: Option<TrainJob>,
+    pub history: TrainHistory,
+    /// Lists and scores of the shown request, recomputed when the request or a model changes.
+    pub view: Option<lists::RequestView>,
+    /// Bumped whenever a model changes.
+    pub model_version: u64,
+}
+
+impl GoalRankApp {
+    /// The app with `settings`, data and models loaded (errors land in `message`).
+    pub fn with_settings(settings: Settings) -> Self {
+        let mut app = Self {
+            settings,
+            tab: Tab::Lists,
+            device: Device::flex(),
+            backend: "CPU (flex)".into(),
+            dataset: None,
+            models: Models {
+                generator: None,
+                reward: None,
+            },
+            message: String::new(),
+            split: Split::Test,
+            request: 0,
+            user_search: String::new(),
+            group: Vec::new(),
+            group_sort: (group::SortBy::PiRef, true),
+            job: None,
+            history: TrainHistory::default(),
+            view: None,
+            model_version: 0,
+        };
+        if app.settings.use_wgpu {
+            source::switch_device(&mut app, true);
+        }
+        source::open(&mut app);
+        app
+    }
+
+    /// eframe's constructor: settings from the last session when there are some.
+    pub fn new(cc: &eframe::CreationContext<'_>) -> Self {
+        let settings = cc
+            .storage
+            .and_then(|s| eframe::get_value::<Settings>(s, eframe::APP_KEY))
+            .unwrap_or_default();
+        Self::with_settings(settings)
+    }
+
+    /// The requests of the shown split.
+    pub fn requests(&self) -> &[crate::data::Request] {
+        self.dataset.as_ref().map_or(&[], |d| d.split(self.split))
+    }
+}
+
+impl eframe::App for GoalRankApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        train::poll(self, ui.ctx());
+        egui::Panel::top("source").show(ui, |ui| source::source_ui(self, ui));
+        egui::Panel::left("requests")
+            .default_size(440.0)
+            .max_size(560.0)
+            .resizable(true)
+            .show(ui, |ui| requests::requests_ui(self, ui));
+        egui::CentralPanel::default().show(ui, |ui| {
+            ui.horizontal(|ui| {
+                ui.selectable_value(&mut self.tab, Tab::Lists, "Compare lists");
+                ui.selectable_value(&mut self.tab, Tab::Group, "Inspect group");
+                ui.selectable_value(&mut self.tab, Tab::Train, "Train live");
+            });
+            ui.separator();
+            match self.tab {
+                Tab::Lists => lists::lists_ui(self, ui),
+                Tab::Group => group::group_ui(self, ui),
+                Tab::Train => train::train_ui(self, ui),
+            }
+        });
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, eframe::APP_KEY, &self.settings);
+    }
+}
+
+/// Opens the native window (the `goalrank app` command).
+pub fn run_native(settings: Option<Settings>) -> eframe::Result {
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("goalrank")
+            .with_inner_size([1400.0, 860.0])
+            .with_min_inner_size([900.0, 600.0]),
+        ..Default::default()
+    };
+    eframe::run_native(
+        "goalrank",
+        options,
+        Box::new(move |cc| {
+            Ok(Box::new(match settings {
+                Some(s) => GoalRankApp::with_settings(s),
+                None => GoalRankApp::new(cc),
+            }))
+        }),
+    )
+}
+
+/// A path setting, `None` when empty.
+fn path(text: &str) -> Option<PathBuf> {
+    let t = text.trim();
+    (!t.is_empty()).then(|| PathBuf::from(t))
+}
+
+/// A label followed by `widget`, which screen readers (and tests) know by that label.
+fn labelled(ui: &mut egui::Ui, text: &str, widget: impl egui::Widget) -> egui::Response {
+    let label = ui.label(text);
+    ui.add(widget).labelled_by(label.id)
+}

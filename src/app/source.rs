@@ -1,0 +1,172 @@
+//! Top bar: open a data source and trained runs, and pick the device that runs the models.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use burn::module::Module;
+use burn::tensor::Device;
+
+use super::{GoalRankApp, SHIPPED_DATA, SHIPPED_GENERATOR, SHIPPED_REWARD, path};
+use crate::data::Source;
+use crate::eval::{load_generator, load_reward, run_config, vulkan_device};
+use crate::model::{GeneratorConfig, RewardModelConfig};
+use crate::train::checkpoint::{module_bytes, module_from_bytes};
+
+pub fn source_ui(app: &mut GoalRankApp, ui: &mut egui::Ui) {
+    ui.horizontal(|ui| {
+        let label = ui.label("Data");
+        ui.add(egui::TextEdit::singleline(&mut app.settings.source).desired_width(260.0))
+            .labelled_by(label.id)
+            .on_hover_text("a MovieLens folder, or sim:small / sim:tiny");
+        let label = ui.label("GoalRank run");
+        ui.add(egui::TextEdit::singleline(&mut app.settings.generator).desired_width(220.0))
+            .labelled_by(label.id);
+        let label = ui.label("Reward run");
+        ui.add(egui::TextEdit::singleline(&mut app.settings.reward).desired_width(220.0))
+            .labelled_by(label.id);
+        if ui.button("Open").clicked() {
+            open(app);
+        }
+        ui.separator();
+        if ui.button("Shipped MovieLens").clicked() {
+            app.settings.source = SHIPPED_DATA.into();
+            app.settings.generator = SHIPPED_GENERATOR.into();
+            app.settings.reward = SHIPPED_REWARD.into();
+            open(app);
+        }
+        for preset in ["sim:small", "sim:tiny"] {
+            if ui.button(preset).clicked() {
+                app.settings.source = preset.into();
+                app.settings.generator.clear();
+                app.settings.reward.clear();
+                open(app);
+            }
+        }
+    });
+    ui.horizontal(|ui| {
+        ui.label(format!("Backend: {}", app.backend));
+        let mut gpu = app.settings.use_wgpu;
+        if ui
+            .checkbox(&mut gpu, "Use the GPU (wgpu, Vulkan)")
+            .changed()
+        {
+            switch_device(app, gpu);
+        }
+        if let Some(d) = &app.dataset {
+            ui.separator();
+            ui.label(format!(
+                "{}: {} / {} / {} requests, N {}, L {}",
+                d.name,
+                d.train.len(),
+                d.valid.len(),
+                d.test.len(),
+                d.config.candidates,
+                d.config.list_len
+            ));
+        }
+        let models = match (&app.models.generator, &app.models.reward) {
+            (Some(_), Some(_)) => "generator + reward model loaded",
+            (Some(_), None) => "generator loaded, no reward model",
+            (None, Some(_)) => "reward model loaded, no generator: train live",
+            (None, None) => "no models: train live",
+        };
+        ui.separator();
+        match generator_params(app) {
+            Some(n) => ui.label(format!("{models} ({n} generator parameters)")),
+            None => ui.label(models),
+        };
+    });
+    if !app.message.is_empty() {
+        ui.colored_label(egui::Color32::from_rgb(200, 80, 40), &app.message);
+    }
+}
+
+/// Loads the data source and the runs named in the settings; problems go to `app.message`.
+pub fn open(app: &mut GoalRankApp) {
+    app.job = None;
+    app.history = Default::default();
+    app.group.clear();
+    app.request = 0;
+    app.models.generator = None;
+    app.models.reward = None;
+    app.message.clear();
+    let artifacts = Path::new(&app.settings.artifacts).to_path_buf();
+    let dataset = match Source::parse(&app.settings.source).and_then(|s| s.load(&artifacts)) {
+        Ok(d) => Arc::new(d),
+        Err(e) => {
+            app.dataset = None;
+            app.message = format!("{e}");
+            return;
+        }
+    };
+    let mut notes = Vec::new();
+    if let Some(dir) = path(&app.settings.generator) {
+        match run_config(&dir, "goalrank", &dataset).and_then(|c| {
+            let config: GeneratorConfig = serde_json::from_value(c["model"].clone())
+                .map_err(|e| crate::Error::Invalid(format!("{}: {e}", dir.display())))?;
+            Ok((config, load_generator(&dir, &dataset, &app.device)?))
+        }) {
+            Ok(m) => app.models.generator = Some(m),
+            Err(e) => notes.push(format!("GoalRank run not loaded: {e}")),
+        }
+    }
+    if let Some(dir) = path(&app.settings.reward) {
+        match run_config(&dir, "reward", &dataset).and_then(|c| {
+            let config: RewardModelConfig = serde_json::from_value(c["model"].clone())
+                .map_err(|e| crate::Error::Invalid(format!("{}: {e}", dir.display())))?;
+            Ok((config, load_reward(&dir, &dataset, &app.device)?))
+        }) {
+            Ok(m) => app.models.reward = Some(m),
+            Err(e) => notes.push(format!("reward run not loaded: {e}")),
+        }
+    }
+    app.message = notes.join("; ");
+    app.dataset = Some(dataset);
+    app.model_version += 1;
+}
+
+/// Moves the models to the GPU (wgpu on Vulkan) or back to the CPU.
+pub fn switch_device(app: &mut GoalRankApp, gpu: bool) {
+    let device = if gpu {
+        match vulkan_device() {
+            Ok(d) => d,
+            Err(e) => {
+                app.message = e.to_string();
+                app.settings.use_wgpu = false;
+                return;
+            }
+        }
+    } else {
+        Device::flex()
+    };
+    let moved = (|| -> crate::Result<()> {
+        if let Some((config, model)) = &app.models.generator {
+            let model = module_from_bytes(config.init(&device), module_bytes(model)?)?;
+            app.models.generator = Some((config.clone(), model));
+        }
+        if let Some((config, model)) = &app.models.reward {
+            let model = module_from_bytes(config.init(&device), module_bytes(model)?)?;
+            app.models.reward = Some((config.clone(), model));
+        }
+        Ok(())
+    })();
+    match moved {
+        Ok(()) => {
+            app.device = device;
+            app.settings.use_wgpu = gpu;
+            app.backend = if gpu {
+                "GPU (wgpu, Vulkan adapter)".into()
+            } else {
+                "CPU (flex)".into()
+            };
+            app.group.clear();
+            app.model_version += 1;
+        }
+        Err(e) => app.message = format!("could not move the models: {e}"),
+    }
+}
+
+/// Parameter count of the loaded generator, for the status line.
+pub fn generator_params(app: &GoalRankApp) -> Option<usize> {
+    app.models.generator.as_ref().map(|(_, m)| m.num_params())
+}
