@@ -105,6 +105,9 @@ enum Command {
         /// session's.
         #[arg(long)]
         data: Option<String>,
+        /// Run the models on the GPU (wgpu on a Vulkan adapter) from the start.
+        #[arg(long)]
+        gpu: bool,
     },
     /// Score policies on the requests of a split with H@L, N@L, MAP@L, F1@L and AUC.
     Eval {
@@ -421,8 +424,8 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Train { what } => train(what)?,
         Command::Experiment { what } => experiment(what)?,
-        Command::App { data } => {
-            let settings = data.map(|source| {
+        Command::App { data, gpu } => {
+            let mut settings = data.map(|source| {
                 let sim = source.starts_with("sim:");
                 goalrank::app::Settings {
                     source,
@@ -439,6 +442,9 @@ fn run(cli: Cli) -> Result<()> {
                     ..Default::default()
                 }
             });
+            if gpu {
+                settings.get_or_insert_with(Default::default).use_wgpu = true;
+            }
             goalrank::app::run_native(settings).map_err(|e| anyhow::anyhow!("app: {e}"))?;
         }
         Command::CheckDevice {

@@ -155,7 +155,10 @@ pub fn switch_device(app: &mut GoalRankApp, gpu: bool) {
             app.device = device;
             app.settings.use_wgpu = gpu;
             app.backend = if gpu {
-                "GPU (wgpu, Vulkan adapter)".into()
+                match vulkan_adapter_name() {
+                    Some(name) => format!("wgpu on Vulkan: {name}"),
+                    None => "wgpu on Vulkan".into(),
+                }
             } else {
                 "CPU (flex)".into()
             };
@@ -169,4 +172,27 @@ pub fn switch_device(app: &mut GoalRankApp, gpu: bool) {
 /// Parameter count of the loaded generator, for the status line.
 pub fn generator_params(app: &GoalRankApp) -> Option<usize> {
     app.models.generator.as_ref().map(|(_, m)| m.num_params())
+}
+
+/// The name of the first Vulkan adapter, as wgpu reports it (the one Burn's wgpu device takes on
+/// a machine with one GPU).
+fn vulkan_adapter_name() -> Option<String> {
+    use eframe::wgpu;
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = wgpu::Backends::VULKAN;
+    let instance = wgpu::Instance::new(desc);
+    let adapters = block_on(instance.enumerate_adapters(wgpu::Backends::VULKAN));
+    adapters.first().map(|a| a.get_info().name)
+}
+
+/// Runs a future that completes without waiting on anything (wgpu's native enumeration).
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut context) {
+            return out;
+        }
+        std::thread::yield_now();
+    }
 }
