@@ -142,6 +142,18 @@ const COLUMNS: [Column; 6] = [
 const SIMULATED: [Column; 2] = [("utility", 4, Goal::Higher), ("regret", 4, Goal::Lower)];
 const TIME: Column = ("train s", 0, Goal::Neither);
 
+/// The columns [`row_values`] fills, after `leading` ones: the label metrics, the evaluator's
+/// reward, utility and regret on simulated data, and the training time.
+pub(crate) fn columns<'a>(dataset: &Dataset, leading: &[Column<'a>]) -> Vec<Column<'a>> {
+    let mut columns = leading.to_vec();
+    columns.extend(COLUMNS);
+    if dataset.world.is_some() {
+        columns.extend(SIMULATED);
+    }
+    columns.push(TIME);
+    columns
+}
+
 /// Marker of a finished run: the settings it was trained with and its training time.
 #[derive(Serialize, Deserialize)]
 struct Done {
@@ -370,14 +382,9 @@ pub fn run_main(
     runner.say("experiment main: independent evaluator (validation split)");
     let evaluator = runner.evaluator(config)?;
 
-    let mut columns = COLUMNS.to_vec();
-    if dataset.world.is_some() {
-        columns.extend(SIMULATED);
-    }
-    columns.push(TIME);
     let mut report = Report::new(
         format!("GoalRank and baselines on {} (test split)", dataset.name),
-        &columns,
+        &columns(dataset, &[]),
     );
     let optima = runner.optima();
     let mut reward_auc = Vec::new();

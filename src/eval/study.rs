@@ -12,9 +12,9 @@
 
 use burn::module::Module;
 
-use super::experiment::{Runner, row_values};
+use super::experiment::{Runner, columns, row_values};
 use super::plot::{LinePlot, Series};
-use super::{Column, ExperimentOptions, Goal, MainExperimentConfig, Report, generator_rankings};
+use super::{ExperimentOptions, Goal, MainExperimentConfig, Report, generator_rankings};
 use crate::data::{Dataset, Split};
 use crate::train::GoalRankConfig;
 
@@ -99,19 +99,7 @@ pub fn run_study(
     let device = &options.device;
     let test = dataset.split(Split::Test);
     let simulated = dataset.world.is_some();
-    let mut columns: Vec<Column> = vec![
-        ("parameters", 0, Goal::Neither),
-        ("H@6", 4, Goal::Higher),
-        ("N@6", 4, Goal::Higher),
-        ("MAP@6", 4, Goal::Higher),
-        ("F1@6", 4, Goal::Higher),
-        ("AUC", 4, Goal::Higher),
-        ("evaluator reward", 4, Goal::Higher),
-    ];
-    if simulated {
-        columns.extend([("utility", 4, Goal::Higher), ("regret", 4, Goal::Lower)]);
-    }
-    columns.push(("train s", 0, Goal::Neither));
+    let columns = columns(dataset, &[("parameters", 0, Goal::Neither)]);
     let mut report = Report::new(
         format!("{} study on {} (test split)", study.name(), dataset.name),
         &columns,
