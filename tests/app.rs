@@ -128,3 +128,31 @@ fn live_training_on_the_simulator_starts_reports_and_stops() {
     assert!(h.query_by_label("GoalRank (greedy)").is_some());
     assert!(h.query_by_label("exact optimum (oracle)").is_some());
 }
+
+#[test]
+fn experiment_main_baselines_appear_next_to_goalrank() {
+    let artifacts = tempfile::tempdir().expect("tempdir");
+    let dataset = goalrank::data::Source::parse("sim:tiny")
+        .and_then(|s| s.load(artifacts.path()))
+        .expect("sim:tiny");
+    let options = goalrank::eval::ExperimentOptions {
+        runs: artifacts.path().join("runs").join(&dataset.name),
+        progress: false,
+        device: burn::tensor::Device::flex(),
+    };
+    let config = goalrank::eval::MainExperimentConfig::smoke().with_seeds(1);
+    goalrank::eval::run_main(&dataset, &config, &options).expect("experiment main");
+    let settings = Settings {
+        source: "sim:tiny".into(),
+        generator: String::new(),
+        reward: String::new(),
+        artifacts: artifacts.path().to_string_lossy().into_owned(),
+        ..Settings::default()
+    };
+    let mut h = harness(settings);
+    h.run();
+    assert_eq!(h.state().models.baselines.len(), 3, "{}", h.state().message);
+    for name in ["supervised-only generator", "pointwise DNN", "PRM-style", "popularity"] {
+        assert!(h.query_by_label(name).is_some(), "{name} list shown");
+    }
+}

@@ -4,9 +4,11 @@
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
 
-use super::GoalRankApp;
+use super::{Baseline, GoalRankApp};
 use crate::data::{Dataset, Request, Split};
-use crate::eval::{Ranking, ScoredList, SimplePolicy, generator_rankings, score_lists};
+use crate::eval::{
+    Ranking, ScoredList, SimplePolicy, generator_rankings, pointwise_rankings, score_lists,
+};
 
 /// One list of the comparison.
 pub struct NamedList {
@@ -89,6 +91,17 @@ pub fn ensure_view(app: &mut GoalRankApp) {
                 candidate_scores = Some(ranking.scores);
                 lists.push(("GoalRank (greedy)".into(), ranking.list));
             }
+            Err(e) => error = Some(e.to_string()),
+        }
+    }
+    for (name, baseline) in &app.models.baselines {
+        let one = std::slice::from_ref(request);
+        let ranked = match baseline {
+            Baseline::Generator(m) => generator_rankings(m, &dataset, one, 1, &app.device),
+            Baseline::Pointwise(m) => pointwise_rankings(m, &dataset, one, 1, &app.device),
+        };
+        match ranked {
+            Ok(mut r) => lists.push((name.clone(), r.remove(0).list)),
             Err(e) => error = Some(e.to_string()),
         }
     }

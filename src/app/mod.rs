@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{Dataset, Split};
 use crate::eval::GroupMember;
-use crate::model::{Generator, GeneratorConfig, RewardModel, RewardModelConfig};
+use crate::model::{Generator, GeneratorConfig, Pointwise, RewardModel, RewardModelConfig};
 use crate::train::StepRecord;
 
 pub use worker::{LiveSettings, TrainEvent, TrainJob};
@@ -73,10 +73,18 @@ pub enum Tab {
     Train,
 }
 
+/// A trained baseline shown next to GoalRank.
+pub enum Baseline {
+    Generator(Generator),
+    Pointwise(Pointwise),
+}
+
 /// Models in use, on the app's device, with their configs (to move them between devices).
 pub struct Models {
     pub generator: Option<(GeneratorConfig, Generator)>,
     pub reward: Option<(RewardModelConfig, RewardModel)>,
+    /// `experiment main`'s seed-0 baselines for this dataset, when that experiment has run.
+    pub baselines: Vec<(String, Baseline)>,
 }
 
 /// What a live run reported so far.
@@ -125,6 +133,7 @@ impl GoalRankApp {
             models: Models {
                 generator: None,
                 reward: None,
+                baselines: Vec::new(),
             },
             message: String::new(),
             split: Split::Test,

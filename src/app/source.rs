@@ -6,9 +6,9 @@ use std::sync::Arc;
 use burn::module::Module;
 use burn::tensor::Device;
 
-use super::{GoalRankApp, SHIPPED_DATA, SHIPPED_GENERATOR, SHIPPED_REWARD, path};
-use crate::data::Source;
-use crate::eval::{load_generator, load_reward, run_config, vulkan_device};
+use super::{Baseline, GoalRankApp, SHIPPED_DATA, SHIPPED_GENERATOR, SHIPPED_REWARD, path};
+use crate::data::{Dataset, Source};
+use crate::eval::{load_generator, load_pointwise, load_reward, run_config, vulkan_device};
 use crate::model::{GeneratorConfig, RewardModelConfig};
 use crate::train::checkpoint::{module_bytes, module_from_bytes};
 
@@ -120,9 +120,41 @@ pub fn open(app: &mut GoalRankApp) {
             Err(e) => notes.push(format!("reward run not loaded: {e}")),
         }
     }
+    notes.extend(load_baselines(app, &dataset));
     app.message = notes.join("; ");
     app.dataset = Some(dataset);
     app.model_version += 1;
+}
+
+/// Opens `experiment main`'s seed-0 baselines for `dataset` on the app's device, when that
+/// experiment has run; returns what could not be loaded.
+fn load_baselines(app: &mut GoalRankApp, dataset: &Dataset) -> Vec<String> {
+    let mut notes = Vec::new();
+    let main = Path::new(&app.settings.artifacts)
+        .join("runs")
+        .join(&dataset.name)
+        .join("main/seed-0");
+    app.models.baselines.clear();
+    for (name, folder) in [
+        ("supervised-only generator", "supervised"),
+        ("pointwise DNN", "pointwise"),
+        ("PRM-style", "prm"),
+    ] {
+        let dir = main.join(folder);
+        if !dir.join("done.json").is_file() {
+            continue;
+        }
+        let loaded = if folder == "supervised" {
+            load_generator(&dir, dataset, &app.device).map(Baseline::Generator)
+        } else {
+            load_pointwise(&dir, dataset, &app.device).map(Baseline::Pointwise)
+        };
+        match loaded {
+            Ok(model) => app.models.baselines.push((name.to_string(), model)),
+            Err(e) => notes.push(format!("{name} not loaded: {e}")),
+        }
+    }
+    notes
 }
 
 /// Moves the models to the GPU (wgpu on Vulkan) or back to the CPU.
@@ -163,6 +195,13 @@ pub fn switch_device(app: &mut GoalRankApp, gpu: bool) {
                 "CPU (flex)".into()
             };
             app.group.clear();
+            // Baselines are reopened from their run folders on the new device.
+            if let Some(dataset) = app.dataset.clone() {
+                let notes = load_baselines(app, &dataset);
+                if !notes.is_empty() {
+                    app.message = notes.join("; ");
+                }
+            }
             app.model_version += 1;
         }
         Err(e) => app.message = format!("could not move the models: {e}"),

@@ -86,6 +86,8 @@ impl LinePlot {
             .filter(|y| y.is_finite())
             .collect();
         let (x0, x1) = bounds(&xs);
+        let x_pad = (x1 - x0) * 0.05;
+        let (x0, x1) = (x0 - x_pad, x1 + x_pad);
         let (y0, y1) = bounds(&ys);
         let pad = (y1 - y0).max(1e-6) * 0.08;
         let (y0, y1) = (y0 - pad, y1 + pad);
