@@ -152,7 +152,12 @@ fn experiment_main_baselines_appear_next_to_goalrank() {
     let mut h = harness(settings);
     h.run();
     assert_eq!(h.state().models.baselines.len(), 3, "{}", h.state().message);
-    for name in ["supervised-only generator", "pointwise DNN", "PRM-style", "popularity"] {
+    for name in [
+        "supervised-only generator",
+        "pointwise DNN",
+        "PRM-style",
+        "popularity",
+    ] {
         assert!(h.query_by_label(name).is_some(), "{name} list shown");
     }
 }

@@ -75,8 +75,8 @@ pub enum Tab {
 
 /// A trained baseline shown next to GoalRank.
 pub enum Baseline {
-    Generator(Generator),
-    Pointwise(Pointwise),
+    Generator(Box<Generator>),
+    Pointwise(Box<Pointwise>),
 }
 
 /// Models in use, on the app's device, with their configs (to move them between devices).

@@ -145,9 +145,9 @@ fn load_baselines(app: &mut GoalRankApp, dataset: &Dataset) -> Vec<String> {
             continue;
         }
         let loaded = if folder == "supervised" {
-            load_generator(&dir, dataset, &app.device).map(Baseline::Generator)
+            load_generator(&dir, dataset, &app.device).map(|m| Baseline::Generator(Box::new(m)))
         } else {
-            load_pointwise(&dir, dataset, &app.device).map(Baseline::Pointwise)
+            load_pointwise(&dir, dataset, &app.device).map(|m| Baseline::Pointwise(Box::new(m)))
         };
         match loaded {
             Ok(model) => app.models.baselines.push((name.to_string(), model)),
