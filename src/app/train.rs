@@ -17,21 +17,15 @@ pub fn poll(app: &mut GoalRankApp, ctx: &egui::Context) {
             TrainEvent::Step(record) => app.history.steps.push(record),
             TrainEvent::Valid { step, metrics } => app.history.valid.push((step, metrics)),
             TrainEvent::Generator { config, bytes } => {
-                match module_from_bytes(config.init(&app.device), bytes) {
-                    Ok(model) => {
-                        app.models.generator = Some((config, model));
-                        app.model_version += 1;
-                    }
-                    Err(e) => app.message = e.to_string(),
+                if let Some(model) = adopt(app, module_from_bytes(config.init(&app.device), bytes))
+                {
+                    app.models.generator = Some((config, model));
                 }
             }
             TrainEvent::Reward { config, bytes } => {
-                match module_from_bytes(config.init(&app.device), bytes) {
-                    Ok(model) => {
-                        app.models.reward = Some((config, model));
-                        app.model_version += 1;
-                    }
-                    Err(e) => app.message = e.to_string(),
+                if let Some(model) = adopt(app, module_from_bytes(config.init(&app.device), bytes))
+                {
+                    app.models.reward = Some((config, model));
                 }
             }
             TrainEvent::Finished(Ok(())) => {
@@ -45,6 +39,20 @@ pub fn poll(app: &mut GoalRankApp, ctx: &egui::Context) {
     }
     if running {
         ctx.request_repaint_after(std::time::Duration::from_millis(100));
+    }
+}
+
+/// A model sent by the worker, or `None` with the error shown; bumps the model version.
+fn adopt<M>(app: &mut GoalRankApp, loaded: crate::Result<M>) -> Option<M> {
+    match loaded {
+        Ok(model) => {
+            app.model_version += 1;
+            Some(model)
+        }
+        Err(e) => {
+            app.message = e.to_string();
+            None
+        }
     }
 }
 

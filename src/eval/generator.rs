@@ -9,13 +9,15 @@ use crate::model::{Decode, Encoded, Generator, Pointwise, RewardModel, plackett_
 use crate::train::bce_with_logits;
 use crate::{Error, Result};
 
-fn read_i64<const D: usize>(t: Tensor<D, Int>) -> Result<Vec<i64>> {
+/// A tensor's values read back to the host (blocking).
+pub(crate) fn read_i64<const D: usize>(t: Tensor<D, Int>) -> Result<Vec<i64>> {
     t.into_data()
         .try_into_vec_as::<i64>()
         .map_err(|e| Error::Backend(format!("{e:?}")))
 }
 
-fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+/// A tensor's values read back to the host (blocking).
+pub(crate) fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
     t.into_data()
         .try_into_vec_as::<f32>()
         .map_err(|e| Error::Backend(format!("{e:?}")))

@@ -6,6 +6,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Serialize;
 
+use super::generator::{read_f32, read_i64};
 use crate::data::{Batch, Dataset, Request};
 use crate::model::{Decode, Generator, RewardModel};
 use crate::train::{GroupSampling, group};
@@ -34,18 +35,6 @@ pub struct GroupMember {
     pub log_pi: f32,
     /// π_θ renormalised over the group (softmax of log π_θ), comparable with π_ref.
     pub pi_theta: f32,
-}
-
-fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    t.into_data()
-        .try_into_vec_as::<f32>()
-        .map_err(|e| Error::Backend(format!("{e:?}")))
-}
-
-fn read_i64<const D: usize>(t: Tensor<D, Int>) -> Result<Vec<i64>> {
-    t.into_data()
-        .try_into_vec_as::<i64>()
-        .map_err(|e| Error::Backend(format!("{e:?}")))
 }
 
 /// Candidate positions of `items` in `request`, or an error naming the stray item.
