@@ -19,5 +19,7 @@ pub mod error;
 pub mod eval;
 pub mod model;
 pub mod train;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 pub use error::{Error, Result};

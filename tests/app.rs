@@ -161,3 +161,41 @@ fn experiment_main_baselines_appear_next_to_goalrank() {
         assert!(h.query_by_label(name).is_some(), "{name} list shown");
     }
 }
+
+#[test]
+fn the_browser_demo_ranks_and_trains_through_its_script_hook() {
+    // What web/test.mjs does in the page, natively and on the CPU.
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1400.0, 1000.0))
+        .allow_missing_glyphs()
+        .build_eframe(|_cc| GoalRankApp::demo(burn::tensor::Device::flex(), "CPU (flex)".into()));
+    h.run();
+    let state = h.state().state();
+    assert_eq!(state["ready"], true, "{state}");
+    let list: Vec<u64> = serde_json::from_value(state["request"]["goalrank_list"].clone())
+        .expect("GoalRank's list is in the state");
+    let candidates: Vec<u64> =
+        serde_json::from_value(state["request"]["candidates"].clone()).expect("candidates");
+    assert_eq!(Some(list.len() as u64), state["list_len"].as_u64());
+    let distinct: std::collections::HashSet<_> = list.iter().collect();
+    assert_eq!(distinct.len(), list.len(), "{list:?}");
+    assert!(list.iter().all(|i| candidates.contains(i)));
+
+    let ctx = h.ctx.clone();
+    h.state_mut().command("next", &ctx).expect("next");
+    assert_eq!(h.state().state()["request"]["index"], 1);
+    assert!(h.state_mut().command("jump", &ctx).is_err());
+    h.state_mut().command("train 2", &ctx).expect("train");
+    step_until(&mut h, Duration::from_secs(120), |app| app.history.finished);
+    let training = &h.state().state()["training"];
+    assert!(
+        training["status"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("finished")),
+        "{training}"
+    );
+    let losses: Vec<f32> = serde_json::from_value(training["losses"].clone()).expect("losses");
+    assert_eq!(losses.len(), 2);
+    assert!(losses.iter().all(|l| l.is_finite()));
+    assert!(training["valid_ndcg"].as_f64().is_some());
+}

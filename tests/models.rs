@@ -220,3 +220,28 @@ fn best_of_picks_the_highest_reward_list() {
         assert!(rb >= rg - 1e-5, "request {i}: picked {rb} < greedy {rg}");
     }
 }
+
+#[test]
+fn the_embedded_demo_models_decode_and_beat_random_lists() {
+    use goalrank::app::demo::{demo_dataset, demo_generator, demo_reward};
+    use goalrank::eval::SimplePolicy;
+    use rand::SeedableRng;
+
+    let device = Device::flex();
+    let dataset = demo_dataset().expect("the demo's simulator");
+    let (_, generator) = demo_generator(&dataset, &device).expect("the embedded generator");
+    demo_reward(&dataset, &device).expect("the embedded reward model");
+    // Trained weights, not a fresh model: the greedy lists earn more expected clicks than
+    // random lists on the simulator's test requests.
+    let world = dataset.world.as_ref().expect("a simulated world");
+    let test = &dataset.test[..200];
+    let rankings = generator_rankings(&generator, &dataset, test, 100, &device).expect("rank");
+    let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(1);
+    let (mut ours, mut random) = (0.0, 0.0);
+    for (request, ranking) in test.iter().zip(&rankings) {
+        ours += world.utility(request.user, &ranking.list);
+        let r = SimplePolicy::Random.rank(&dataset, request, dataset.config.list_len, &mut rng);
+        random += world.utility(request.user, &r.list);
+    }
+    assert!(ours > random * 1.05, "utility {ours} vs random {random}");
+}

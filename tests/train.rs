@@ -100,15 +100,15 @@ fn a_few_goalrank_steps_raise_the_mean_group_reward() {
             .with_learning_rate(3e-3);
         let mut trainer = GoalRankTrainer::new(&dataset, reward.clone(), config, &device);
         let start: f32 = (0..3)
-            .map(|_| trainer.step().reward_mean.unwrap())
+            .map(|_| trainer.step().unwrap().reward_mean.unwrap())
             .sum::<f32>()
             / 3.0;
         for _ in 0..25 {
-            let record = trainer.step();
+            let record = trainer.step().unwrap();
             assert!(record.loss.is_finite());
         }
         let end: f32 = (0..3)
-            .map(|_| trainer.step().reward_mean.unwrap())
+            .map(|_| trainer.step().unwrap().reward_mean.unwrap())
             .sum::<f32>()
             / 3.0;
         assert!(

@@ -5,8 +5,8 @@ use egui_extras::{Column, TableBuilder};
 use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
 
 use super::lists::title;
-use super::{GoalRankApp, labelled};
-use crate::eval::{GroupMember, inspect_group};
+use super::{GoalRankApp, labelled, task};
+use crate::eval::{GroupMember, inspect_group_async};
 use crate::train::GroupSampling;
 
 /// Columns the group table sorts by.
@@ -25,8 +25,9 @@ fn key(m: &GroupMember, by: SortBy) -> f32 {
     }
 }
 
-/// Samples a group for the shown request with the loaded generator and reward model.
-pub fn sample_group(app: &mut GoalRankApp) {
+/// Samples a group for the shown request with the loaded generator and reward model (in the
+/// background in the browser; [`take_group`] picks it up).
+pub fn sample_group(app: &mut GoalRankApp, ctx: &egui::Context) {
     let (Some(dataset), Some((_, generator)), Some((_, reward))) = (
         app.dataset.clone(),
         &app.models.generator,
@@ -35,24 +36,35 @@ pub fn sample_group(app: &mut GoalRankApp) {
         app.message = "sampling a group needs a generator and a reward model".into();
         return;
     };
-    let Some(request) = dataset.split(app.split).get(app.request) else {
+    if dataset.split(app.split).get(app.request).is_none() {
         return;
-    };
+    }
     let sampling = if app.settings.plackett_luce {
         GroupSampling::PlackettLuce
     } else {
         GroupSampling::Autoregressive
     };
-    match inspect_group(
-        generator,
-        reward,
-        &dataset,
-        request,
-        app.settings.group_size,
-        sampling,
-        app.settings.tau,
-        &app.device,
-    ) {
+    let (generator, reward, device) = (generator.clone(), reward.clone(), app.device.clone());
+    let (split, index) = (app.split, app.request);
+    let (k, tau) = (app.settings.group_size, app.settings.tau);
+    let future = async move {
+        let request = &dataset.split(split)[index];
+        inspect_group_async(
+            &generator, &reward, &dataset, request, k, sampling, tau, &device,
+        )
+        .await
+    };
+    app.pending_group = Some(task::spawn(future, ctx));
+    take_group(app);
+}
+
+/// Shows a sampled group once it is there.
+pub fn take_group(app: &mut GoalRankApp) {
+    let Some(result) = app.pending_group.as_ref().and_then(|p| p.take()) else {
+        return;
+    };
+    app.pending_group = None;
+    match result {
         Ok(group) => {
             app.group = group;
             sort(app);
@@ -70,6 +82,7 @@ fn sort(app: &mut GoalRankApp) {
 }
 
 pub fn group_ui(app: &mut GoalRankApp, ui: &mut egui::Ui) {
+    take_group(app);
     ui.horizontal(|ui| {
         labelled(
             ui,
@@ -88,7 +101,10 @@ pub fn group_ui(app: &mut GoalRankApp, ui: &mut egui::Ui) {
             "Plackett-Luce (else autoregressive)",
         );
         if ui.button("Sample group").clicked() {
-            sample_group(app);
+            sample_group(app, ui.ctx());
+        }
+        if app.pending_group.is_some() {
+            ui.spinner();
         }
     });
     if app.group.is_empty() {

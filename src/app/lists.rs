@@ -1,14 +1,22 @@
 //! "Compare lists": the logged list, GoalRank's greedy list and the baselines' lists for the
 //! shown request, side by side, each item with its reward-model score at its position.
 
+use std::sync::Arc;
+
+use burn::tensor::Device;
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
 
-use super::{Baseline, GoalRankApp};
+use super::{Baseline, GoalRankApp, task};
 use crate::data::{Dataset, Request, Split};
 use crate::eval::{
-    Ranking, ScoredList, SimplePolicy, generator_rankings, pointwise_rankings, score_lists,
+    Ranking, ScoredList, SimplePolicy, generator_rankings_async, pointwise_rankings_async,
+    score_lists_async,
 };
+use crate::model::{Generator, RewardModel};
+
+/// The name of GoalRank's own list in the comparison.
+pub const GOALRANK_LIST: &str = "GoalRank (greedy)";
 
 /// One list of the comparison.
 pub struct NamedList {
@@ -60,52 +68,97 @@ fn named(
     }
 }
 
-/// Computes the view of the shown request when it is missing or stale.
-pub fn ensure_view(app: &mut GoalRankApp) {
+/// What a view is computed from: owned copies, so the computation can run in the background.
+struct ViewInputs {
+    key: (Split, usize, u64),
+    dataset: Arc<Dataset>,
+    generator: Option<Generator>,
+    baselines: Vec<(String, Baseline)>,
+    reward: Option<RewardModel>,
+    device: Device,
+}
+
+/// Keeps the view of the shown request current: starts computing it when it is missing or
+/// stale, and takes it once computed (at once natively, a few frames later in the browser).
+pub fn ensure_view(app: &mut GoalRankApp, ctx: &egui::Context) {
     let key = (app.split, app.request, app.model_version);
-    if app.view.as_ref().is_some_and(|v| v.key == key) {
+    if let Some((pending_key, pending)) = &app.pending_view
+        && let Some(view) = pending.take()
+    {
+        if *pending_key == key {
+            app.view = Some(view);
+        }
+        app.pending_view = None;
+    }
+    let current = app.view.as_ref().is_some_and(|v| v.key == key);
+    let waiting = app.pending_view.as_ref().is_some_and(|(k, _)| *k == key);
+    if current || waiting {
         return;
     }
     let Some(dataset) = app.dataset.clone() else {
         app.view = None;
         return;
     };
-    let Some(request) = dataset.split(app.split).get(app.request) else {
+    if dataset.split(app.split).get(app.request).is_none() {
         app.view = None;
         return;
+    }
+    let inputs = ViewInputs {
+        key,
+        dataset,
+        generator: app.models.generator.as_ref().map(|(_, m)| m.clone()),
+        baselines: app.models.baselines.clone(),
+        reward: app.models.reward.as_ref().map(|(_, m)| m.clone()),
+        device: app.device.clone(),
     };
+    app.view = None;
+    app.pending_view = Some((key, task::spawn(compute_view(inputs), ctx)));
+    if let Some((_, pending)) = &app.pending_view
+        && let Some(view) = pending.take()
+    {
+        app.view = Some(view);
+        app.pending_view = None;
+    }
+}
+
+/// The lists of one request, each scored by the reward model.
+async fn compute_view(inputs: ViewInputs) -> RequestView {
+    let ViewInputs {
+        key,
+        dataset,
+        generator,
+        baselines,
+        reward,
+        device,
+    } = inputs;
+    let (split, index, _) = key;
+    let request = &dataset.split(split)[index];
+    let one = std::slice::from_ref(request);
     let l = dataset.config.list_len;
     let mut error = None;
     let mut lists: Vec<(String, Vec<u32>)> = vec![("logged".into(), request.logged.clone())];
     let mut candidate_scores = None;
-    if let Some((_, generator)) = &app.models.generator {
-        match generator_rankings(
-            generator,
-            &dataset,
-            std::slice::from_ref(request),
-            1,
-            &app.device,
-        ) {
+    if let Some(generator) = &generator {
+        match generator_rankings_async(generator, &dataset, one, 1, &device).await {
             Ok(mut r) => {
                 let ranking: Ranking = r.remove(0);
                 candidate_scores = Some(ranking.scores);
-                lists.push(("GoalRank (greedy)".into(), ranking.list));
+                lists.push((GOALRANK_LIST.into(), ranking.list));
             }
             Err(e) => error = Some(e.to_string()),
         }
     }
-    for (name, baseline) in &app.models.baselines {
-        let one = std::slice::from_ref(request);
+    for (name, baseline) in &baselines {
         let ranked = match baseline {
-            Baseline::Generator(m) => generator_rankings(m, &dataset, one, 1, &app.device),
-            Baseline::Pointwise(m) => pointwise_rankings(m, &dataset, one, 1, &app.device),
+            Baseline::Generator(m) => generator_rankings_async(m, &dataset, one, 1, &device).await,
+            Baseline::Pointwise(m) => pointwise_rankings_async(m, &dataset, one, 1, &device).await,
         };
         match ranked {
             Ok(mut r) => lists.push((name.clone(), r.remove(0).list)),
             Err(e) => error = Some(e.to_string()),
         }
     }
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(app.request as u64);
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(index as u64);
     for policy in SimplePolicy::ALL {
         let ranking = policy.rank(&dataset, request, l, &mut rng);
         lists.push((policy.name().into(), ranking.list));
@@ -122,10 +175,10 @@ pub fn ensure_view(app: &mut GoalRankApp) {
         let best = world.best_list(request.user, &request.candidates, l);
         lists.push(("exact optimum (oracle)".into(), best.list));
     }
-    let scored = match &app.models.reward {
-        Some((_, reward)) => {
+    let scored = match &reward {
+        Some(reward) => {
             let items: Vec<Vec<u32>> = lists.iter().map(|(_, l)| l.clone()).collect();
-            match score_lists(reward, &dataset, request, &items, &app.device) {
+            match score_lists_async(reward, &dataset, request, &items, &device).await {
                 Ok(s) => s.into_iter().map(Some).collect(),
                 Err(e) => {
                     error = Some(e.to_string());
@@ -135,7 +188,7 @@ pub fn ensure_view(app: &mut GoalRankApp) {
         }
         None => vec![None; lists.len()],
     };
-    app.view = Some(RequestView {
+    RequestView {
         key,
         candidate_scores,
         lists: lists
@@ -144,7 +197,7 @@ pub fn ensure_view(app: &mut GoalRankApp) {
             .map(|((name, items), s)| named(&name, items, request, &dataset, s))
             .collect(),
         error,
-    });
+    }
 }
 
 /// An item's title, shortened.
@@ -158,9 +211,16 @@ pub fn title(dataset: &Dataset, item: u32) -> String {
 }
 
 pub fn lists_ui(app: &mut GoalRankApp, ui: &mut egui::Ui) {
-    ensure_view(app);
-    let (Some(dataset), Some(view)) = (app.dataset.clone(), app.view.as_ref()) else {
+    ensure_view(app, ui.ctx());
+    let Some(dataset) = app.dataset.clone() else {
         ui.label("Open a data source to compare lists.");
+        return;
+    };
+    let Some(view) = app.view.as_ref() else {
+        ui.horizontal(|ui| {
+            ui.spinner();
+            ui.label("Ranking the request...");
+        });
         return;
     };
     let Some(request) = dataset.split(app.split).get(app.request) else {

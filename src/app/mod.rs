@@ -4,12 +4,16 @@
 //!
 //! One file per panel (`*_ui` functions): [`source`] (open data and runs, backend), [`requests`]
 //! (browse requests), [`lists`] (compare lists), [`group`] (inspect a group), [`train`] (live
-//! training, with the background [`worker`]).
+//! training, with the background [`worker`]). [`task`] runs model code without blocking the
+//! UI; [`demo`] holds the compiled-in data and models of the browser demo.
 
+pub mod demo;
 mod group;
+mod hook;
 mod lists;
 mod requests;
 mod source;
+mod task;
 mod train;
 mod worker;
 
@@ -31,6 +35,8 @@ pub const SHIPPED_DATA: &str = "assets/data/movielens-latest-small";
 /// The shipped model: a GoalRank run and its reward model (experiment main, seed 0).
 pub const SHIPPED_GENERATOR: &str = "assets/models/movielens-latest-small/goalrank";
 pub const SHIPPED_REWARD: &str = "assets/models/movielens-latest-small/reward";
+/// A run setting that names the compiled-in demo model ([`demo`], for `sim:small`).
+pub const EMBEDDED: &str = "embedded";
 
 /// UI settings kept between sessions.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -74,6 +80,7 @@ pub enum Tab {
 }
 
 /// A trained baseline shown next to GoalRank.
+#[derive(Clone)]
 pub enum Baseline {
     Generator(Box<Generator>),
     Pointwise(Box<Pointwise>),
@@ -93,6 +100,8 @@ pub struct TrainHistory {
     pub steps: Vec<StepRecord>,
     pub valid: Vec<(usize, crate::eval::Metrics)>,
     pub status: String,
+    /// The worker's last event (finished, stopped or failed) has arrived.
+    pub finished: bool,
 }
 
 /// The app.
@@ -117,18 +126,35 @@ pub struct GoalRankApp {
     pub history: TrainHistory,
     /// Lists and scores of the shown request, recomputed when the request or a model changes.
     pub view: Option<lists::RequestView>,
+    /// The view being computed, with its (split, request, model version) key.
+    pending_view: Option<((Split, usize, u64), task::Pending<lists::RequestView>)>,
+    /// The group being sampled.
+    pending_group: Option<task::Pending<crate::Result<Vec<GroupMember>>>>,
     /// Bumped whenever a model changes.
     pub model_version: u64,
+    /// Running as the browser demo: no file paths, no device switch.
+    pub web: bool,
 }
 
 impl GoalRankApp {
     /// The app with `settings`, data and models loaded (errors land in `message`).
     pub fn with_settings(settings: Settings) -> Self {
-        let mut app = Self {
+        let mut app = Self::on_device(settings, Device::flex(), "CPU (flex)".into());
+        #[cfg(not(target_arch = "wasm32"))]
+        if app.settings.use_wgpu {
+            source::switch_device(&mut app, true);
+        }
+        source::open(&mut app);
+        app
+    }
+
+    /// The app on `device` (described by `backend`), nothing opened yet.
+    fn on_device(settings: Settings, device: Device, backend: String) -> Self {
+        Self {
             settings,
             tab: Tab::Lists,
-            device: Device::flex(),
-            backend: "CPU (flex)".into(),
+            device,
+            backend,
             dataset: None,
             models: Models {
                 generator: None,
@@ -144,11 +170,30 @@ impl GoalRankApp {
             job: None,
             history: TrainHistory::default(),
             view: None,
+            pending_view: None,
+            pending_group: None,
             model_version: 0,
-        };
-        if app.settings.use_wgpu {
-            source::switch_device(&mut app, true);
+            web: false,
         }
+    }
+
+    /// The browser demo: the simulator and the compiled-in models on `device`, chosen by the
+    /// page (WebGPU, or the CPU where the browser has none).
+    pub fn demo(device: Device, backend: String) -> Self {
+        let settings = Settings {
+            source: demo::DEMO_SOURCE.into(),
+            generator: EMBEDDED.into(),
+            reward: EMBEDDED.into(),
+            live: LiveSettings {
+                steps: 100,
+                group_size: 8,
+                eval_every: 20,
+                ..LiveSettings::default()
+            },
+            ..Settings::default()
+        };
+        let mut app = Self::on_device(settings, device, backend);
+        app.web = true;
         source::open(&mut app);
         app
     }
@@ -170,6 +215,8 @@ impl GoalRankApp {
 
 impl eframe::App for GoalRankApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        #[cfg(target_arch = "wasm32")]
+        crate::web::hook(self, ui.ctx());
         train::poll(self, ui.ctx());
         egui::Panel::top("source").show(ui, |ui| source::source_ui(self, ui));
         egui::Panel::left("requests")
@@ -193,11 +240,14 @@ impl eframe::App for GoalRankApp {
     }
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
-        eframe::set_value(storage, eframe::APP_KEY, &self.settings);
+        if !self.web {
+            eframe::set_value(storage, eframe::APP_KEY, &self.settings);
+        }
     }
 }
 
 /// Opens the native window (the `goalrank app` command).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn run_native(settings: Option<Settings>) -> eframe::Result {
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()

@@ -80,7 +80,7 @@ pub fn requests_ui(app: &mut GoalRankApp, ui: &mut egui::Ui) {
             find_user(app);
         }
     });
-    ensure_view(app);
+    ensure_view(app, ui.ctx());
     let Some(request) = dataset.split(app.split).get(app.request) else {
         return;
     };

@@ -4,15 +4,27 @@ use std::path::Path;
 use std::sync::Arc;
 
 use burn::module::Module;
-use burn::tensor::Device;
 
-use super::{Baseline, GoalRankApp, SHIPPED_DATA, SHIPPED_GENERATOR, SHIPPED_REWARD, path};
+use super::demo::{demo_generator, demo_reward};
+use super::{
+    Baseline, EMBEDDED, GoalRankApp, SHIPPED_DATA, SHIPPED_GENERATOR, SHIPPED_REWARD, path,
+};
 use crate::data::{Dataset, Source};
-use crate::eval::{load_generator, load_pointwise, load_reward, run_config, vulkan_device};
+use crate::eval::{load_generator, load_pointwise, load_reward, run_config};
 use crate::model::{GeneratorConfig, RewardModelConfig};
-use crate::train::checkpoint::{module_bytes, module_from_bytes};
 
 pub fn source_ui(app: &mut GoalRankApp, ui: &mut egui::Ui) {
+    if !app.web {
+        files_ui(app, ui);
+    }
+    status_ui(app, ui);
+    if !app.message.is_empty() {
+        ui.colored_label(egui::Color32::from_rgb(200, 80, 40), &app.message);
+    }
+}
+
+/// Data source and run folders (native only: the browser demo has no file system).
+fn files_ui(app: &mut GoalRankApp, ui: &mut egui::Ui) {
     ui.horizontal(|ui| {
         let label = ui.label("Data");
         ui.add(egui::TextEdit::singleline(&mut app.settings.source).desired_width(260.0))
@@ -34,23 +46,38 @@ pub fn source_ui(app: &mut GoalRankApp, ui: &mut egui::Ui) {
             app.settings.reward = SHIPPED_REWARD.into();
             open(app);
         }
-        for preset in ["sim:small", "sim:tiny"] {
-            if ui.button(preset).clicked() {
-                app.settings.source = preset.into();
-                app.settings.generator.clear();
-                app.settings.reward.clear();
-                open(app);
-            }
+        if ui
+            .button("sim:small")
+            .on_hover_text("the simulator with the browser demo's models")
+            .clicked()
+        {
+            app.settings.source = "sim:small".into();
+            app.settings.generator = EMBEDDED.into();
+            app.settings.reward = EMBEDDED.into();
+            open(app);
+        }
+        if ui.button("sim:tiny").clicked() {
+            app.settings.source = "sim:tiny".into();
+            app.settings.generator.clear();
+            app.settings.reward.clear();
+            open(app);
         }
     });
+}
+
+/// Backend, data and model status.
+fn status_ui(app: &mut GoalRankApp, ui: &mut egui::Ui) {
     ui.horizontal(|ui| {
         ui.label(format!("Backend: {}", app.backend));
-        let mut gpu = app.settings.use_wgpu;
-        if ui
-            .checkbox(&mut gpu, "Use the GPU (wgpu, Vulkan)")
-            .changed()
+        #[cfg(not(target_arch = "wasm32"))]
         {
-            switch_device(app, gpu);
+            let mut gpu = app.settings.use_wgpu;
+            if ui
+                .checkbox(&mut gpu, "Use the GPU (wgpu, Vulkan)")
+                .changed()
+            {
+                switch_device(app, gpu);
+            }
         }
         if let Some(d) = &app.dataset {
             ui.separator();
@@ -76,9 +103,6 @@ pub fn source_ui(app: &mut GoalRankApp, ui: &mut egui::Ui) {
             None => ui.label(models),
         };
     });
-    if !app.message.is_empty() {
-        ui.colored_label(egui::Color32::from_rgb(200, 80, 40), &app.message);
-    }
 }
 
 /// Loads the data source and the runs named in the settings; problems go to `app.message`.
@@ -100,7 +124,12 @@ pub fn open(app: &mut GoalRankApp) {
         }
     };
     let mut notes = Vec::new();
-    if let Some(dir) = path(&app.settings.generator) {
+    if app.settings.generator.trim() == EMBEDDED {
+        match demo_generator(&dataset, &app.device) {
+            Ok(m) => app.models.generator = Some(m),
+            Err(e) => notes.push(format!("GoalRank model not loaded: {e}")),
+        }
+    } else if let Some(dir) = path(&app.settings.generator) {
         match run_config(&dir, "goalrank", &dataset).and_then(|c| {
             let config: GeneratorConfig = serde_json::from_value(c["model"].clone())
                 .map_err(|e| crate::Error::Invalid(format!("{}: {e}", dir.display())))?;
@@ -110,7 +139,12 @@ pub fn open(app: &mut GoalRankApp) {
             Err(e) => notes.push(format!("GoalRank run not loaded: {e}")),
         }
     }
-    if let Some(dir) = path(&app.settings.reward) {
+    if app.settings.reward.trim() == EMBEDDED {
+        match demo_reward(&dataset, &app.device) {
+            Ok(m) => app.models.reward = Some(m),
+            Err(e) => notes.push(format!("reward model not loaded: {e}")),
+        }
+    } else if let Some(dir) = path(&app.settings.reward) {
         match run_config(&dir, "reward", &dataset).and_then(|c| {
             let config: RewardModelConfig = serde_json::from_value(c["model"].clone())
                 .map_err(|e| crate::Error::Invalid(format!("{}: {e}", dir.display())))?;
@@ -158,9 +192,12 @@ fn load_baselines(app: &mut GoalRankApp, dataset: &Dataset) -> Vec<String> {
 }
 
 /// Moves the models to the GPU (wgpu on Vulkan) or back to the CPU.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn switch_device(app: &mut GoalRankApp, gpu: bool) {
+    use crate::train::checkpoint::{module_bytes, module_from_bytes};
+    use burn::tensor::Device;
     let device = if gpu {
-        match vulkan_device() {
+        match crate::eval::vulkan_device() {
             Ok(d) => d,
             Err(e) => {
                 app.message = e.to_string();
@@ -215,23 +252,12 @@ pub fn generator_params(app: &GoalRankApp) -> Option<usize> {
 
 /// The name of the first Vulkan adapter, as wgpu reports it (the one Burn's wgpu device takes on
 /// a machine with one GPU).
+#[cfg(not(target_arch = "wasm32"))]
 fn vulkan_adapter_name() -> Option<String> {
     use eframe::wgpu;
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
     desc.backends = wgpu::Backends::VULKAN;
     let instance = wgpu::Instance::new(desc);
-    let adapters = block_on(instance.enumerate_adapters(wgpu::Backends::VULKAN));
+    let adapters = crate::model::block_on(instance.enumerate_adapters(wgpu::Backends::VULKAN));
     adapters.first().map(|a| a.get_info().name)
-}
-
-/// Runs a future that completes without waiting on anything (wgpu's native enumeration).
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    let mut future = std::pin::pin!(future);
-    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
-    loop {
-        if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut context) {
-            return out;
-        }
-        std::thread::yield_now();
-    }
 }

@@ -4,7 +4,6 @@
 use egui_plot::{Legend, Line, Plot, PlotPoints};
 
 use super::{GoalRankApp, TrainEvent, TrainJob, labelled};
-use crate::train::checkpoint::{module_bytes, module_from_bytes};
 
 /// Takes the worker's events: records steps, swaps in new weights.
 pub fn poll(app: &mut GoalRankApp, ctx: &egui::Context) {
@@ -16,43 +15,29 @@ pub fn poll(app: &mut GoalRankApp, ctx: &egui::Context) {
             TrainEvent::Status(s) => app.history.status = s,
             TrainEvent::Step(record) => app.history.steps.push(record),
             TrainEvent::Valid { step, metrics } => app.history.valid.push((step, metrics)),
-            TrainEvent::Generator { config, bytes } => {
-                if let Some(model) = adopt(app, module_from_bytes(config.init(&app.device), bytes))
-                {
-                    app.models.generator = Some((config, model));
-                }
+            TrainEvent::Generator { config, model } => {
+                app.models.generator = Some((config, *model));
+                app.model_version += 1;
             }
-            TrainEvent::Reward { config, bytes } => {
-                if let Some(model) = adopt(app, module_from_bytes(config.init(&app.device), bytes))
-                {
-                    app.models.reward = Some((config, model));
-                }
+            TrainEvent::Reward { config, model } => {
+                app.models.reward = Some((config, *model));
+                app.model_version += 1;
             }
             TrainEvent::Finished(Ok(())) => {
+                app.history.finished = true;
                 app.history.status = format!(
                     "finished: {} steps",
                     app.history.steps.last().map_or(0, |r| r.step)
                 )
             }
-            TrainEvent::Finished(Err(e)) => app.history.status = format!("failed: {e}"),
+            TrainEvent::Finished(Err(e)) => {
+                app.history.finished = true;
+                app.history.status = format!("failed: {e}");
+            }
         }
     }
     if running {
         ctx.request_repaint_after(std::time::Duration::from_millis(100));
-    }
-}
-
-/// A model sent by the worker, or `None` with the error shown; bumps the model version.
-fn adopt<M>(app: &mut GoalRankApp, loaded: crate::Result<M>) -> Option<M> {
-    match loaded {
-        Ok(model) => {
-            app.model_version += 1;
-            Some(model)
-        }
-        Err(e) => {
-            app.message = e.to_string();
-            None
-        }
     }
 }
 
@@ -62,16 +47,7 @@ pub fn start(app: &mut GoalRankApp) {
         app.message = "open a data source first".into();
         return;
     };
-    let reward = match &app.models.reward {
-        Some((config, model)) => match module_bytes(model) {
-            Ok(bytes) => Some((config.clone(), bytes)),
-            Err(e) => {
-                app.message = e.to_string();
-                return;
-            }
-        },
-        None => None,
-    };
+    let reward = app.models.reward.as_ref().map(|(_, model)| model.clone());
     app.history = Default::default();
     app.history.status = if reward.is_some() {
         "starting GoalRank".into()

@@ -1,19 +1,19 @@
-//! Live training in a background thread: drives the library's `RewardTrainer::step` and
-//! `GoalRankTrainer::step` and reports every step over a channel, so the UI never blocks.
+//! Live training off the UI's path: drives the library's `RewardTrainer::step` and
+//! `GoalRankTrainer::step_async` and reports every step over a channel. Natively it runs in its
+//! own thread; in the browser it is a task on the page's event loop that yields between steps,
+//! so the page stays responsive.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::thread::JoinHandle;
-use std::time::Duration;
 
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
+use super::task::sleep;
 use crate::data::{Dataset, Split};
-use crate::eval::{Metrics, generator_rankings, score_rankings};
-use crate::model::{GeneratorConfig, RewardModel, RewardModelConfig};
-use crate::train::checkpoint::{module_bytes, module_from_bytes};
+use crate::eval::{Metrics, generator_rankings_async, score_rankings};
+use crate::model::{Generator, GeneratorConfig, RewardModel, RewardModelConfig};
 use crate::train::{
     GoalRankConfig, GoalRankTrainer, RewardTrainer, RewardTrainingConfig, StepRecord,
 };
@@ -56,15 +56,15 @@ pub enum TrainEvent {
         step: usize,
         metrics: Metrics,
     },
-    /// The current generator's weights (burnpack), to refresh the app's lists.
+    /// The current generator (on the job's device), to refresh the app's lists.
     Generator {
         config: GeneratorConfig,
-        bytes: Vec<u8>,
+        model: Box<Generator>,
     },
     /// A reward model the worker trained because none was loaded.
     Reward {
         config: RewardModelConfig,
-        bytes: Vec<u8>,
+        model: Box<RewardModel>,
     },
     /// The run ended: stopped, finished, or failed with a message.
     Finished(Result<(), String>),
@@ -74,28 +74,31 @@ pub enum TrainEvent {
 struct Control {
     paused: AtomicBool,
     stop: AtomicBool,
+    finished: AtomicBool,
 }
 
 /// A running (or finished) live training job.
 pub struct TrainJob {
     control: Arc<Control>,
     events: Receiver<TrainEvent>,
-    handle: Option<JoinHandle<()>>,
+    #[cfg(not(target_arch = "wasm32"))]
+    handle: Option<std::thread::JoinHandle<()>>,
 }
 
 impl TrainJob {
-    /// Starts training on `device` in a new thread. `reward` is the frozen reward model as
-    /// (config, burnpack bytes); without one the worker first trains one for an epoch.
+    /// Starts training on `device` (natively in a new thread, in the browser as a task).
+    /// `reward` is the frozen reward model on `device`; without one the worker first trains one
+    /// for an epoch.
     pub fn start(
         dataset: Arc<Dataset>,
-        reward: Option<(RewardModelConfig, Vec<u8>)>,
+        reward: Option<RewardModel>,
         settings: LiveSettings,
         device: Device,
     ) -> Self {
         let control = Arc::new(Control::default());
         let (sender, events) = channel();
         let worker_control = control.clone();
-        let handle = std::thread::spawn(move || {
+        let job = async move {
             let result = run(
                 &dataset,
                 reward,
@@ -104,13 +107,20 @@ impl TrainJob {
                 &worker_control,
                 &sender,
             )
+            .await
             .map_err(|e| e.to_string());
             let _ = sender.send(TrainEvent::Finished(result));
-        });
+            worker_control.finished.store(true, Ordering::Relaxed);
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        let handle = Some(std::thread::spawn(move || crate::model::block_on(job)));
+        #[cfg(target_arch = "wasm32")]
+        wasm_bindgen_futures::spawn_local(job);
         Self {
             control,
             events,
-            handle: Some(handle),
+            #[cfg(not(target_arch = "wasm32"))]
+            handle,
         }
     }
 
@@ -133,32 +143,36 @@ impl TrainJob {
         self.events.try_iter().collect()
     }
 
-    /// True once the thread has ended.
+    /// True once the job has ended.
     pub fn is_finished(&self) -> bool {
-        self.handle.as_ref().is_none_or(JoinHandle::is_finished)
+        self.control.finished.load(Ordering::Relaxed)
     }
 }
 
 impl Drop for TrainJob {
     fn drop(&mut self) {
         self.stop();
+        #[cfg(not(target_arch = "wasm32"))]
         if let Some(handle) = self.handle.take() {
             let _ = handle.join();
         }
     }
 }
 
-/// Waits while paused; true when the job should stop.
-fn should_stop(control: &Control) -> bool {
+/// Waits while paused; true when the job should stop. Also gives the page a turn between
+/// steps (in the browser the job shares the UI's thread).
+async fn should_stop(control: &Control) -> bool {
+    #[cfg(target_arch = "wasm32")]
+    sleep(0).await;
     while control.paused.load(Ordering::Relaxed) && !control.stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(30));
+        sleep(30).await;
     }
     control.stop.load(Ordering::Relaxed)
 }
 
-fn run(
+async fn run(
     dataset: &Dataset,
-    reward: Option<(RewardModelConfig, Vec<u8>)>,
+    reward: Option<RewardModel>,
     settings: &LiveSettings,
     device: &Device,
     control: &Control,
@@ -168,13 +182,13 @@ fn run(
         let _ = send.send(TrainEvent::Status(msg));
     };
     let reward: RewardModel = match reward {
-        Some((config, bytes)) => module_from_bytes(config.init(device), bytes)?,
+        Some(model) => model,
         None => {
             let config = RewardTrainingConfig::new().with_d_model(settings.d_model);
             let mut trainer = RewardTrainer::new(dataset, Split::Train, &config, device);
             let steps = trainer.steps_per_epoch();
             for i in 0..steps {
-                if should_stop(control) {
+                if should_stop(control).await {
                     return Ok(());
                 }
                 let record = trainer.step();
@@ -187,7 +201,7 @@ fn run(
             let model = trainer.model();
             let _ = send.send(TrainEvent::Reward {
                 config: config.model(dataset),
-                bytes: module_bytes(&model)?,
+                model: Box::new(model.clone()),
             });
             model
         }
@@ -203,20 +217,20 @@ fn run(
     let valid = &dataset.valid[..dataset.valid.len().min(512)];
     say("GoalRank: training".into());
     while trainer.steps_done() < settings.steps {
-        if should_stop(control) {
+        if should_stop(control).await {
             break;
         }
-        let record = trainer.step();
+        let record = trainer.step_async().await?;
         let step = record.step;
         let _ = send.send(TrainEvent::Step(record));
         if step.is_multiple_of(settings.eval_every.max(1)) || step == settings.steps {
             let model = trainer.model();
-            let rankings = generator_rankings(&model, dataset, valid, 256, device)?;
+            let rankings = generator_rankings_async(&model, dataset, valid, 256, device).await?;
             let metrics = score_rankings(valid, &rankings, dataset.config.list_len);
             let _ = send.send(TrainEvent::Valid { step, metrics });
             let _ = send.send(TrainEvent::Generator {
                 config: model_config.clone(),
-                bytes: module_bytes(&model)?,
+                model: Box::new(model),
             });
         }
     }

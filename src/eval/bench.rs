@@ -3,7 +3,7 @@
 //! Inputs are the first requests of a dataset's train split (N, L and history as built). Numbers
 //! are wall-clock on a shared machine: compare devices or implementations measured in one run.
 
-use std::time::Instant;
+use web_time::Instant;
 
 use burn::tensor::Device;
 use serde::Serialize;
@@ -59,11 +59,11 @@ pub fn bench_device(
     let mut trainer = GoalRankTrainer::new(dataset, reward, config, device);
 
     for _ in 0..options.warmup_steps {
-        trainer.step();
+        trainer.step()?;
     }
     let start = Instant::now();
     for _ in 0..options.train_steps.max(1) {
-        trainer.step();
+        trainer.step()?;
     }
     let train_step_ms = start.elapsed().as_secs_f64() * 1e3 / options.train_steps.max(1) as f64;
 

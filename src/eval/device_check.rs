@@ -12,6 +12,7 @@ use crate::train::{RewardTrainer, RewardTrainingConfig};
 
 /// A wgpu device pinned to Vulkan, or a clear error (wgpu would otherwise fall back to OpenGL on
 /// the CPU and hang for minutes).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn vulkan_device() -> Result<Device> {
     use burn::tensor::wgpu::WgpuBackend;
     Device::wgpu_options()

@@ -6,7 +6,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use web_time::Instant;
 
 use burn::module::Module;
 use burn::tensor::Device;
@@ -308,7 +308,7 @@ pub fn fit_goalrank(
     let mut best_model = load_module(model_config.init(device), &dir.join("model.bpk"))
         .unwrap_or_else(|_| trainer.model());
     while trainer.steps_done() < options.steps {
-        let record = trainer.step();
+        let record = trainer.step()?;
         let reward = record
             .reward_mean
             .map(|r| format!(" R {r:.3}"))

@@ -5,27 +5,15 @@ use serde::Serialize;
 
 use super::{Ranking, metrics};
 use crate::data::{Batch, Dataset, Request};
-use crate::model::{Decode, Encoded, Generator, Pointwise, RewardModel, plackett_luce};
+use crate::model::{
+    Decode, Encoded, Generator, Pointwise, RewardModel, block_on, plackett_luce, read_f32, read_i64,
+};
 use crate::train::bce_with_logits;
 use crate::{Error, Result};
 
-/// A tensor's values read back to the host (blocking).
-pub(crate) fn read_i64<const D: usize>(t: Tensor<D, Int>) -> Result<Vec<i64>> {
-    t.into_data()
-        .try_into_vec_as::<i64>()
-        .map_err(|e| Error::Backend(format!("{e:?}")))
-}
-
-/// A tensor's values read back to the host (blocking).
-pub(crate) fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    t.into_data()
-        .try_into_vec_as::<f32>()
-        .map_err(|e| Error::Backend(format!("{e:?}")))
-}
-
 /// Runs `choose` on batches of requests and turns its `[B, 1, L]` candidate positions into
 /// rankings; candidate scores are the generator's first-step log-probabilities.
-fn rank_in_batches(
+async fn rank_in_batches(
     model: &Generator,
     dataset: &Dataset,
     requests: &[Request],
@@ -40,8 +28,8 @@ fn rank_in_batches(
         let refs: Vec<&Request> = chunk.iter().collect();
         let batch = Batch::new(dataset, &refs, device);
         let encoded = model.encode(&batch);
-        let lists = read_i64(choose(&batch, &encoded))?;
-        let scores = read_f32(model.first_step_log_probs(&encoded))?;
+        let lists = read_i64(choose(&batch, &encoded)).await?;
+        let scores = read_f32(model.first_step_log_probs(&encoded)).await?;
         for (i, r) in chunk.iter().enumerate() {
             out.push(Ranking {
                 list: lists[i * l..(i + 1) * l]
@@ -63,6 +51,19 @@ pub fn generator_rankings(
     batch_size: usize,
     device: &Device,
 ) -> Result<Vec<Ranking>> {
+    block_on(generator_rankings_async(
+        model, dataset, requests, batch_size, device,
+    ))
+}
+
+/// [`generator_rankings`] that awaits its read-backs (the browser's way).
+pub async fn generator_rankings_async(
+    model: &Generator,
+    dataset: &Dataset,
+    requests: &[Request],
+    batch_size: usize,
+    device: &Device,
+) -> Result<Vec<Ranking>> {
     rank_in_batches(
         model,
         dataset,
@@ -71,6 +72,7 @@ pub fn generator_rankings(
         device,
         |_, encoded| model.decode(encoded, 1, Decode::Greedy).lists,
     )
+    .await
 }
 
 /// A trained model that proposes lists: a generator decodes them, a pointwise model draws them
@@ -151,9 +153,9 @@ pub fn best_of_rankings(
         let (_, rewards) = evaluator.score(&evaluator.context(&batch), lists.clone());
         let [b, _, l] = lists.dims();
         let best = rewards.argmax(1).reshape([b, 1, 1]).expand([b, 1, l]);
-        let best = read_i64(lists.gather(1, best))?;
+        let best = block_on(read_i64(lists.gather(1, best)))?;
         let scores = match scores {
-            Some(s) => read_f32(s)?,
+            Some(s) => block_on(read_f32(s))?,
             None => Vec::new(),
         };
         for (i, r) in chunk.iter().enumerate() {
@@ -213,11 +215,24 @@ pub fn pointwise_rankings(
     batch_size: usize,
     device: &Device,
 ) -> Result<Vec<Ranking>> {
+    block_on(pointwise_rankings_async(
+        model, dataset, requests, batch_size, device,
+    ))
+}
+
+/// [`pointwise_rankings`] that awaits its read-backs.
+pub async fn pointwise_rankings_async(
+    model: &Pointwise,
+    dataset: &Dataset,
+    requests: &[Request],
+    batch_size: usize,
+    device: &Device,
+) -> Result<Vec<Ranking>> {
     let l = dataset.config.list_len;
     let mut out = Vec::with_capacity(requests.len());
     for chunk in requests.chunks(batch_size.max(1)) {
         let refs: Vec<&Request> = chunk.iter().collect();
-        let scores = read_f32(model.forward(&Batch::new(dataset, &refs, device)))?;
+        let scores = read_f32(model.forward(&Batch::new(dataset, &refs, device))).await?;
         let n = chunk[0].candidates.len();
         for (i, r) in chunk.iter().enumerate() {
             let row = scores[i * n..(i + 1) * n].to_vec();
@@ -258,7 +273,7 @@ pub fn mean_reward(
         let lists =
             Tensor::<3, Int>::from_data(TensorData::new(positions, [chunk.len(), 1, l]), device);
         let (_, rewards) = reward.score(&reward.context(&batch), lists);
-        total += read_f32(rewards)?
+        total += block_on(read_f32(rewards))?
             .iter()
             .map(|&r| f64::from(r))
             .sum::<f64>();
@@ -292,7 +307,7 @@ pub fn reward_quality(
         let logits = reward.logged_logits(&batch);
         let batch_loss = bce_with_logits(logits.clone(), batch.labels.clone());
         loss += f64::from(batch_loss.into_scalar::<f32>()) * chunk.len() as f64;
-        scores.extend(read_f32(logits)?);
+        scores.extend(block_on(read_f32(logits))?);
         labels.extend(chunk.iter().flat_map(|r| r.labels.iter().map(|&y| y > 0)));
     }
     Ok(RewardQuality {

@@ -6,9 +6,8 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Serialize;
 
-use super::generator::{read_f32, read_i64};
 use crate::data::{Batch, Dataset, Request};
-use crate::model::{Decode, Generator, RewardModel};
+use crate::model::{Decode, Generator, RewardModel, block_on, read_f32, read_i64};
 use crate::train::{GroupSampling, group};
 use crate::{Error, Result};
 
@@ -60,6 +59,17 @@ pub fn score_lists(
     lists: &[Vec<u32>],
     device: &Device,
 ) -> Result<Vec<ScoredList>> {
+    block_on(score_lists_async(reward, dataset, request, lists, device))
+}
+
+/// [`score_lists`] that awaits its read-backs.
+pub async fn score_lists_async(
+    reward: &RewardModel,
+    dataset: &Dataset,
+    request: &Request,
+    lists: &[Vec<u32>],
+    device: &Device,
+) -> Result<Vec<ScoredList>> {
     let l = reward.list_len();
     if lists.is_empty() {
         return Ok(Vec::new());
@@ -78,7 +88,7 @@ pub fn score_lists(
     // # Shapes: lists [1, K, L] → p [1, K, L], R [1, K]
     let tensor = Tensor::<3, Int>::from_data(TensorData::new(flat, [1, lists.len(), l]), device);
     let (p, r) = reward.score(&reward.context(&batch), tensor);
-    let (p, r) = (read_f32(p)?, read_f32(r)?);
+    let (p, r) = (read_f32(p).await?, read_f32(r).await?);
     Ok(lists
         .iter()
         .enumerate()
@@ -103,6 +113,23 @@ pub fn inspect_group(
     tau: f32,
     device: &Device,
 ) -> Result<Vec<GroupMember>> {
+    block_on(inspect_group_async(
+        generator, reward, dataset, request, k, sampling, tau, device,
+    ))
+}
+
+/// [`inspect_group`] that awaits its read-backs.
+#[allow(clippy::too_many_arguments)]
+pub async fn inspect_group_async(
+    generator: &Generator,
+    reward: &RewardModel,
+    dataset: &Dataset,
+    request: &Request,
+    k: usize,
+    sampling: GroupSampling,
+    tau: f32,
+    device: &Device,
+) -> Result<Vec<GroupMember>> {
     let k = k.max(1);
     let batch = Batch::new(dataset, &[request], device);
     let encoded = generator.encode(&batch);
@@ -117,9 +144,10 @@ pub fn inspect_group(
     let pi_ref = group::reference_policy(rewards.clone(), tau);
     let pi_theta = softmax(log_pi.clone(), 1);
     let l = generator.list_len();
-    let (lists, p, rewards) = (read_i64(lists)?, read_f32(p)?, read_f32(rewards)?);
-    let (advantage, pi_ref) = (read_f32(advantage)?, read_f32(pi_ref)?);
-    let (log_pi, pi_theta) = (read_f32(log_pi)?, read_f32(pi_theta)?);
+    let lists = read_i64(lists).await?;
+    let (p, rewards) = (read_f32(p).await?, read_f32(rewards).await?);
+    let (advantage, pi_ref) = (read_f32(advantage).await?, read_f32(pi_ref).await?);
+    let (log_pi, pi_theta) = (read_f32(log_pi).await?, read_f32(pi_theta).await?);
     Ok((0..k)
         .map(|i| GroupMember {
             list: ScoredList {

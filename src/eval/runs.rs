@@ -15,18 +15,27 @@ use crate::{Error, Result};
 /// A run folder's `config.json`, checked to be a `kind` run built for `dataset`'s requests.
 pub fn run_config(dir: &Path, kind: &str, dataset: &Dataset) -> Result<serde_json::Value> {
     let config: serde_json::Value = load_json(&dir.join("config.json"))?;
+    check_run_config(config, &dir.display().to_string(), kind, dataset)
+}
+
+/// A run's parsed `config.json` (from `origin`), checked to be a `kind` run built for
+/// `dataset`'s requests.
+pub fn check_run_config(
+    config: serde_json::Value,
+    origin: &str,
+    kind: &str,
+    dataset: &Dataset,
+) -> Result<serde_json::Value> {
     if config["kind"] != kind {
         return Err(Error::Invalid(format!(
-            "{}: a {} run, not a {kind} run",
-            dir.display(),
+            "{origin}: a {} run, not a {kind} run",
             config["kind"]
         )));
     }
     if config["data"] != serde_json::json!(dataset.config) {
         return Err(Error::Invalid(format!(
-            "{}: trained on requests built with another config than the given \
-             --data/--candidates/--list-len/--history-len/--seed",
-            dir.display()
+            "{origin}: trained on requests built with another config than the given \
+             --data/--candidates/--list-len/--history-len/--seed"
         )));
     }
     Ok(config)

@@ -5,10 +5,12 @@ mod encoder;
 mod gather;
 mod generator;
 mod pointwise;
+mod read;
 mod reward;
 
 pub use encoder::{EncoderConfig, ItemEncoder, UserEncoder};
 pub use gather::{gather_rows, gumbel, plackett_luce, repeat_group};
 pub use generator::{Decode, Decoded, Encoded, Generator, GeneratorConfig};
 pub use pointwise::{Pointwise, PointwiseConfig};
+pub use read::{block_on, read_f32, read_i64, read_scalar};
 pub use reward::{RewardContext, RewardModel, RewardModelConfig, discounts};

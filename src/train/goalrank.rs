@@ -1,6 +1,6 @@
 //! GoalRank training (DESIGN §5): one readable step.
 
-use std::time::Instant;
+use web_time::Instant;
 
 use burn::config::Config;
 use burn::module::Module;
@@ -12,7 +12,10 @@ use serde::Serialize;
 
 use super::{BatchSampler, group};
 use crate::data::{Batch, Dataset, Request};
-use crate::model::{Decode, Encoded, EncoderConfig, Generator, GeneratorConfig, RewardModel};
+use crate::model::{
+    Decode, Encoded, EncoderConfig, Generator, GeneratorConfig, RewardModel, block_on, read_f32,
+    read_i64, read_scalar,
+};
 
 /// How the group of K lists per request is drawn.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -209,7 +212,12 @@ impl<'a> GoalRankTrainer<'a> {
     }
 
     /// Steps 2–5 of [`Self::step`]: the group, its rewards, π_ref and the reference loss.
-    fn group_term(&self, requests: &[&Request], batch: &Batch, encoded: &Encoded) -> GroupTerm {
+    async fn group_term(
+        &self,
+        requests: &[&Request],
+        batch: &Batch,
+        encoded: &Encoded,
+    ) -> crate::Result<GroupTerm> {
         let config = &self.config;
         let [b, l] = batch.logged.dims();
         let k = config.group_size;
@@ -234,10 +242,16 @@ impl<'a> GoalRankTrainer<'a> {
 
         // 3. Score every list with the frozen reward model: R = Σ p_i / log2(i + 1).
         let plain_batch = Batch::new(self.dataset, requests, &self.plain);
-        let plain_lists = Tensor::<3, Int>::from_data(lists.clone().into_data(), &self.plain);
+        let plain_lists = Tensor::<3, Int>::from_data(
+            TensorData::new(read_i64(lists.clone()).await?, lists.dims()),
+            &self.plain,
+        );
         let context = self.reward.context(&plain_batch);
         let (_, rewards) = self.reward.score(&context, plain_lists);
-        let rewards = Tensor::<2>::from_data(rewards.into_data(), &self.device);
+        let rewards = Tensor::<2>::from_data(
+            TensorData::new(read_f32(rewards.clone()).await?, rewards.dims()),
+            &self.device,
+        );
         // The reward-noise study perturbs what the reference policy sees (logged stats stay clean).
         let noisy = if config.reward_noise > 0.0 {
             // # Shapes: rewards [B, K'], spread [B, 1]
@@ -258,15 +272,21 @@ impl<'a> GoalRankTrainer<'a> {
         let (log_probs, _) = self.model.teacher_forced(encoded, lists);
         let loss_ref = group::reference_loss(pi_ref.clone(), log_probs);
 
-        GroupTerm {
+        Ok(GroupTerm {
             loss_ref,
-            stats: group_stats(rewards.slice([0..b, 0..k])),
-            ref_entropy: group::entropy(pi_ref).into_scalar::<f32>(),
-        }
+            stats: group_stats(rewards.slice([0..b, 0..k])).await?,
+            ref_entropy: read_scalar(group::entropy(pi_ref)).await?,
+        })
     }
 
-    /// One GoalRank update on the next mini-batch of train requests.
-    pub fn step(&mut self) -> StepRecord {
+    /// One GoalRank update on the next mini-batch of train requests. Errors only when the
+    /// device fails to hand values back.
+    pub fn step(&mut self) -> crate::Result<StepRecord> {
+        block_on(self.step_async())
+    }
+
+    /// [`Self::step`] that awaits its read-backs (the browser's way).
+    pub async fn step_async(&mut self) -> crate::Result<StepRecord> {
         let start = Instant::now();
         let config = &self.config;
         let requests: Vec<&Request> = self
@@ -283,7 +303,11 @@ impl<'a> GoalRankTrainer<'a> {
 
         // 2.–5. The group-relative term (skipped when its weight is 0: the supervised-only
         //       baseline samples nothing).
-        let group = (config.w_ref > 0.0).then(|| self.group_term(&requests, &batch, &encoded));
+        let group = if config.w_ref > 0.0 {
+            Some(self.group_term(&requests, &batch, &encoded).await?)
+        } else {
+            None
+        };
 
         // 6. Supervised likelihood of the logged positives (positives first, in logged order).
         let (order, weights) = positives_first(&requests, l, &self.device);
@@ -299,7 +323,7 @@ impl<'a> GoalRankTrainer<'a> {
             step: self.step + 1,
             loss: 0.0,
             loss_ref: None,
-            loss_sup: loss_sup.into_scalar::<f32>(),
+            loss_sup: read_scalar(loss_sup.clone()).await?,
             reward_mean: None,
             reward_std: None,
             reward_best: None,
@@ -308,34 +332,38 @@ impl<'a> GoalRankTrainer<'a> {
         };
         if let Some(group) = group {
             loss = loss + group.loss_ref.clone().mul_scalar(config.w_ref);
-            record.loss_ref = Some(group.loss_ref.into_scalar::<f32>());
+            record.loss_ref = Some(read_scalar(group.loss_ref).await?);
             record.reward_mean = Some(group.stats[0]);
             record.reward_std = Some(group.stats[1]);
             record.reward_best = Some(group.stats[2]);
             record.ref_entropy = Some(group.ref_entropy);
         }
-        record.loss = loss.clone().into_scalar::<f32>();
+        record.loss = read_scalar(loss.clone()).await?;
         let grads = GradientsParams::from_grads(loss.backward(), &self.model);
         self.model = self
             .optim
             .step(config.learning_rate, self.model.clone(), grads);
         self.step += 1;
-        StepRecord {
+        Ok(StepRecord {
             seconds: start.elapsed().as_secs_f64(),
             ..record
-        }
+        })
     }
 }
 
 /// Mean over requests of the group mean, std and maximum of the rewards.
-fn group_stats(rewards: Tensor<2>) -> [f32; 3] {
+async fn group_stats(rewards: Tensor<2>) -> crate::Result<[f32; 3]> {
     let mean = rewards.clone().mean_dim(1);
     let std = (rewards.clone() - mean.clone())
         .powi_scalar(2)
         .mean_dim(1)
         .sqrt();
     let best = rewards.max_dim(1);
-    [mean, std, best].map(|t| t.mean().into_scalar::<f32>())
+    Ok([
+        read_scalar(mean.mean()).await?,
+        read_scalar(std.mean()).await?,
+        read_scalar(best.mean()).await?,
+    ])
 }
 
 /// The logged list reordered positives first (each group in logged order), and a weight of 1

@@ -1,7 +1,7 @@
 //! Training the pointwise baselines: binary cross-entropy of every candidate's logit against its
 //! label (logged positives 1; logged negatives and retrieved items 0).
 
-use std::time::Instant;
+use web_time::Instant;
 
 use burn::config::Config;
 use burn::module::Module;

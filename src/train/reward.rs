@@ -1,7 +1,7 @@
 //! Training the reward model: binary cross-entropy of per-position logits against the logged
 //! labels, one step at a time.
 
-use std::time::Instant;
+use web_time::Instant;
 
 use burn::config::Config;
 use burn::module::Module;

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Builds the browser demo into a folder (default: site/): the app compiled to wasm32 (cargo,
+# profile `web`), its JS glue (wasm-bindgen), size optimisation (wasm-opt) and index.html.
+# Offline on a fresh machine from registry packages only: the Rust target from rustup,
+# wasm-bindgen-cli from crates.io (the version Cargo.lock pins), wasm-opt from npm (binaryen).
+#
+#   scripts/build-web.sh [OUT]                            build
+#   python3 -m http.server -b 127.0.0.1 8080 -d site      serve, then open http://127.0.0.1:8080
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-site}
+target_dir=${CARGO_TARGET_DIR:-target}
+
+if command -v rustup >/dev/null; then
+  rustup target add wasm32-unknown-unknown >/dev/null
+fi
+
+# wasm-bindgen's CLI must match the library version in Cargo.lock exactly.
+version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/"/, "", $3); print $3 }' Cargo.lock)
+if ! wasm-bindgen --version 2>/dev/null | grep -qx "wasm-bindgen $version"; then
+  echo "installing wasm-bindgen-cli $version"
+  cargo install wasm-bindgen-cli --version "$version"
+fi
+if [ ! -x web/node_modules/.bin/wasm-opt ]; then
+  (cd web && npm ci --no-audit --no-fund)
+fi
+
+cargo build --locked --profile web --target wasm32-unknown-unknown --bin goalrank
+mkdir -p "$out"
+wasm-bindgen --target web --no-typescript --out-dir "$out" --out-name goalrank \
+  "$target_dir/wasm32-unknown-unknown/web/goalrank.wasm"
+web/node_modules/.bin/wasm-opt -Oz \
+  --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+  --enable-mutable-globals --enable-reference-types --enable-multivalue \
+  "$out/goalrank_bg.wasm" -o "$out/goalrank_bg.wasm"
+cp index.html "$out/"
+echo "built $out/: goalrank_bg.wasm $(du -h "$out/goalrank_bg.wasm" | cut -f1)" \
+  "($(gzip -c "$out/goalrank_bg.wasm" | wc -c | awk '{ printf "%.1f MB gzipped", $1 / 1e6 }'))"

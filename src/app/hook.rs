@@ -1,0 +1,72 @@
+//! A small scripting surface over the app, for the browser test (`web/test.mjs`, through
+//! `window.goalrank`) and native tests: text commands in, a JSON snapshot out.
+
+use serde_json::{Value, json};
+
+use super::{GoalRankApp, Tab, lists, train};
+
+impl GoalRankApp {
+    /// Runs one command: `next` (the next request), `train <steps>` (a live GoalRank run of
+    /// that many steps with the current settings, validating at its end) or `stop`.
+    pub fn command(&mut self, command: &str, ctx: &egui::Context) -> Result<(), String> {
+        let words: Vec<&str> = command.split_whitespace().collect();
+        match words.as_slice() {
+            ["next"] => {
+                let count = self.requests().len();
+                if self.request + 1 < count {
+                    self.request += 1;
+                }
+            }
+            ["train", steps] => {
+                let steps: usize = steps
+                    .parse()
+                    .map_err(|_| format!("train: `{steps}` is not a step count"))?;
+                self.settings.live.steps = steps.max(1);
+                self.settings.live.eval_every = steps.max(1);
+                self.tab = Tab::Train;
+                train::start(self);
+            }
+            ["stop"] => {
+                if let Some(job) = &self.job {
+                    job.stop();
+                }
+            }
+            _ => return Err(format!("unknown command `{command}`")),
+        }
+        lists::ensure_view(self, ctx);
+        Ok(())
+    }
+
+    /// What the app shows, as JSON: backend, the shown request with GoalRank's list, and the
+    /// live run's losses.
+    pub fn state(&self) -> Value {
+        let request = self.requests().get(self.request).map(|r| {
+            let list = self.view.as_ref().and_then(|v| {
+                v.lists
+                    .iter()
+                    .find(|l| l.name == lists::GOALRANK_LIST)
+                    .map(|l| l.items.clone())
+            });
+            json!({
+                "index": self.request,
+                "candidates": r.candidates,
+                "goalrank_list": list,
+            })
+        });
+        let running = self.job.is_some() && !self.history.finished;
+        json!({
+            "ready": self.dataset.is_some() && self.models.generator.is_some(),
+            "backend": self.backend,
+            "message": self.message,
+            "list_len": self.dataset.as_ref().map(|d| d.config.list_len),
+            "request": request,
+            "training": {
+                "started": self.job.is_some(),
+                "running": running,
+                "status": self.history.status,
+                "losses": self.history.steps.iter().map(|r| r.loss).collect::<Vec<_>>(),
+                "valid_ndcg": self.history.valid.last().map(|(_, m)| m.ndcg),
+            },
+        })
+    }
+}

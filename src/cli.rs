@@ -1,0 +1,1014 @@
+//! The command line. Parses arguments, calls the library, prints `{err:#}` on error and exits
+//! with code 2 when the input was at fault.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Result;
+use burn::tensor::Device;
+use clap::{Args, Parser, Subcommand};
+use goalrank::data::simulator::Optimum;
+use goalrank::data::{
+    self, DataStats, Dataset, Origin, RequestConfig, SimConfig, Split, SplitStats, simulator,
+};
+use goalrank::eval::{
+    ExperimentOptions, FitOptions, ListSource, MainExperimentConfig, Metrics, Proposer, Ranking,
+    SimplePolicy, Study, UtilityMetrics, best_of_rankings, fit_goalrank, fit_pointwise, fit_reward,
+    generator_rankings, load_generator, load_pointwise, load_reward, mean_reward, optimal_lists,
+    pointwise_rankings, run_kind, run_main, run_study, score_rankings, utility_metrics,
+};
+use goalrank::model::{Decode, RewardModel};
+use goalrank::train::{
+    GoalRankConfig, GroupSampling, PointwiseTrainingConfig, RewardTrainingConfig,
+};
+use rand::SeedableRng;
+use rand::rngs::Xoshiro256PlusPlus;
+
+/// GoalRank re-ranking: data, training and evaluation.
+#[derive(Parser)]
+#[command(name = "goalrank", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build (or load from cache) the re-ranking requests and print per-split statistics.
+    Data {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Train a reward model or a GoalRank generator; writes a run folder.
+    Train {
+        #[command(subcommand)]
+        what: TrainCommand,
+    },
+    /// Rank requests from a JSON-lines file with a trained GoalRank run; JSON lines out.
+    Rank {
+        #[command(flatten)]
+        data: DataArgs,
+        /// GoalRank run folder.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// JSON lines: {"user": id, "history": [ids], "history_labels": [0|1], "candidates": [ids]}.
+        #[arg(long)]
+        requests: PathBuf,
+    },
+    /// Speed of the default model: GoalRank training step, greedy ranking, batch-1 latency.
+    Bench {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Devices to measure (comma-separated); `wgpu` needs a Vulkan adapter.
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BenchDevice::Flex])]
+        device: Vec<BenchDevice>,
+        #[arg(long, default_value_t = 512)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 128)]
+        d_model: usize,
+        #[arg(long, default_value_t = 2)]
+        layers: usize,
+        #[arg(long, default_value_t = 20)]
+        group_size: usize,
+        /// Timed training steps (after one warm-up step).
+        #[arg(long, default_value_t = 3)]
+        steps: usize,
+        /// Requests timed one at a time for the latency percentiles.
+        #[arg(long, default_value_t = 100)]
+        latency_requests: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Train a small reward model for a few steps on the CPU and on wgpu (Vulkan) from the same
+    /// weights and compare the losses; exits 1 when they differ.
+    CheckDevice {
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long, default_value_t = 2)]
+        steps: usize,
+        /// Largest accepted relative loss difference.
+        #[arg(long, default_value_t = 1e-3)]
+        tolerance: f32,
+    },
+    /// Run a named, reproducible experiment and write its table to results/<dataset>/.
+    Experiment {
+        #[command(subcommand)]
+        what: ExperimentCommand,
+    },
+    /// Open the app: browse requests, compare lists, inspect a group, train live.
+    App {
+        /// Data source to open (a MovieLens folder or sim:small / sim:tiny) instead of the last
+        /// session's.
+        #[arg(long)]
+        data: Option<String>,
+        /// Run the models on the GPU (wgpu on a Vulkan adapter) from the start.
+        #[arg(long)]
+        gpu: bool,
+    },
+    /// Score policies on the requests of a split with H@L, N@L, MAP@L, F1@L and AUC.
+    Eval {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Simple policies to score (comma-separated); all three when no --checkpoint is given.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        policy: Vec<SimplePolicy>,
+        /// GoalRank or pointwise run folders to score (repeatable).
+        #[arg(long)]
+        checkpoint: Vec<PathBuf>,
+        /// A reward-model run folder: adds each list's mean reward under it as a column
+        /// (use the independent evaluator, trained with `train reward --split valid`).
+        #[arg(long)]
+        reward: Option<PathBuf>,
+        /// Generator–Evaluator rows: each checkpoint samples --pick-k lists and this reward-model
+        /// run picks the best (use the reward model the generators were trained against).
+        #[arg(long)]
+        pick_with: Option<PathBuf>,
+        /// Lists sampled per request for the Generator–Evaluator rows.
+        #[arg(long, default_value_t = 20)]
+        pick_k: usize,
+        /// With --pick-with: one more row in which every GoalRank checkpoint samples --pick-k
+        /// lists and the reward model picks the best of all (Multi-Generator–Evaluator).
+        #[arg(long)]
+        multi: bool,
+        /// Split to score.
+        #[arg(long, value_enum, default_value_t = Split::Test)]
+        split: Split,
+        /// Seed of the random policy.
+        #[arg(long, default_value_t = 0)]
+        policy_seed: u64,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExperimentCommand {
+    /// GoalRank against every baseline on the test split, mean ± std over seeds; writes
+    /// results/<dataset>/main.md, .csv and .json. About 30 min on 2 CPU cores for
+    /// ml-latest-small with the defaults.
+    Main(ExperimentArgs),
+    /// GoalRank at 5 generator sizes (d 8 / 1 layer to d 192 / 4 layers); writes
+    /// results/<dataset>/scaling.md, .csv, .json and .svg.
+    Scaling(ExperimentArgs),
+    /// GoalRank with K = 2, 4, 8, 16, 32, 64 lists per group; writes group-size.{md,csv,json,svg}.
+    GroupSize(ExperimentArgs),
+    /// GoalRank with the reward model's list rewards perturbed by noise λ = 0, 0.25, 0.5, 1
+    /// during training; writes reward-noise.{md,csv,json,svg}.
+    RewardNoise(ExperimentArgs),
+}
+
+/// Settings shared by every experiment. Studies reuse experiment main's reward models and
+/// supervised-only generators (same seeds and steps) when they exist.
+#[derive(Args)]
+struct ExperimentArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Folder for the tables (a subfolder per dataset).
+    #[arg(long, default_value = "results")]
+    results: PathBuf,
+    #[arg(long, default_value_t = 3)]
+    seeds: usize,
+    /// GoalRank and supervised-only generator steps.
+    #[arg(long, default_value_t = 500)]
+    steps: usize,
+    /// A tiny configuration (2 seeds, d 16, a few steps) to check the pipeline end to end.
+    #[arg(long)]
+    smoke: bool,
+}
+
+impl ExperimentArgs {
+    fn config(&self) -> MainExperimentConfig {
+        if self.smoke {
+            MainExperimentConfig::smoke()
+        } else {
+            MainExperimentConfig::new()
+                .with_seeds(self.seeds)
+                .with_steps(self.steps)
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum TrainCommand {
+    /// Train the list-aware reward model (BCE on logged lists; best epoch on validation).
+    Reward {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Run folder (default: <artifacts>/runs/<dataset>/reward, or reward-<split>).
+        #[arg(long)]
+        run: Option<PathBuf>,
+        /// Split to train on: `valid` trains the independent evaluator (checked on train).
+        #[arg(long, value_enum, default_value_t = Split::Train)]
+        split: Split,
+        #[arg(long, default_value_t = 4)]
+        epochs: usize,
+        #[arg(long, default_value_t = 64)]
+        d_model: usize,
+        #[arg(long, default_value_t = 2)]
+        layers: usize,
+        #[arg(long, default_value_t = 128)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        /// Random candidate lists per request and step (retrieved items labelled 0).
+        #[arg(long, default_value_t = 0)]
+        random_lists: usize,
+        #[arg(long, default_value_t = 1)]
+        model_seed: u64,
+    },
+    /// Train a pointwise baseline: a DNN (default) or, with --context-layers 2, a PRM-style
+    /// context-aware transformer; candidates are sorted by score.
+    Pointwise {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Run folder (default: <artifacts>/runs/<dataset>/pointwise, or prm).
+        #[arg(long)]
+        run: Option<PathBuf>,
+        /// Transformer layers over the candidate set (0 = pointwise DNN).
+        #[arg(long, default_value_t = 0)]
+        context_layers: usize,
+        #[arg(long, default_value_t = 4)]
+        epochs: usize,
+        #[arg(long, default_value_t = 64)]
+        d_model: usize,
+        #[arg(long, default_value_t = 128)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        #[arg(long, default_value_t = 3)]
+        model_seed: u64,
+    },
+    /// Train a GoalRank generator against a frozen reward model.
+    Goalrank {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Reward-model run folder (from `goalrank train reward`).
+        #[arg(long)]
+        reward: PathBuf,
+        /// Run folder (default: <artifacts>/runs/<dataset>/goalrank).
+        #[arg(long)]
+        run: Option<PathBuf>,
+        /// Continue an interrupted run from its last checkpoint.
+        #[arg(long)]
+        resume: bool,
+        #[arg(long, default_value_t = 1000)]
+        steps: usize,
+        #[arg(long, default_value_t = 100)]
+        eval_every: usize,
+        /// Lists per request in a group (K).
+        #[arg(long, default_value_t = 20)]
+        group_size: usize,
+        /// Reference-policy temperature.
+        #[arg(long, default_value_t = 1.0)]
+        tau: f32,
+        #[arg(long, default_value_t = 1.0)]
+        w_ref: f32,
+        #[arg(long, default_value_t = 1.0)]
+        w_sup: f32,
+        #[arg(long, value_enum, default_value_t = Sampling::PlackettLuce)]
+        sampling: Sampling,
+        /// Leave the logged list out of the groups.
+        #[arg(long)]
+        no_logged: bool,
+        #[arg(long, default_value_t = 64)]
+        d_model: usize,
+        #[arg(long, default_value_t = 2)]
+        layers: usize,
+        #[arg(long, default_value_t = 4)]
+        heads: usize,
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 1e-4)]
+        lr: f64,
+        #[arg(long, default_value_t = 7)]
+        model_seed: u64,
+    },
+}
+
+/// Devices `goalrank bench` can measure.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BenchDevice {
+    Flex,
+    Wgpu,
+}
+
+/// Group construction, as the command line names it.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Sampling {
+    Autoregressive,
+    PlackettLuce,
+}
+
+/// Where the data comes from and how requests are cut.
+#[derive(Args)]
+struct DataArgs {
+    /// MovieLens folder (ml-latest(-small) CSV, ml-100k or ml-1m layout, detected from its
+    /// files), or `sim:tiny` / `sim:small` for the simulator.
+    #[arg(long, default_value = "assets/data/movielens-latest-small")]
+    data: PathBuf,
+    /// Folder for cached requests (and, later, runs).
+    #[arg(long, default_value = "artifacts")]
+    artifacts: PathBuf,
+    /// Candidates per request (N) [default: 50 for MovieLens, the preset's for sim:].
+    #[arg(long)]
+    candidates: Option<usize>,
+    /// List length (L); metrics are computed at k = L [default: 6, or the preset's for sim:].
+    #[arg(long)]
+    list_len: Option<usize>,
+    /// Most history items per request.
+    #[arg(long, default_value_t = 50)]
+    history_len: usize,
+    /// Seed of the retriever and the candidate shuffle.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+impl DataArgs {
+    fn config(&self) -> RequestConfig {
+        let defaults = RequestConfig::new();
+        defaults
+            .clone()
+            .with_candidates(self.candidates.unwrap_or(defaults.candidates))
+            .with_list_len(self.list_len.unwrap_or(defaults.list_len))
+            .with_history_len(self.history_len)
+            .with_seed(self.seed)
+    }
+
+    /// The simulator settings when `--data` is `sim:<preset>`, with N, L, history and seed
+    /// taken from the command line where given.
+    fn simulator(&self) -> Result<Option<SimConfig>> {
+        let source = self.data.to_string_lossy();
+        let Some(name) = simulator::preset_name(&source) else {
+            return Ok(None);
+        };
+        let preset = SimConfig::preset(name)?;
+        Ok(Some(
+            preset
+                .clone()
+                .with_candidates(self.candidates.unwrap_or(preset.candidates))
+                .with_list_len(self.list_len.unwrap_or(preset.list_len))
+                .with_history_len(self.history_len)
+                .with_seed(self.seed),
+        ))
+    }
+
+    /// The folder that holds this dataset's training runs.
+    fn runs(&self, dataset: &Dataset) -> PathBuf {
+        self.artifacts.join("runs").join(&dataset.name)
+    }
+
+    /// Loads the dataset from the cache or builds it, telling the user which on stderr.
+    fn load(&self) -> Result<Dataset> {
+        let start = Instant::now();
+        if let Some(config) = self.simulator()? {
+            let dataset = simulator::build(&config)?;
+            eprintln!(
+                "{}: simulated in {:.1}s",
+                dataset.name,
+                start.elapsed().as_secs_f64()
+            );
+            return Ok(dataset);
+        }
+        let (dataset, origin, path) =
+            data::load_or_build(&self.data, &self.config(), &self.artifacts, true)?;
+        let verb = match origin {
+            Origin::Built => "built and cached",
+            Origin::Cached => "loaded from cache",
+        };
+        eprintln!(
+            "{}: {verb} in {:.1}s ({})",
+            dataset.name,
+            start.elapsed().as_secs_f64(),
+            path.display()
+        );
+        Ok(dataset)
+    }
+}
+
+pub fn main() -> ExitCode {
+    // Every command computes on the CPU (flex) unless it builds a wgpu device itself, but Burn
+    // materialises a resumed optimiser state on its *default* device first, which would start
+    // a GPU driver (or, without Vulkan, wgpu's slow OpenGL fallback). Pin the default to flex
+    // unless the user chose one.
+    if std::env::var_os("BURN_DEVICE").is_none() {
+        // SAFETY: nothing else runs yet; no other thread reads the environment.
+        unsafe { std::env::set_var("BURN_DEVICE", "flex") };
+    }
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            let input = err
+                .downcast_ref::<goalrank::Error>()
+                .is_some_and(goalrank::Error::is_input);
+            ExitCode::from(if input { 2 } else { 1 })
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Data { data, json } => {
+            let stats = DataStats::of(&data.load()?);
+            if json {
+                println!("{}", data_json(&stats));
+            } else {
+                print_data(&stats);
+            }
+        }
+        Command::Train { what } => train(what)?,
+        Command::Experiment { what } => experiment(what)?,
+        Command::App { data, gpu } => {
+            let mut settings = data.map(|source| {
+                let sim = source.starts_with("sim:");
+                goalrank::app::Settings {
+                    source,
+                    generator: if sim {
+                        String::new()
+                    } else {
+                        goalrank::app::SHIPPED_GENERATOR.into()
+                    },
+                    reward: if sim {
+                        String::new()
+                    } else {
+                        goalrank::app::SHIPPED_REWARD.into()
+                    },
+                    ..Default::default()
+                }
+            });
+            if gpu {
+                settings.get_or_insert_with(Default::default).use_wgpu = true;
+            }
+            goalrank::app::run_native(settings).map_err(|e| anyhow::anyhow!("app: {e}"))?;
+        }
+        Command::CheckDevice {
+            data,
+            steps,
+            tolerance,
+        } => {
+            let dataset = data.load()?;
+            let gpu = goalrank::eval::vulkan_device()?;
+            let config = RewardTrainingConfig::new()
+                .with_d_model(16)
+                .with_layers(1)
+                .with_heads(2)
+                .with_batch_size(16);
+            let check =
+                goalrank::eval::check_device(&dataset, &config, steps, &Device::flex(), &gpu)?;
+            println!("{}", serde_json::to_string(&check)?);
+            if check.max_relative_difference.is_nan() || check.max_relative_difference > tolerance {
+                anyhow::bail!(
+                    "wgpu losses {:?} differ from flex {:?} by {} (> {tolerance})",
+                    check.other,
+                    check.reference,
+                    check.max_relative_difference
+                );
+            }
+            eprintln!(
+                "wgpu matches flex (max relative difference {})",
+                check.max_relative_difference
+            );
+        }
+        Command::Bench {
+            data,
+            device,
+            batch_size,
+            d_model,
+            layers,
+            group_size,
+            steps,
+            latency_requests,
+            json,
+        } => {
+            let dataset = data.load()?;
+            let config = GoalRankConfig::new()
+                .with_d_model(d_model)
+                .with_layers(layers)
+                .with_group_size(group_size);
+            let options = goalrank::eval::BenchOptions {
+                batch_size,
+                train_steps: steps,
+                warmup_steps: 1,
+                latency_requests,
+            };
+            let reward = RewardTrainingConfig::new();
+            let mut rows = Vec::new();
+            for d in device {
+                let (name, dev) = match d {
+                    BenchDevice::Flex => ("flex (CPU)", Device::flex()),
+                    BenchDevice::Wgpu => ("wgpu (Vulkan)", goalrank::eval::vulkan_device()?),
+                };
+                eprintln!("bench: {name} ...");
+                rows.push(goalrank::eval::bench_device(
+                    &dataset, &config, &reward, &options, name, &dev,
+                )?);
+            }
+            if json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else {
+                println!(
+                    "GoalRank d {d_model}, {layers} layers, N {}, L {}, K {group_size}, batch {batch_size}",
+                    dataset.config.candidates, dataset.config.list_len
+                );
+                println!(
+                    "{:<14} {:>8} {:>10} {:>11} {:>12} {:>13} {:>9} {:>9}",
+                    "device",
+                    "params",
+                    "step ms",
+                    "train rq/s",
+                    "greedy ms",
+                    "greedy rq/s",
+                    "p50 ms",
+                    "p90 ms"
+                );
+                for r in &rows {
+                    println!(
+                        "{:<14} {:>8} {:>10.1} {:>11.1} {:>12.1} {:>13.1} {:>9.2} {:>9.2}",
+                        r.device,
+                        r.generator_params,
+                        r.train_step_ms,
+                        r.train_requests_per_s,
+                        r.greedy_batch_ms,
+                        r.greedy_requests_per_s,
+                        r.latency_p50_ms,
+                        r.latency_p90_ms
+                    );
+                }
+            }
+        }
+        Command::Rank {
+            data,
+            checkpoint,
+            requests,
+        } => {
+            let dataset = data.load()?;
+            let device = Device::flex();
+            let model = load_generator(&checkpoint, &dataset, &device)?;
+            for answer in goalrank::eval::rank_file(&model, &dataset, &requests, &device)? {
+                println!("{}", serde_json::to_string(&answer)?);
+            }
+        }
+        Command::Eval {
+            data,
+            mut policy,
+            checkpoint,
+            reward,
+            pick_with,
+            pick_k,
+            multi,
+            split,
+            policy_seed,
+            json,
+        } => {
+            let dataset = data.load()?;
+            let device = Device::flex();
+            let k = dataset.config.list_len;
+            let requests = dataset.split(split);
+            if policy.is_empty() && checkpoint.is_empty() {
+                policy = SimplePolicy::ALL.to_vec();
+            }
+            let reward = reward
+                .map(|dir| load_reward(&dir, &dataset, &device))
+                .transpose()?;
+            let optima = match &dataset.world {
+                Some(world) => optimal_lists(world, requests, true),
+                None => Vec::new(),
+            };
+            let score = |name: &str, rankings: Vec<Ranking>| {
+                row(
+                    name,
+                    &dataset,
+                    requests,
+                    rankings,
+                    reward.as_ref(),
+                    &optima,
+                    &device,
+                )
+            };
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(policy_seed);
+            let mut rows: Vec<Row> = Vec::new();
+            for &p in &policy {
+                let rankings: Vec<_> = requests
+                    .iter()
+                    .map(|r| p.rank(&dataset, r, k, &mut rng))
+                    .collect();
+                rows.push(score(p.name(), rankings)?);
+            }
+            let picker = pick_with
+                .map(|dir| load_reward(&dir, &dataset, &device))
+                .transpose()?;
+            let mut generators = Vec::new();
+            for dir in &checkpoint {
+                if run_kind(dir)? == "pointwise" {
+                    let model = load_pointwise(dir, &dataset, &device)?;
+                    let rankings = pointwise_rankings(&model, &dataset, requests, 256, &device)?;
+                    let name = dir.to_string_lossy();
+                    rows.push(score(&name, rankings)?);
+                    continue;
+                }
+                let model = load_generator(dir, &dataset, &device)?;
+                generators.push(model.clone());
+                if let Some(picker) = &picker {
+                    device.seed(policy_seed);
+                    let source = ListSource {
+                        proposer: Proposer::Generator(&model),
+                        mode: Decode::Sample,
+                        count: pick_k,
+                    };
+                    let rankings =
+                        best_of_rankings(&[source], picker, &dataset, requests, 256, &device)?;
+                    let name = format!("{} best-of-{pick_k}", dir.to_string_lossy());
+                    rows.push(score(&name, rankings)?);
+                }
+                let rankings = generator_rankings(&model, &dataset, requests, 256, &device)?;
+                let name = dir.to_string_lossy();
+                rows.push(score(&name, rankings)?);
+            }
+            if multi {
+                let picker = picker
+                    .as_ref()
+                    .ok_or_else(|| goalrank::Error::Invalid("--multi needs --pick-with".into()))?;
+                device.seed(policy_seed);
+                let sources: Vec<ListSource> = generators
+                    .iter()
+                    .map(|model| ListSource {
+                        proposer: Proposer::Generator(model),
+                        mode: Decode::Sample,
+                        count: pick_k,
+                    })
+                    .collect();
+                let rankings =
+                    best_of_rankings(&sources, picker, &dataset, requests, 256, &device)?;
+                let name = format!("multi-generator k={} best-of-{pick_k}", generators.len());
+                rows.push(score(&name, rankings)?);
+            }
+            if json {
+                println!("{}", eval_json(&dataset, split, &rows));
+            } else {
+                print_eval(&dataset, split, &rows);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn experiment(what: ExperimentCommand) -> Result<()> {
+    let (study, args) = match what {
+        ExperimentCommand::Main(args) => (None, args),
+        ExperimentCommand::Scaling(args) => (Some(Study::Scaling), args),
+        ExperimentCommand::GroupSize(args) => (Some(Study::GroupSize), args),
+        ExperimentCommand::RewardNoise(args) => (Some(Study::RewardNoise), args),
+    };
+    let dataset = args.data.load()?;
+    let mut config = args.config();
+    if dataset.world.is_some() {
+        // Random candidate lists (labelled 0 off the logged list) teach a MovieLens reward model
+        // about retrieved items that are never logged; on the simulator every candidate can be
+        // logged, and an unlogged one is not a known non-click, so they are left out.
+        config = config.with_random_lists(0);
+    }
+    let options = ExperimentOptions {
+        runs: args.data.runs(&dataset),
+        progress: true,
+        device: Device::flex(),
+    };
+    let start = Instant::now();
+    let dir = args.results.join(&dataset.name);
+    let name = study.map_or("main", Study::name);
+    let report = match study {
+        None => run_main(&dataset, &config, &options)?,
+        Some(study) => {
+            let (report, plot) = run_study(&dataset, study, &config, &options)?;
+            let svg = dir.join(format!("{name}.svg"));
+            goalrank::train::checkpoint::write_bytes_atomic(&svg, plot.svg().as_bytes())?;
+            report
+        }
+    };
+    report.write(&dir, name)?;
+    goalrank::train::checkpoint::save_json(&config, &dir.join(format!("{name}.config.json")))?;
+    println!("{}", report.markdown());
+    eprintln!(
+        "experiment {name}: {:.0} s; wrote {}/{name}.md, .csv, .json{}",
+        start.elapsed().as_secs_f64(),
+        dir.display(),
+        if study.is_some() { ", .svg" } else { "" }
+    );
+    Ok(())
+}
+
+fn data_json(stats: &DataStats) -> serde_json::Value {
+    serde_json::json!({
+        "name": stats.name,
+        "layout": stats.layout,
+        "catalogue_items": stats.catalogue_items,
+        "requests": {
+            "train": stats.train.requests,
+            "valid": stats.valid.requests,
+            "test": stats.test.requests,
+        },
+        "positive_rate": stats.positive_rate,
+        "retriever_recall_at_50": stats.retriever_recall_at_50,
+        "popularity_recall_at_50": stats.popularity_recall_at_50,
+        "splits": {"train": stats.train, "valid": stats.valid, "test": stats.test},
+    })
+}
+
+fn print_data(stats: &DataStats) {
+    println!(
+        "{} ({} layout), {} items in the catalogue",
+        stats.name, stats.layout, stats.catalogue_items
+    );
+    println!(
+        "{:<6} {:>6} {:>6} {:>9} {:>9} {:>12} {:>13}",
+        "split", "users", "items", "requests", "positive", "no positive", "mean history"
+    );
+    let row = |name: &str, s: &SplitStats| {
+        println!(
+            "{:<6} {:>6} {:>6} {:>9} {:>9.4} {:>12} {:>13.1}",
+            name,
+            s.users,
+            s.items,
+            s.requests,
+            s.positive_rate,
+            s.requests_without_positives,
+            s.mean_history_len
+        );
+    };
+    row("train", &stats.train);
+    row("valid", &stats.valid);
+    row("test", &stats.test);
+    let total = stats.train.requests + stats.valid.requests + stats.test.requests;
+    println!(
+        "all    {total} requests, positive rate {:.4}",
+        stats.positive_rate
+    );
+    if stats.layout != "simulator" {
+        println!(
+            "retriever recall@50 of test positives: {:.4} (train popularity: {:.4})",
+            stats.retriever_recall_at_50, stats.popularity_recall_at_50
+        );
+    }
+}
+
+fn split_name(split: Split) -> &'static str {
+    match split {
+        Split::Train => "train",
+        Split::Valid => "valid",
+        Split::Test => "test",
+    }
+}
+
+/// One row of an evaluation table.
+struct Row {
+    name: String,
+    metrics: Metrics,
+    reward: Option<f64>,
+    /// Exact utility and regret (simulated data only).
+    utility: Option<UtilityMetrics>,
+}
+
+fn row(
+    name: &str,
+    dataset: &Dataset,
+    requests: &[data::Request],
+    rankings: Vec<Ranking>,
+    reward: Option<&RewardModel>,
+    optima: &[Optimum],
+    device: &Device,
+) -> Result<Row> {
+    let metrics = score_rankings(requests, &rankings, dataset.config.list_len);
+    let reward = reward
+        .map(|model| mean_reward(model, dataset, requests, &rankings, 256, device))
+        .transpose()?;
+    let utility = dataset
+        .world
+        .as_ref()
+        .map(|world| utility_metrics(world, requests, &rankings, optima));
+    Ok(Row {
+        name: name.to_string(),
+        metrics,
+        reward,
+        utility,
+    })
+}
+
+fn train(what: TrainCommand) -> Result<()> {
+    let device = Device::flex();
+    match what {
+        TrainCommand::Reward {
+            data,
+            run,
+            split,
+            epochs,
+            d_model,
+            layers,
+            batch_size,
+            lr,
+            random_lists,
+            model_seed,
+        } => {
+            let dataset = data.load()?;
+            let (default_name, check) = match split {
+                Split::Valid => ("reward-valid", Split::Train),
+                _ => ("reward", Split::Valid),
+            };
+            let run = run.unwrap_or_else(|| data.runs(&dataset).join(default_name));
+            let config = RewardTrainingConfig::new()
+                .with_epochs(epochs)
+                .with_d_model(d_model)
+                .with_layers(layers)
+                .with_batch_size(batch_size)
+                .with_learning_rate(lr)
+                .with_random_lists(random_lists)
+                .with_seed(model_seed);
+            let options = FitOptions::new(run.clone(), device);
+            let (_, state) = fit_reward(&dataset, split, check, &config, &options)?;
+            println!(
+                "reward model: best {} log-loss {:.4} at step {} ({:.0}s) -> {}",
+                split_name(check),
+                state.best.unwrap_or(f64::NAN),
+                state.best_step,
+                state.seconds,
+                run.display()
+            );
+        }
+        TrainCommand::Pointwise {
+            data,
+            run,
+            context_layers,
+            epochs,
+            d_model,
+            batch_size,
+            lr,
+            model_seed,
+        } => {
+            let dataset = data.load()?;
+            let name = if context_layers == 0 {
+                "pointwise"
+            } else {
+                "prm"
+            };
+            let run = run.unwrap_or_else(|| data.runs(&dataset).join(name));
+            let config = PointwiseTrainingConfig::new()
+                .with_context_layers(context_layers)
+                .with_epochs(epochs)
+                .with_d_model(d_model)
+                .with_batch_size(batch_size)
+                .with_learning_rate(lr)
+                .with_seed(model_seed);
+            let options = FitOptions::new(run.clone(), device);
+            let (_, state) = fit_pointwise(&dataset, &config, &options)?;
+            println!(
+                "{name}: best valid N@{} {:.4} at step {} ({:.0}s) -> {}",
+                dataset.config.list_len,
+                state.best.unwrap_or(f64::NAN),
+                state.best_step,
+                state.seconds,
+                run.display()
+            );
+        }
+        TrainCommand::Goalrank {
+            data,
+            reward,
+            run,
+            resume,
+            steps,
+            eval_every,
+            group_size,
+            tau,
+            w_ref,
+            w_sup,
+            sampling,
+            no_logged,
+            d_model,
+            layers,
+            heads,
+            batch_size,
+            lr,
+            model_seed,
+        } => {
+            let dataset = data.load()?;
+            let reward = load_reward(&reward, &dataset, &device)?;
+            let run = run.unwrap_or_else(|| data.runs(&dataset).join("goalrank"));
+            let config = GoalRankConfig::new()
+                .with_group_size(group_size)
+                .with_tau(tau)
+                .with_w_ref(w_ref)
+                .with_w_sup(w_sup)
+                .with_sampling(match sampling {
+                    Sampling::Autoregressive => GroupSampling::Autoregressive,
+                    Sampling::PlackettLuce => GroupSampling::PlackettLuce,
+                })
+                .with_include_logged(!no_logged)
+                .with_d_model(d_model)
+                .with_layers(layers)
+                .with_heads(heads)
+                .with_batch_size(batch_size)
+                .with_learning_rate(lr)
+                .with_seed(model_seed);
+            let options = FitOptions {
+                steps,
+                eval_every,
+                resume,
+                ..FitOptions::new(run.clone(), device)
+            };
+            let (_, state) = fit_goalrank(&dataset, reward, &config, &options)?;
+            println!(
+                "goalrank: best valid N@{} {:.4} at step {} ({:.0}s) -> {}",
+                dataset.config.list_len,
+                state.best.unwrap_or(f64::NAN),
+                state.best_step,
+                state.seconds,
+                run.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn eval_json(dataset: &Dataset, split: Split, rows: &[Row]) -> serde_json::Value {
+    let policies: serde_json::Map<String, serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            let mut value = serde_json::json!(r.metrics);
+            value["reward"] = serde_json::json!(r.reward);
+            if let Some(u) = &r.utility {
+                value["utility"] = serde_json::json!(u.utility);
+                value["regret"] = serde_json::json!(u.regret);
+                value["optimum"] = serde_json::json!(u.optimum);
+            }
+            (r.name.clone(), value)
+        })
+        .collect();
+
+    serde_json::json!({
+        "dataset": dataset.name,
+        "split": split_name(split),
+        "policies": policies,
+    })
+}
+
+fn print_eval(dataset: &Dataset, split: Split, rows: &[Row]) {
+    let k = dataset.config.list_len;
+    println!(
+        "{} / {}: N = {}, L = {k}",
+        dataset.name,
+        split_name(split),
+        dataset.config.candidates
+    );
+    let heads = [
+        format!("H@{k}"),
+        format!("N@{k}"),
+        format!("MAP@{k}"),
+        format!("F1@{k}"),
+        "AUC".to_string(),
+    ];
+    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(6).max(6);
+    let has_reward = rows.iter().any(|r| r.reward.is_some());
+    let has_utility = rows.iter().any(|r| r.utility.is_some());
+    println!(
+        "{:<width$} {:>8} {:>8} {:>8} {:>8} {:>8}{}{}",
+        "policy",
+        heads[0],
+        heads[1],
+        heads[2],
+        heads[3],
+        heads[4],
+        if has_reward { "   reward" } else { "" },
+        if has_utility {
+            "  utility   regret"
+        } else {
+            ""
+        }
+    );
+    for r in rows {
+        let m = &r.metrics;
+        let reward = r.reward.map(|v| format!(" {v:>8.4}")).unwrap_or_default();
+        let utility = r
+            .utility
+            .map(|u| format!(" {:>8.4} {:>8.4}", u.utility, u.regret))
+            .unwrap_or_default();
+        println!(
+            "{:<width$} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4}{reward}{utility}",
+            r.name, m.hit_ratio, m.ndcg, m.map, m.f1, m.auc
+        );
+    }
+    if let Some(u) = rows.iter().find_map(|r| r.utility) {
+        println!(
+            "utility: exact expected clicks; regret: to the exact best list (mean utility {:.4})",
+            u.optimum
+        );
+    }
+    if let Some(Row { metrics: m, .. }) = rows.first() {
+        println!(
+            "{} requests; {} without a logged positive are excluded from every metric",
+            m.requests, m.without_positives
+        );
+    }
+}

@@ -1,0 +1,129 @@
+//! The browser demo's entry (wasm only): picks the device (WebGPU through Burn's wgpu backend,
+//! or the CPU where the browser has no WebGPU), starts the app on the page's canvas, and exposes
+//! `window.goalrank` for the browser test:
+//!
+//! - `goalrank.state()`: the app's state as a JSON string ([`GoalRankApp::state`]);
+//! - `goalrank.command(text)`: queues a command for the next frame ([`GoalRankApp::command`]).
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+
+use burn::tensor::Device;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+
+use crate::app::GoalRankApp;
+
+/// The canvas and loading-text ids in `index.html`.
+const CANVAS_ID: &str = "goalrank_canvas";
+const LOADING_ID: &str = "loading_text";
+
+#[derive(Default)]
+struct Hook {
+    commands: VecDeque<String>,
+    state: String,
+    ctx: Option<egui::Context>,
+}
+
+thread_local! {
+    static HOOK: RefCell<Hook> = RefCell::new(Hook::default());
+}
+
+/// Starts the demo (called by the binary's `main` on wasm).
+pub fn start() {
+    eframe::WebLogger::init(log::LevelFilter::Info).ok();
+    install_hook();
+    wasm_bindgen_futures::spawn_local(async {
+        let (device, backend) = pick_device().await;
+        let result = run(device, backend).await;
+        let document = web_sys::window().and_then(|w| w.document());
+        if let Some(loading) = document.and_then(|d| d.get_element_by_id(LOADING_ID)) {
+            match result {
+                Ok(()) => loading.remove(),
+                Err(e) => loading.set_inner_html(&format!(
+                    "<p>The app failed to start: {e}</p><p>See the console for details.</p>"
+                )),
+            }
+        }
+    });
+}
+
+/// WebGPU when the browser offers it, else the CPU backend, with the reason in words.
+async fn pick_device() -> (Device, String) {
+    let has_webgpu = web_sys::window()
+        .map(|w| w.navigator())
+        .and_then(|n| js_sys::Reflect::get(&n, &JsValue::from_str("gpu")).ok())
+        .is_some_and(|gpu| !gpu.is_undefined() && !gpu.is_null());
+    if !has_webgpu {
+        return (
+            Device::flex(),
+            "CPU (flex, wasm): this browser has no WebGPU".into(),
+        );
+    }
+    match Device::wgpu_options().init_async().await {
+        Ok(device) => (device, "WebGPU (Burn wgpu)".into()),
+        Err(e) => (
+            Device::flex(),
+            format!("CPU (flex, wasm): WebGPU did not start ({e:?})"),
+        ),
+    }
+}
+
+async fn run(device: Device, backend: String) -> Result<(), String> {
+    let canvas = web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.get_element_by_id(CANVAS_ID))
+        .ok_or_else(|| format!("no element #{CANVAS_ID} in the page"))?
+        .dyn_into::<web_sys::HtmlCanvasElement>()
+        .map_err(|_| format!("#{CANVAS_ID} is not a canvas"))?;
+    eframe::WebRunner::new()
+        .start(
+            canvas,
+            eframe::WebOptions::default(),
+            Box::new(move |_cc| Ok(Box::new(GoalRankApp::demo(device, backend)))),
+        )
+        .await
+        .map_err(|e| format!("{e:?}"))
+}
+
+/// `window.goalrank = { state, command }`.
+fn install_hook() {
+    let Some(window) = web_sys::window() else {
+        return;
+    };
+    let state = Closure::<dyn Fn() -> String>::new(|| HOOK.with(|h| h.borrow().state.clone()));
+    let command = Closure::<dyn Fn(String)>::new(|text: String| {
+        HOOK.with(|h| {
+            let mut hook = h.borrow_mut();
+            hook.commands.push_back(text);
+            if let Some(ctx) = &hook.ctx {
+                ctx.request_repaint();
+            }
+        })
+    });
+    let object = js_sys::Object::new();
+    let _ = js_sys::Reflect::set(&object, &"state".into(), state.as_ref());
+    let _ = js_sys::Reflect::set(&object, &"command".into(), command.as_ref());
+    let _ = js_sys::Reflect::set(&window, &"goalrank".into(), &object);
+    // The page keeps the hook for its whole life.
+    state.forget();
+    command.forget();
+}
+
+/// Called at the start of every frame: runs queued commands, publishes the state.
+pub(crate) fn hook(app: &mut GoalRankApp, ctx: &egui::Context) {
+    let commands: Vec<String> = HOOK.with(|h| {
+        let mut hook = h.borrow_mut();
+        hook.ctx.get_or_insert_with(|| ctx.clone());
+        hook.commands.drain(..).collect()
+    });
+    for command in commands {
+        if let Err(e) = app.command(&command, ctx) {
+            app.message = e;
+        }
+    }
+    let state = app.state().to_string();
+    HOOK.with(|h| h.borrow_mut().state = state);
+    // Keep the published state fresh while background work runs.
+    ctx.request_repaint_after(std::time::Duration::from_millis(200));
+}

@@ -1,0 +1,160 @@
+// Browser test of the goalrank demo. Serves the built site (scripts/build-web.sh) on 127.0.0.1
+// and opens it in Debian's Chromium, headless, twice: with WebGPU (--enable-unsafe-webgpu) and
+// without it (the CPU fallback). Each time it waits for the app, checks GoalRank's list for two
+// requests, trains a few live steps, and checks the backend, the losses and that the canvas is
+// not blank. Screenshots go to web/out/.
+//
+//   node web/test.mjs [SITE_DIR]        (default: site)
+
+import { chromium } from "playwright-core";
+import http from "node:http";
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const site = path.resolve(root, process.argv[2] ?? "site");
+const outDir = path.join(root, "web", "out");
+const chromiumPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const TRAIN_STEPS = 3;
+
+const types = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm" };
+
+function serve(dir) {
+  const server = http.createServer((req, res) => {
+    const name = decodeURIComponent(new URL(req.url, "http://x").pathname);
+    const file = path.join(dir, name === "/" ? "index.html" : name);
+    if (!file.startsWith(dir) || !fs.existsSync(file) || !fs.statSync(file).isFile()) {
+      res.writeHead(404);
+      res.end();
+      return;
+    }
+    res.writeHead(200, { "content-type": types[path.extname(file)] ?? "application/octet-stream" });
+    fs.createReadStream(file).pipe(res);
+  });
+  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(server)));
+}
+
+function check(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+async function state(page) {
+  return JSON.parse(await page.evaluate(() => window.goalrank.state()));
+}
+
+/// GoalRank's list for the shown request, once the app has ranked request `index`.
+async function rankedList(page, index, timeout) {
+  await page.waitForFunction(
+    (i) => {
+      if (!window.goalrank) return false;
+      const s = JSON.parse(window.goalrank.state());
+      return s.ready && s.request && s.request.index === i && s.request.goalrank_list;
+    },
+    index,
+    { timeout, polling: 250 },
+  );
+  const s = await state(page);
+  const list = s.request.goalrank_list;
+  check(list.length === s.list_len, `request ${index}: ${list.length} items, L is ${s.list_len}`);
+  check(new Set(list).size === list.length, `request ${index}: repeated items in ${list}`);
+  for (const item of list) {
+    check(s.request.candidates.includes(item), `request ${index}: ${item} is not a candidate`);
+  }
+  return { s, list };
+}
+
+/// Distinct colours in a screenshot, counted by the page itself.
+async function colours(page, png) {
+  return page.evaluate(async (b64) => {
+    const img = new Image();
+    img.src = "data:image/png;base64," + b64;
+    await img.decode();
+    const c = document.createElement("canvas");
+    c.width = img.width;
+    c.height = img.height;
+    const g = c.getContext("2d");
+    g.drawImage(img, 0, 0);
+    const px = g.getImageData(0, 0, c.width, c.height).data;
+    const seen = new Set();
+    for (let i = 0; i < px.length; i += 4 * 7) seen.add((px[i] << 16) | (px[i + 1] << 8) | px[i + 2]);
+    return seen.size;
+  }, png.toString("base64"));
+}
+
+async function run(url, webgpu) {
+  const mode = webgpu ? "webgpu" : "cpu";
+  const args = ["--no-sandbox", "--window-size=1400,860"];
+  if (webgpu) args.push("--enable-unsafe-webgpu");
+  const browser = await chromium.launch({ executablePath: chromiumPath, headless: true, args });
+  const started = Date.now();
+  try {
+    const page = await browser.newPage({ viewport: { width: 1400, height: 860 } });
+    const errors = [];
+    page.on("pageerror", (e) => errors.push(String(e)));
+    page.on("console", (m) => {
+      if (m.type() === "error") errors.push(m.text());
+    });
+    await page.goto(url);
+
+    // Rank: the first request, then the next one.
+    const first = await rankedList(page, 0, 240_000);
+    const backend = first.s.backend;
+    console.log(`${mode}: backend "${backend}", request 0 -> [${first.list}]`);
+    check(
+      webgpu ? backend.includes("WebGPU") : backend.startsWith("CPU"),
+      `${mode}: backend reported as "${backend}"`,
+    );
+    await page.evaluate(() => window.goalrank.command("next"));
+    const second = await rankedList(page, 1, 120_000);
+    console.log(`${mode}: request 1 -> [${second.list}]`);
+    await page.waitForTimeout(500);
+    const listsPng = await page.screenshot({ path: path.join(outDir, `${mode}-lists.png`) });
+
+    // Train a few live steps.
+    await page.evaluate((n) => window.goalrank.command(`train ${n}`), TRAIN_STEPS);
+    await page.waitForFunction(
+      () => {
+        const t = JSON.parse(window.goalrank.state()).training;
+        return t.started && !t.running;
+      },
+      null,
+      { timeout: 300_000, polling: 500 },
+    );
+    const t = (await state(page)).training;
+    console.log(`${mode}: ${t.status}; losses [${t.losses.map((l) => l.toFixed(4))}]`);
+    check(t.status.startsWith("finished"), `${mode}: training ended with "${t.status}"`);
+    check(t.losses.length === TRAIN_STEPS, `${mode}: ${t.losses.length} steps recorded`);
+    check(t.losses.every(Number.isFinite), `${mode}: a loss is not finite: ${t.losses}`);
+    check(new Set(t.losses).size > 1, `${mode}: the loss did not move: ${t.losses}`);
+    check(Number.isFinite(t.valid_ndcg), `${mode}: no validation after training`);
+    await page.waitForTimeout(500);
+    const trainPng = await page.screenshot({ path: path.join(outDir, `${mode}-train.png`) });
+
+    for (const [name, png] of [["lists", listsPng], ["train", trainPng]]) {
+      const n = await colours(page, png);
+      console.log(`${mode}: ${name} screenshot has ${n} colours`);
+      check(n > 16, `${mode}: the ${name} screenshot is blank (${n} colours)`);
+    }
+    check(errors.length === 0, `${mode}: errors in the page:\n${errors.join("\n")}`);
+    console.log(`${mode}: ok in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+  } finally {
+    await browser.close();
+  }
+}
+
+check(fs.existsSync(path.join(site, "goalrank_bg.wasm")), `${site}: no built site (scripts/build-web.sh)`);
+fs.mkdirSync(outDir, { recursive: true });
+const server = await serve(site);
+const url = `http://127.0.0.1:${server.address().port}/`;
+let failed = false;
+for (const webgpu of [true, false]) {
+  try {
+    await run(url, webgpu);
+  } catch (e) {
+    failed = true;
+    console.error(`FAILED (${webgpu ? "webgpu" : "cpu"}): ${e.message}`);
+  }
+}
+server.close();
+process.exit(failed ? 1 : 0);
