@@ -102,7 +102,7 @@ enum Command {
     /// Open the app: browse requests, compare lists, inspect a group, train live.
     App {
         /// Data source to open (a MovieLens folder or sim:small / sim:tiny) instead of the last
-        /// session's.
+        /// session's. sim:small opens with the browser demo's models, sim:tiny without any.
         #[arg(long)]
         data: Option<String>,
         /// Run the models on the GPU (wgpu on a Vulkan adapter) from the start.
@@ -426,19 +426,23 @@ fn run(cli: Cli) -> Result<()> {
         Command::Experiment { what } => experiment(what)?,
         Command::App { data, gpu } => {
             let mut settings = data.map(|source| {
-                let sim = source.starts_with("sim:");
+                // sim:small opens with the browser demo's compiled-in models; another
+                // simulator preset opens without models (train live).
+                let (generator, reward) = match source.as_str() {
+                    goalrank::app::demo::DEMO_SOURCE => (
+                        goalrank::app::EMBEDDED.into(),
+                        goalrank::app::EMBEDDED.into(),
+                    ),
+                    s if s.starts_with("sim:") => (String::new(), String::new()),
+                    _ => (
+                        goalrank::app::SHIPPED_GENERATOR.into(),
+                        goalrank::app::SHIPPED_REWARD.into(),
+                    ),
+                };
                 goalrank::app::Settings {
                     source,
-                    generator: if sim {
-                        String::new()
-                    } else {
-                        goalrank::app::SHIPPED_GENERATOR.into()
-                    },
-                    reward: if sim {
-                        String::new()
-                    } else {
-                        goalrank::app::SHIPPED_REWARD.into()
-                    },
+                    generator,
+                    reward,
                     ..Default::default()
                 }
             });

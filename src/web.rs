@@ -18,7 +18,6 @@ use crate::app::GoalRankApp;
 const CANVAS_ID: &str = "goalrank_canvas";
 const LOADING_ID: &str = "loading_text";
 
-#[derive(Default)]
 struct Hook {
     commands: VecDeque<String>,
     state: String,
@@ -26,7 +25,11 @@ struct Hook {
 }
 
 thread_local! {
-    static HOOK: RefCell<Hook> = RefCell::new(Hook::default());
+    static HOOK: RefCell<Hook> = RefCell::new(Hook {
+        commands: VecDeque::new(),
+        state: r#"{"ready":false}"#.into(),
+        ctx: None,
+    });
 }
 
 /// Starts the demo (called by the binary's `main` on wasm).
@@ -60,6 +63,18 @@ async fn pick_device() -> (Device, String) {
             "CPU (flex, wasm): this browser has no WebGPU".into(),
         );
     }
+    match adapter_has_subgroups().await {
+        Ok(true) => {}
+        Ok(false) => {
+            return (
+                Device::flex(),
+                "CPU (flex, wasm): this browser's WebGPU adapter lacks the \"subgroups\" \
+                 feature Burn's kernels need"
+                    .into(),
+            );
+        }
+        Err(e) => return (Device::flex(), format!("CPU (flex, wasm): {e}")),
+    }
     match Device::wgpu_options().init_async().await {
         Ok(device) => (device, "WebGPU (Burn wgpu)".into()),
         Err(e) => (
@@ -69,7 +84,40 @@ async fn pick_device() -> (Device, String) {
     }
 }
 
+/// Whether `navigator.gpu.requestAdapter()` gives an adapter with the "subgroups" feature
+/// (`index.html` then requests it for Burn's device).
+async fn adapter_has_subgroups() -> Result<bool, String> {
+    let get = |target: &JsValue, key: &str| {
+        js_sys::Reflect::get(target, &JsValue::from_str(key))
+            .map_err(|_| format!("WebGPU: no `{key}`"))
+    };
+    let navigator = web_sys::window().ok_or("no window")?.navigator();
+    let gpu = get(&navigator, "gpu")?;
+    let request = get(&gpu, "requestAdapter")?
+        .dyn_into::<js_sys::Function>()
+        .map_err(|_| "WebGPU: requestAdapter is not a function")?;
+    let promise = request
+        .call0(&gpu)
+        .map_err(|e| format!("WebGPU: requestAdapter failed: {e:?}"))?
+        .dyn_into::<js_sys::Promise>()
+        .map_err(|_| "WebGPU: requestAdapter did not return a promise")?;
+    let adapter = wasm_bindgen_futures::JsFuture::from(promise)
+        .await
+        .map_err(|e| format!("WebGPU: requestAdapter failed: {e:?}"))?;
+    if adapter.is_null() || adapter.is_undefined() {
+        return Err("WebGPU is there but offers no adapter".into());
+    }
+    let features = get(&adapter, "features")?;
+    let has = get(&features, "has")?
+        .dyn_into::<js_sys::Function>()
+        .map_err(|_| "WebGPU: features.has is not a function")?
+        .call1(&features, &JsValue::from_str("subgroups"))
+        .map_err(|e| format!("WebGPU: features.has failed: {e:?}"))?;
+    Ok(has.as_bool().unwrap_or(false))
+}
+
 async fn run(device: Device, backend: String) -> Result<(), String> {
+    let webgpu = backend.starts_with("WebGPU");
     let canvas = web_sys::window()
         .and_then(|w| w.document())
         .and_then(|d| d.get_element_by_id(CANVAS_ID))
@@ -80,7 +128,12 @@ async fn run(device: Device, backend: String) -> Result<(), String> {
         .start(
             canvas,
             eframe::WebOptions::default(),
-            Box::new(move |_cc| Ok(Box::new(GoalRankApp::demo(device, backend)))),
+            Box::new(move |_cc| {
+                // Training on WebGPU takes the page down in headless Chromium with Burn 0.22's
+                // kernels (see `GoalRankApp::demo`), so the page trains on the CPU.
+                let train_on_cpu = webgpu;
+                Ok(Box::new(GoalRankApp::demo(device, backend, train_on_cpu)))
+            }),
         )
         .await
         .map_err(|e| format!("{e:?}"))

@@ -168,7 +168,9 @@ fn the_browser_demo_ranks_and_trains_through_its_script_hook() {
     let mut h = Harness::builder()
         .with_size(egui::vec2(1400.0, 1000.0))
         .allow_missing_glyphs()
-        .build_eframe(|_cc| GoalRankApp::demo(burn::tensor::Device::flex(), "CPU (flex)".into()));
+        .build_eframe(|_cc| {
+            GoalRankApp::demo(burn::tensor::Device::flex(), "CPU (flex)".into(), false)
+        });
     h.run();
     let state = h.state().state();
     assert_eq!(state["ready"], true, "{state}");

@@ -245,3 +245,19 @@ fn the_embedded_demo_models_decode_and_beat_random_lists() {
     }
     assert!(ours > random * 1.05, "utility {ours} vs random {random}");
 }
+
+#[test]
+fn top_indices_and_one_hot_agree_with_burns_sort_and_one_hot() {
+    use burn::tensor::Distribution;
+    use goalrank::model::{one_hot, top_indices};
+
+    let device = Device::flex();
+    let values = Tensor::<3>::random([4, 3, 20], Distribution::Normal(0.0, 1.0), &device);
+    let (_, order) = values.clone().sort_descending_with_indices(2);
+    let top = order.slice([0..4, 0..3, 0..6]);
+    assert_eq!(to_ints(top_indices(values, 6)), to_ints(top.clone()));
+    assert_eq!(
+        to_vec(one_hot(top.clone(), 20)),
+        to_vec(top.one_hot::<4>(20).float())
+    );
+}

@@ -2,7 +2,7 @@
 // and opens it in Debian's Chromium, headless, twice: with WebGPU (--enable-unsafe-webgpu) and
 // without it (the CPU fallback). Each time it waits for the app, checks GoalRank's list for two
 // requests, trains a few live steps, and checks the backend, the losses and that the canvas is
-// not blank. Screenshots go to web/out/.
+// not blank; when both run, WebGPU must rank exactly as the CPU does. Screenshots go to web/out/.
 //
 //   node web/test.mjs [SITE_DIR]        (default: site)
 
@@ -47,8 +47,9 @@ async function state(page) {
 async function rankedList(page, index, timeout) {
   await page.waitForFunction(
     (i) => {
-      if (!window.goalrank) return false;
-      const s = JSON.parse(window.goalrank.state());
+      const text = window.goalrank && window.goalrank.state();
+      if (!text) return false;
+      const s = JSON.parse(text);
       return s.ready && s.request && s.request.index === i && s.request.goalrank_list;
     },
     index,
@@ -122,12 +123,17 @@ async function run(url, webgpu) {
       { timeout: 300_000, polling: 500 },
     );
     const t = (await state(page)).training;
-    console.log(`${mode}: ${t.status}; losses [${t.losses.map((l) => l.toFixed(4))}]`);
+    console.log(
+      `${mode}: trained on ${t.backend}: ${t.status}; losses [${t.losses.map((l) => l.toFixed(4))}]`,
+    );
     check(t.status.startsWith("finished"), `${mode}: training ended with "${t.status}"`);
     check(t.losses.length === TRAIN_STEPS, `${mode}: ${t.losses.length} steps recorded`);
     check(t.losses.every(Number.isFinite), `${mode}: a loss is not finite: ${t.losses}`);
     check(new Set(t.losses).size > 1, `${mode}: the loss did not move: ${t.losses}`);
     check(Number.isFinite(t.valid_ndcg), `${mode}: no validation after training`);
+    // The trained generator is adopted and ranks on the page's backend.
+    const after = await rankedList(page, 1, 120_000);
+    console.log(`${mode}: request 1 after training -> [${after.list}]`);
     await page.waitForTimeout(500);
     const trainPng = await page.screenshot({ path: path.join(outDir, `${mode}-train.png`) });
 
@@ -138,6 +144,7 @@ async function run(url, webgpu) {
     }
     check(errors.length === 0, `${mode}: errors in the page:\n${errors.join("\n")}`);
     console.log(`${mode}: ok in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+    return [first.list, second.list, after.list];
   } finally {
     await browser.close();
   }
@@ -148,13 +155,23 @@ fs.mkdirSync(outDir, { recursive: true });
 const server = await serve(site);
 const url = `http://127.0.0.1:${server.address().port}/`;
 let failed = false;
-for (const webgpu of [true, false]) {
+const ranked = {};
+// MODES=webgpu or MODES=cpu runs one of the two.
+const modes = (process.env.MODES ?? "webgpu,cpu").split(",");
+for (const webgpu of [true, false].filter((w) => modes.includes(w ? "webgpu" : "cpu"))) {
   try {
-    await run(url, webgpu);
+    ranked[webgpu ? "webgpu" : "cpu"] = await run(url, webgpu);
   } catch (e) {
     failed = true;
     console.error(`FAILED (${webgpu ? "webgpu" : "cpu"}): ${e.message}`);
   }
+}
+if (ranked.webgpu && ranked.cpu) {
+  // The same models and greedy decoding (before and after the same CPU training): both backends
+  // must give the same lists.
+  const same = JSON.stringify(ranked.webgpu) === JSON.stringify(ranked.cpu);
+  console.log(`WebGPU and CPU lists ${same ? "agree" : "DIFFER"}: ${JSON.stringify(ranked)}`);
+  if (!same) failed = true;
 }
 server.close();
 process.exit(failed ? 1 : 0);

@@ -61,6 +61,7 @@ impl GoalRankApp {
             "list_len": self.dataset.as_ref().map(|d| d.config.list_len),
             "request": request,
             "training": {
+                "backend": if self.train_on_cpu { "CPU (flex)" } else { self.backend.as_str() },
                 "started": self.job.is_some(),
                 "running": running,
                 "status": self.history.status,

@@ -134,6 +134,8 @@ pub struct GoalRankApp {
     pub model_version: u64,
     /// Running as the browser demo: no file paths, no device switch.
     pub web: bool,
+    /// Live training runs on the CPU while the models rank on `device` (the page on WebGPU).
+    pub train_on_cpu: bool,
 }
 
 impl GoalRankApp {
@@ -174,12 +176,15 @@ impl GoalRankApp {
             pending_group: None,
             model_version: 0,
             web: false,
+            train_on_cpu: false,
         }
     }
 
     /// The browser demo: the simulator and the compiled-in models on `device`, chosen by the
-    /// page (WebGPU, or the CPU where the browser has none).
-    pub fn demo(device: Device, backend: String) -> Self {
+    /// page (WebGPU, or the CPU where the browser has none). With `train_on_cpu`, live training
+    /// runs on the CPU backend while ranking stays on `device`: in headless Chromium
+    /// (SwiftShader) a GoalRank step on WebGPU takes the page down with Burn 0.22's kernels.
+    pub fn demo(device: Device, backend: String, train_on_cpu: bool) -> Self {
         let settings = Settings {
             source: demo::DEMO_SOURCE.into(),
             generator: EMBEDDED.into(),
@@ -194,6 +199,7 @@ impl GoalRankApp {
         };
         let mut app = Self::on_device(settings, device, backend);
         app.web = true;
+        app.train_on_cpu = train_on_cpu;
         source::open(&mut app);
         app
     }

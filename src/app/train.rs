@@ -3,6 +3,10 @@
 
 use egui_plot::{Legend, Line, Plot, PlotPoints};
 
+use burn::module::Module;
+use burn::tensor::Device;
+
+use super::demo::demo_reward;
 use super::{GoalRankApp, TrainEvent, TrainJob, labelled};
 
 /// Takes the worker's events: records steps, swaps in new weights.
@@ -16,7 +20,13 @@ pub fn poll(app: &mut GoalRankApp, ctx: &egui::Context) {
             TrainEvent::Step(record) => app.history.steps.push(record),
             TrainEvent::Valid { step, metrics } => app.history.valid.push((step, metrics)),
             TrainEvent::Generator { config, model } => {
-                app.models.generator = Some((config, *model));
+                // Trained on the CPU in the page: move it to the device that ranks.
+                let model = if app.train_on_cpu {
+                    model.to_device(&app.device)
+                } else {
+                    *model
+                };
+                app.models.generator = Some((config, model));
                 app.model_version += 1;
             }
             TrainEvent::Reward { config, model } => {
@@ -47,8 +57,22 @@ pub fn start(app: &mut GoalRankApp) {
         app.message = "open a data source first".into();
         return;
     };
-    let reward = app.models.reward.as_ref().map(|(_, model)| model.clone());
     app.history = Default::default();
+    let (device, reward) = if app.train_on_cpu {
+        // The page's WebGPU device ranks; training runs on the CPU (see `GoalRankApp::demo`),
+        // against the embedded reward model loaded there.
+        let cpu = Device::flex();
+        match demo_reward(&dataset, &cpu) {
+            Ok((_, reward)) => (cpu, Some(reward)),
+            Err(e) => {
+                app.message = e.to_string();
+                return;
+            }
+        }
+    } else {
+        let reward = app.models.reward.as_ref().map(|(_, model)| model.clone());
+        (app.device.clone(), reward)
+    };
     app.history.status = if reward.is_some() {
         "starting GoalRank".into()
     } else {
@@ -58,7 +82,7 @@ pub fn start(app: &mut GoalRankApp) {
         dataset,
         reward,
         app.settings.live.clone(),
-        app.device.clone(),
+        device,
     ));
 }
 
@@ -67,6 +91,12 @@ fn curve(name: &str, points: Vec<[f64; 2]>) -> Line<'static> {
 }
 
 pub fn train_ui(app: &mut GoalRankApp, ui: &mut egui::Ui) {
+    if app.train_on_cpu {
+        ui.label(
+            "Live training runs on the CPU backend in this page; the models rank on WebGPU and \
+             adopt the new weights at each validation.",
+        );
+    }
     let running = app.job.as_ref().is_some_and(|j| !j.is_finished());
     ui.add_enabled_ui(!running, |ui| {
         ui.horizontal(|ui| {

@@ -1,6 +1,6 @@
 //! Small tensor helpers shared by the models.
 
-use burn::tensor::{Device, Distribution, Int, Tensor};
+use burn::tensor::{Device, Distribution, IndexingUpdateOp, Int, Tensor};
 
 /// Rows of `values` picked by `index` per batch element.
 ///
@@ -40,6 +40,44 @@ pub fn plackett_luce(scores: Tensor<2>, k: usize, l: usize, temperature: f32) ->
     let device = scores.device();
     let perturbed =
         repeat_group(scores.div_scalar(temperature.max(1e-6)), k) + gumbel([b, k, n], &device);
-    let (_, order) = perturbed.sort_descending_with_indices(2);
-    order.slice([0..b, 0..k, 0..l.min(n)])
+    top_indices(perturbed, l)
+}
+
+/// Indices of the `l` largest entries along the last dim, largest first, by repeated argmax.
+/// (Burn's wgpu backend sorts by reading the tensor back to the host, which a browser cannot
+/// wait for; L argmax passes stay on the device and are cheap for small L.)
+///
+/// # Shapes
+/// - values: `[B, K, N]` (finite)
+/// - output: `[B, K, min(L, N)]`
+pub fn top_indices(values: Tensor<3>, l: usize) -> Tensor<3, Int> {
+    let [b, k, n] = values.dims();
+    let device = values.device();
+    let taken = Tensor::<3>::full([b, k, 1], -1e30, &device);
+    let mut values = values;
+    let mut picks = Vec::with_capacity(l.min(n));
+    for _ in 0..l.min(n) {
+        let pick = values.clone().argmax(2); // [B, K, 1]
+        values = values.scatter(2, pick.clone(), taken.clone(), IndexingUpdateOp::Add);
+        picks.push(pick);
+    }
+    Tensor::cat(picks, 2)
+}
+
+/// One-hot encoding of `indices` along a new last dim of size `n`, built with a scatter (Burn's
+/// `one_hot` checks its argument by reading it back to the host, which a browser cannot wait
+/// for).
+///
+/// # Shapes
+/// - indices: `[B, K, L]` (values in `0..N`)
+/// - output: `[B, K, L, N]`
+pub fn one_hot(indices: Tensor<3, Int>, n: usize) -> Tensor<4> {
+    let [b, k, l] = indices.dims();
+    let device = indices.device();
+    Tensor::<4>::zeros([b, k, l, n], &device).scatter(
+        3,
+        indices.reshape([b, k, l, 1]),
+        Tensor::<4>::ones([b, k, l, 1], &device),
+        IndexingUpdateOp::Add,
+    )
 }

@@ -13,10 +13,10 @@ use burn::nn::transformer::{
 };
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, log_softmax};
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, IndexingUpdateOp, Int, Tensor, TensorData};
 
 use super::encoder::{EncoderConfig, ItemEncoder, UserEncoder};
-use super::gather::{gather_rows, gumbel, plackett_luce};
+use super::gather::{gather_rows, gumbel, one_hot, plackett_luce};
 use crate::data::Batch;
 
 #[derive(Config, Debug)]
@@ -203,7 +203,7 @@ impl Generator {
         let counts = Tensor::<4>::from_data(TensorData::new(counts, [1, 1, l, 1]), &device);
         let prefix_mean = prefix_sum / counts;
         // Candidates chosen at an earlier step are masked.
-        let one_hot = lists.clone().one_hot::<4>(n).float();
+        let one_hot = one_hot(lists.clone(), n);
         let before = (one_hot.clone().cumsum(2) - one_hot).greater_elem(0.5);
 
         let steps = Tensor::<1, Int>::arange(0..l as i64, &device);
@@ -225,6 +225,7 @@ impl Generator {
         let device = encoded.user.device();
         let mut prefix_sum = Tensor::<3>::zeros([b, k, d], &device);
         let mut chosen = Tensor::<3>::zeros([b, k, n], &device);
+        let ones = Tensor::<3>::ones([b, k, 1], &device);
         let mut total = Tensor::<2>::zeros([b, k], &device);
         let mut picks = Vec::with_capacity(l);
         for t in 0..l {
@@ -245,7 +246,7 @@ impl Generator {
                 .argmax(2),
             }; // [B, K, 1]
             total = total + log_probs.gather(2, pick.clone()).reshape([b, k]);
-            chosen = chosen + pick.clone().reshape([b, k]).one_hot::<3>(n).float();
+            chosen = chosen.scatter(2, pick.clone(), ones.clone(), IndexingUpdateOp::Add);
             let item = gather_rows(encoded.candidates.clone(), pick.clone().reshape([b, k]));
             prefix_sum = prefix_sum + item;
             picks.push(pick);

@@ -9,7 +9,7 @@ mod read;
 mod reward;
 
 pub use encoder::{EncoderConfig, ItemEncoder, UserEncoder};
-pub use gather::{gather_rows, gumbel, plackett_luce, repeat_group};
+pub use gather::{gather_rows, gumbel, one_hot, plackett_luce, repeat_group, top_indices};
 pub use generator::{Decode, Decoded, Encoded, Generator, GeneratorConfig};
 pub use pointwise::{Pointwise, PointwiseConfig};
 pub use read::{block_on, read_f32, read_i64, read_scalar};
