@@ -163,8 +163,8 @@ fn install_hook() {
     command.forget();
 }
 
-/// Called at the start of every frame: runs queued commands, publishes the state.
-pub(crate) fn hook(app: &mut GoalRankApp, ctx: &egui::Context) {
+/// Called at the start of every frame: runs the commands queued since the last one.
+pub(crate) fn run_commands(app: &mut GoalRankApp, ctx: &egui::Context) {
     let commands: Vec<String> = HOOK.with(|h| {
         let mut hook = h.borrow_mut();
         hook.ctx.get_or_insert_with(|| ctx.clone());
@@ -175,8 +175,11 @@ pub(crate) fn hook(app: &mut GoalRankApp, ctx: &egui::Context) {
             app.message = e;
         }
     }
+}
+
+/// Called at the end of every frame: publishes what the frame showed. Every change (a finished
+/// task, a training event, a command) brings a frame, so the state is never stale for long.
+pub(crate) fn publish(app: &GoalRankApp) {
     let state = app.state().to_string();
     HOOK.with(|h| h.borrow_mut().state = state);
-    // Keep the published state fresh while background work runs.
-    ctx.request_repaint_after(std::time::Duration::from_millis(200));
 }

@@ -222,7 +222,7 @@ impl GoalRankApp {
 impl eframe::App for GoalRankApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         #[cfg(target_arch = "wasm32")]
-        crate::web::hook(self, ui.ctx());
+        crate::web::run_commands(self, ui.ctx());
         train::poll(self, ui.ctx());
         egui::Panel::top("source").show(ui, |ui| source::source_ui(self, ui));
         egui::Panel::left("requests")
@@ -243,6 +243,8 @@ impl eframe::App for GoalRankApp {
                 Tab::Train => train::train_ui(self, ui),
             }
         });
+        #[cfg(target_arch = "wasm32")]
+        crate::web::publish(self);
     }
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use burn::module::Module;
 
-use super::demo::{demo_generator, demo_reward};
+use super::demo::{DEMO_SOURCE, demo_generator, demo_reward};
 use super::{
     Baseline, EMBEDDED, GoalRankApp, SHIPPED_DATA, SHIPPED_GENERATOR, SHIPPED_REWARD, path,
 };
@@ -47,11 +47,11 @@ fn files_ui(app: &mut GoalRankApp, ui: &mut egui::Ui) {
             open(app);
         }
         if ui
-            .button("sim:small")
+            .button(DEMO_SOURCE)
             .on_hover_text("the simulator with the browser demo's models")
             .clicked()
         {
-            app.settings.source = "sim:small".into();
+            app.settings.source = DEMO_SOURCE.into();
             app.settings.generator = EMBEDDED.into();
             app.settings.reward = EMBEDDED.into();
             open(app);
