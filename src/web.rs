@@ -36,6 +36,7 @@ thread_local! {
 pub fn start() {
     eframe::WebLogger::init(log::LevelFilter::Info).ok();
     install_hook();
+    configure_kernels();
     wasm_bindgen_futures::spawn_local(async {
         let (device, backend) = pick_device().await;
         let result = run(device, backend).await;
@@ -49,6 +50,22 @@ pub fn start() {
             }
         }
     });
+}
+
+/// CubeCL's autotune level, set before the first device from `?autotune=minimal|extensive`
+/// (default: balanced). Minimal tunes fewer kernels: the first training step on SwiftShader
+/// took 59 s instead of 98 s.
+fn configure_kernels() {
+    use cubecl_runtime::config::autotune::AutotuneLevel;
+    use cubecl_runtime::config::{CubeClRuntimeConfig, RuntimeConfig};
+    let level = match query_value("autotune").as_deref() {
+        Some("minimal") => AutotuneLevel::Minimal,
+        Some("extensive") => AutotuneLevel::Extensive,
+        _ => AutotuneLevel::Balanced,
+    };
+    let mut config = CubeClRuntimeConfig::default();
+    config.autotune.level = level;
+    CubeClRuntimeConfig::try_set(config);
 }
 
 /// WebGPU when the browser offers it, else the CPU backend, with the reason in words.
@@ -129,14 +146,26 @@ async fn run(device: Device, backend: String) -> Result<(), String> {
             canvas,
             eframe::WebOptions::default(),
             Box::new(move |_cc| {
-                // Training on WebGPU takes the page down in headless Chromium with Burn 0.22's
-                // kernels (see `GoalRankApp::demo`), so the page trains on the CPU.
-                let train_on_cpu = webgpu;
+                // Live training runs where the models rank, unless the address asks for the CPU
+                // (`?train=cpu`): on a software WebGPU adapter (SwiftShader) a step is about
+                // 200 times slower than on the CPU backend in the same page.
+                let train_on_cpu = webgpu && query_value("train").as_deref() == Some("cpu");
                 Ok(Box::new(GoalRankApp::demo(device, backend, train_on_cpu)))
             }),
         )
         .await
         .map_err(|e| format!("{e:?}"))
+}
+
+/// The value of `key` in the page address's query string (`?key=value&...`).
+fn query_value(key: &str) -> Option<String> {
+    let search = web_sys::window()?.location().search().ok()?;
+    search
+        .trim_start_matches('?')
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v.to_string())
 }
 
 /// `window.goalrank = { state, command }`.

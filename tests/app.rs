@@ -187,7 +187,24 @@ fn the_browser_demo_ranks_and_trains_through_its_script_hook() {
     h.state_mut().command("next", &ctx).expect("next");
     assert_eq!(h.state().state()["request"]["index"], 1);
     assert!(h.state_mut().command("jump", &ctx).is_err());
-    h.state_mut().command("train 2", &ctx).expect("train");
+    for bad in [
+        "train 2 batch=0",
+        "train 2 group=1",
+        "train 2 lr=3",
+        "train 2 batch",
+    ] {
+        let err = h.state_mut().command(bad, &ctx).expect_err(bad);
+        assert!(
+            err.contains(bad.trim_start_matches("train 2 ")),
+            "{bad}: {err}"
+        );
+        assert!(h.state().job.is_none(), "{bad} started a run");
+    }
+    h.state_mut()
+        .command("train 2 batch=4 group=3", &ctx)
+        .expect("train");
+    assert_eq!(h.state().settings.live.batch_size, 4);
+    assert_eq!(h.state().settings.live.group_size, 3);
     step_until(&mut h, Duration::from_secs(120), |app| app.history.finished);
     let training = &h.state().state()["training"];
     assert!(
@@ -199,5 +216,8 @@ fn the_browser_demo_ranks_and_trains_through_its_script_hook() {
     let losses: Vec<f32> = serde_json::from_value(training["losses"].clone()).expect("losses");
     assert_eq!(losses.len(), 2);
     assert!(losses.iter().all(|l| l.is_finite()));
+    let seconds: Vec<f64> = serde_json::from_value(training["seconds"].clone()).expect("seconds");
+    assert_eq!(seconds.len(), 2);
+    assert!(seconds.iter().all(|s| *s > 0.0));
     assert!(training["valid_ndcg"].as_f64().is_some());
 }

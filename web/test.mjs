@@ -1,8 +1,9 @@
 // Browser test of the goalrank demo. Serves the built site (scripts/build-web.sh) on 127.0.0.1
 // and opens it in Debian's Chromium, headless, twice: with WebGPU (--enable-unsafe-webgpu) and
 // without it (the CPU fallback). Each time it waits for the app, checks GoalRank's list for two
-// requests, trains a few live steps, and checks the backend, the losses and that the canvas is
-// not blank; when both run, WebGPU must rank exactly as the CPU does. Screenshots go to web/out/.
+// requests, trains a few small live steps on the page's backend (WebGPU or the CPU), and checks
+// the backends, the losses and that the canvas is not blank; when both run, WebGPU must rank
+// exactly as the CPU does. Screenshots go to web/out/.
 //
 //   node web/test.mjs [SITE_DIR]        (default: site)
 
@@ -17,6 +18,9 @@ const site = path.resolve(root, process.argv[2] ?? "site");
 const outDir = path.join(root, "web", "out");
 const chromiumPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const TRAIN_STEPS = 3;
+// Small steps: on SwiftShader (software WebGPU, 2 cores) one such step takes about 10 s and the
+// first one, which compiles and tunes the kernels, about 100 s.
+const TRAIN_COMMAND = `train ${TRAIN_STEPS} batch=8 group=4`;
 
 const types = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm" };
 
@@ -113,19 +117,21 @@ async function run(url, webgpu) {
     const listsPng = await page.screenshot({ path: path.join(outDir, `${mode}-lists.png`) });
 
     // Train a few live steps.
-    await page.evaluate((n) => window.goalrank.command(`train ${n}`), TRAIN_STEPS);
+    await page.evaluate((c) => window.goalrank.command(c), TRAIN_COMMAND);
     await page.waitForFunction(
       () => {
         const t = JSON.parse(window.goalrank.state()).training;
         return t.started && !t.running;
       },
       null,
-      { timeout: 300_000, polling: 500 },
+      { timeout: 900_000, polling: 1000 },
     );
     const t = (await state(page)).training;
     console.log(
-      `${mode}: trained on ${t.backend}: ${t.status}; losses [${t.losses.map((l) => l.toFixed(4))}]`,
+      `${mode}: trained on ${t.backend}: ${t.status}; losses [${t.losses.map((l) => l.toFixed(4))}]` +
+        `, step seconds [${t.seconds.map((x) => x.toFixed(1))}]`,
     );
+    check(t.backend === backend, `${mode}: trained on "${t.backend}", ranks on "${backend}"`);
     check(t.status.startsWith("finished"), `${mode}: training ended with "${t.status}"`);
     check(t.losses.length === TRAIN_STEPS, `${mode}: ${t.losses.length} steps recorded`);
     check(t.losses.every(Number.isFinite), `${mode}: a loss is not finite: ${t.losses}`);
@@ -144,7 +150,7 @@ async function run(url, webgpu) {
     }
     check(errors.length === 0, `${mode}: errors in the page:\n${errors.join("\n")}`);
     console.log(`${mode}: ok in ${((Date.now() - started) / 1000).toFixed(0)} s`);
-    return [first.list, second.list, after.list];
+    return [first.list, second.list];
   } finally {
     await browser.close();
   }
@@ -167,8 +173,9 @@ for (const webgpu of [true, false].filter((w) => modes.includes(w ? "webgpu" : "
   }
 }
 if (ranked.webgpu && ranked.cpu) {
-  // The same models and greedy decoding (before and after the same CPU training): both backends
-  // must give the same lists.
+  // The same embedded models and greedy decoding: both backends must give the same lists. (The
+  // live runs start from generators initialised by each backend's own random stream, so their
+  // results are not compared.)
   const same = JSON.stringify(ranked.webgpu) === JSON.stringify(ranked.cpu);
   console.log(`WebGPU and CPU lists ${same ? "agree" : "DIFFER"}: ${JSON.stringify(ranked)}`);
   if (!same) failed = true;

@@ -6,8 +6,9 @@ use serde_json::{Value, json};
 use super::{GoalRankApp, Tab, lists, train};
 
 impl GoalRankApp {
-    /// Runs one command: `next` (the next request), `train <steps>` (a live GoalRank run of
-    /// that many steps with the current settings, validating at its end) or `stop`.
+    /// Runs one command: `next` (the next request), `train <steps> [batch=<n>] [group=<K>]` (a
+    /// live GoalRank run of that many steps with the current settings, the given requests per
+    /// step and group size, validating at its end) or `stop`.
     pub fn command(&mut self, command: &str, ctx: &egui::Context) -> Result<(), String> {
         let words: Vec<&str> = command.split_whitespace().collect();
         match words.as_slice() {
@@ -17,12 +18,34 @@ impl GoalRankApp {
                     self.request += 1;
                 }
             }
-            ["train", steps] => {
+            ["train", steps, options @ ..] => {
                 let steps: usize = steps
                     .parse()
                     .map_err(|_| format!("train: `{steps}` is not a step count"))?;
-                self.settings.live.steps = steps.max(1);
-                self.settings.live.eval_every = steps.max(1);
+                // Checked in full before anything changes.
+                let mut live = self.settings.live.clone();
+                for option in options {
+                    let (key, value) = option
+                        .split_once('=')
+                        .and_then(|(k, v)| Some((k, v.parse::<usize>().ok()?)))
+                        .filter(|(_, v)| *v > 0)
+                        .ok_or_else(|| {
+                            format!("train: `{option}` is not batch=<n> or group=<n> (n > 0)")
+                        })?;
+                    match key {
+                        "batch" => live.batch_size = value,
+                        "group" if value >= 2 => live.group_size = value,
+                        "group" => return Err(format!("train: `{option}`: a group needs K ≥ 2")),
+                        _ => {
+                            return Err(format!(
+                                "train: unknown option `{option}` (batch=<n>, group=<n>)"
+                            ));
+                        }
+                    }
+                }
+                live.steps = steps.max(1);
+                live.eval_every = steps.max(1);
+                self.settings.live = live;
                 self.tab = Tab::Train;
                 train::start(self);
             }
@@ -66,6 +89,7 @@ impl GoalRankApp {
                 "running": running,
                 "status": self.history.status,
                 "losses": self.history.steps.iter().map(|r| r.loss).collect::<Vec<_>>(),
+                "seconds": self.history.steps.iter().map(|r| r.seconds).collect::<Vec<_>>(),
                 "valid_ndcg": self.history.valid.last().map(|(_, m)| m.ndcg),
             },
         })

@@ -181,9 +181,9 @@ impl GoalRankApp {
     }
 
     /// The browser demo: the simulator and the compiled-in models on `device`, chosen by the
-    /// page (WebGPU, or the CPU where the browser has none). With `train_on_cpu`, live training
-    /// runs on the CPU backend while ranking stays on `device`: in headless Chromium
-    /// (SwiftShader) a GoalRank step on WebGPU takes the page down with Burn 0.22's kernels.
+    /// page (WebGPU, or the CPU where the browser has none). Live training runs on `device` too,
+    /// with small steps (16 requests, K = 8); with `train_on_cpu` it runs on the CPU backend
+    /// while ranking stays on `device` (for software WebGPU adapters, where it is faster).
     pub fn demo(device: Device, backend: String, train_on_cpu: bool) -> Self {
         let settings = Settings {
             source: demo::DEMO_SOURCE.into(),
@@ -191,6 +191,7 @@ impl GoalRankApp {
             reward: EMBEDDED.into(),
             live: LiveSettings {
                 steps: 100,
+                batch_size: 16,
                 group_size: 8,
                 eval_every: 20,
                 ..LiveSettings::default()

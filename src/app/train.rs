@@ -108,6 +108,11 @@ pub fn train_ui(app: &mut GoalRankApp, ui: &mut egui::Ui) {
             );
             labelled(
                 ui,
+                "batch",
+                egui::DragValue::new(&mut live.batch_size).range(1..=1024),
+            );
+            labelled(
+                ui,
                 "K",
                 egui::DragValue::new(&mut live.group_size).range(2..=128),
             );

@@ -20,8 +20,11 @@ use crate::train::{
 
 /// The knobs of a live GoalRank run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LiveSettings {
     pub steps: usize,
+    /// Requests per step.
+    pub batch_size: usize,
     pub group_size: usize,
     pub tau: f32,
     pub w_ref: f32,
@@ -35,6 +38,7 @@ impl Default for LiveSettings {
     fn default() -> Self {
         Self {
             steps: 300,
+            batch_size: 64,
             group_size: 20,
             tau: 1.0,
             w_ref: 0.2,
@@ -207,6 +211,7 @@ async fn run(
         }
     };
     let config = GoalRankConfig::new()
+        .with_batch_size(settings.batch_size)
         .with_group_size(settings.group_size)
         .with_tau(settings.tau)
         .with_w_ref(settings.w_ref)
