@@ -18,8 +18,8 @@ const site = path.resolve(root, process.argv[2] ?? "site");
 const outDir = path.join(root, "web", "out");
 const chromiumPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const TRAIN_STEPS = 3;
-// Small steps: on SwiftShader (software WebGPU, 2 cores) one such step takes about 10 s and the
-// first one, which compiles and tunes the kernels, about 100 s.
+// Small steps: on SwiftShader (software WebGPU, 2 cores) one such step takes 5–15 s and the
+// first one, which compiles and tunes the kernels, 70–110 s.
 const TRAIN_COMMAND = `train ${TRAIN_STEPS} batch=8 group=4`;
 
 const types = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm" };
