@@ -38,8 +38,7 @@ pub fn start() {
     install_hook();
     configure_kernels();
     wasm_bindgen_futures::spawn_local(async {
-        let (device, backend) = pick_device().await;
-        let result = run(device, backend).await;
+        let result = run(pick_device().await).await;
         let document = web_sys::window().and_then(|w| w.document());
         if let Some(loading) = document.and_then(|d| d.get_element_by_id(LOADING_ID)) {
             match result {
@@ -68,42 +67,58 @@ fn configure_kernels() {
     CubeClRuntimeConfig::try_set(config);
 }
 
+/// The device the page runs on, in words, and whether it is a software WebGPU adapter.
+struct Picked {
+    device: Device,
+    backend: String,
+    software: bool,
+}
+
 /// WebGPU when the browser offers it, else the CPU backend, with the reason in words.
-async fn pick_device() -> (Device, String) {
+async fn pick_device() -> Picked {
+    let cpu = |reason: String| Picked {
+        device: Device::flex(),
+        backend: format!("CPU (flex, wasm): {reason}"),
+        software: false,
+    };
     let has_webgpu = web_sys::window()
         .map(|w| w.navigator())
         .and_then(|n| js_sys::Reflect::get(&n, &JsValue::from_str("gpu")).ok())
         .is_some_and(|gpu| !gpu.is_undefined() && !gpu.is_null());
     if !has_webgpu {
-        return (
-            Device::flex(),
-            "CPU (flex, wasm): this browser has no WebGPU".into(),
-        );
+        return cpu("this browser has no WebGPU".into());
     }
-    match adapter_has_subgroups().await {
-        Ok(true) => {}
-        Ok(false) => {
-            return (
-                Device::flex(),
-                "CPU (flex, wasm): this browser's WebGPU adapter lacks the \"subgroups\" \
-                 feature Burn's kernels need"
+    let adapter = match check_adapter().await {
+        Ok(adapter) if adapter.subgroups => adapter,
+        Ok(_) => {
+            return cpu(
+                "this browser's WebGPU adapter lacks the \"subgroups\" feature Burn's \
+                 kernels need"
                     .into(),
             );
         }
-        Err(e) => return (Device::flex(), format!("CPU (flex, wasm): {e}")),
-    }
+        Err(e) => return cpu(e),
+    };
     match Device::wgpu_options().init_async().await {
-        Ok(device) => (device, "WebGPU (Burn wgpu)".into()),
-        Err(e) => (
-            Device::flex(),
-            format!("CPU (flex, wasm): WebGPU did not start ({e:?})"),
-        ),
+        Ok(device) => Picked {
+            device,
+            backend: "WebGPU (Burn wgpu)".into(),
+            software: adapter.software,
+        },
+        Err(e) => cpu(format!("WebGPU did not start ({e:?})")),
     }
 }
 
-/// Whether `navigator.gpu.requestAdapter()` gives an adapter with the "subgroups" feature
-/// (`index.html` then requests it for Burn's device).
-async fn adapter_has_subgroups() -> Result<bool, String> {
+/// What the page needs to know of the browser's default WebGPU adapter.
+struct AdapterCheck {
+    /// It has the "subgroups" feature (`index.html` then requests it for Burn's device).
+    subgroups: bool,
+    /// It is a software fallback (`info.isFallbackAdapter`, e.g. SwiftShader).
+    software: bool,
+}
+
+/// Asks `navigator.gpu.requestAdapter()` for the default adapter and checks it.
+async fn check_adapter() -> Result<AdapterCheck, String> {
     let get = |target: &JsValue, key: &str| {
         js_sys::Reflect::get(target, &JsValue::from_str(key))
             .map_err(|_| format!("WebGPU: no `{key}`"))
@@ -130,10 +145,22 @@ async fn adapter_has_subgroups() -> Result<bool, String> {
         .map_err(|_| "WebGPU: features.has is not a function")?
         .call1(&features, &JsValue::from_str("subgroups"))
         .map_err(|e| format!("WebGPU: features.has failed: {e:?}"))?;
-    Ok(has.as_bool().unwrap_or(false))
+    // `info` is missing in older browsers: then the adapter is taken as hardware.
+    let software = get(&adapter, "info")
+        .and_then(|info| get(&info, "isFallbackAdapter"))
+        .is_ok_and(|v| v.as_bool() == Some(true));
+    Ok(AdapterCheck {
+        subgroups: has.as_bool().unwrap_or(false),
+        software,
+    })
 }
 
-async fn run(device: Device, backend: String) -> Result<(), String> {
+async fn run(picked: Picked) -> Result<(), String> {
+    let Picked {
+        device,
+        backend,
+        software,
+    } = picked;
     let webgpu = backend.starts_with("WebGPU");
     let canvas = web_sys::window()
         .and_then(|w| w.document())
@@ -150,7 +177,16 @@ async fn run(device: Device, backend: String) -> Result<(), String> {
                 // (`?train=cpu`): on a software WebGPU adapter (SwiftShader) a step is about
                 // 200 times slower than on the CPU backend in the same page.
                 let train_on_cpu = webgpu && query_value("train").as_deref() == Some("cpu");
-                Ok(Box::new(GoalRankApp::demo(device, backend, train_on_cpu)))
+                let mut app = GoalRankApp::demo(device, backend, train_on_cpu);
+                if software && !train_on_cpu {
+                    app.device_note = Some(
+                        "This browser's WebGPU adapter is a software fallback: training steps \
+                         are slow here. Add ?train=cpu to the address to train on the CPU \
+                         backend instead (the models still rank on WebGPU)."
+                            .into(),
+                    );
+                }
+                Ok(Box::new(app))
             }),
         )
         .await

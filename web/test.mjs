@@ -110,6 +110,16 @@ async function run(url, webgpu) {
       webgpu ? backend.includes("WebGPU") : backend.startsWith("CPU"),
       `${mode}: backend reported as "${backend}"`,
     );
+    // The Train tab warns exactly when the page trains on a software WebGPU adapter.
+    const software = await page.evaluate(async () => {
+      const adapter = navigator.gpu && (await navigator.gpu.requestAdapter());
+      return Boolean(adapter && adapter.info && adapter.info.isFallbackAdapter);
+    });
+    console.log(`${mode}: software adapter ${software}, note: ${first.s.device_note}`);
+    check(
+      Boolean(first.s.device_note) === (webgpu && software),
+      `${mode}: device note "${first.s.device_note}" with a software adapter: ${software}`,
+    );
     await page.evaluate(() => window.goalrank.command("next"));
     const second = await rankedList(page, 1, 120_000);
     console.log(`${mode}: request 1 -> [${second.list}]`);

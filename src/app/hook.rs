@@ -81,6 +81,7 @@ impl GoalRankApp {
             "ready": self.dataset.is_some() && self.models.generator.is_some(),
             "backend": self.backend,
             "message": self.message,
+            "device_note": self.device_note,
             "list_len": self.dataset.as_ref().map(|d| d.config.list_len),
             "request": request,
             "training": {

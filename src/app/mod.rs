@@ -136,6 +136,8 @@ pub struct GoalRankApp {
     pub web: bool,
     /// Live training runs on the CPU while the models rank on `device` (the page on WebGPU).
     pub train_on_cpu: bool,
+    /// What the Train tab should say about the device (the page on a software WebGPU adapter).
+    pub device_note: Option<String>,
 }
 
 impl GoalRankApp {
@@ -177,6 +179,7 @@ impl GoalRankApp {
             model_version: 0,
             web: false,
             train_on_cpu: false,
+            device_note: None,
         }
     }
 

@@ -97,6 +97,9 @@ pub fn train_ui(app: &mut GoalRankApp, ui: &mut egui::Ui) {
              adopt the new weights at each validation.",
         );
     }
+    if let Some(note) = &app.device_note {
+        ui.colored_label(ui.visuals().warn_fg_color, note);
+    }
     let running = app.job.as_ref().is_some_and(|j| !j.is_finished());
     ui.add_enabled_ui(!running, |ui| {
         ui.horizontal(|ui| {
