@@ -67,10 +67,12 @@ fn configure_kernels() {
     CubeClRuntimeConfig::try_set(config);
 }
 
-/// The device the page runs on, in words, and whether it is a software WebGPU adapter.
+/// The device the page runs on, in words, whether it is WebGPU, and whether that is a software
+/// adapter.
 struct Picked {
     device: Device,
     backend: String,
+    webgpu: bool,
     software: bool,
 }
 
@@ -79,6 +81,7 @@ async fn pick_device() -> Picked {
     let cpu = |reason: String| Picked {
         device: Device::flex(),
         backend: format!("CPU (flex, wasm): {reason}"),
+        webgpu: false,
         software: false,
     };
     let has_webgpu = web_sys::window()
@@ -103,6 +106,7 @@ async fn pick_device() -> Picked {
         Ok(device) => Picked {
             device,
             backend: "WebGPU (Burn wgpu)".into(),
+            webgpu: true,
             software: adapter.software,
         },
         Err(e) => cpu(format!("WebGPU did not start ({e:?})")),
@@ -159,9 +163,9 @@ async fn run(picked: Picked) -> Result<(), String> {
     let Picked {
         device,
         backend,
+        webgpu,
         software,
     } = picked;
-    let webgpu = backend.starts_with("WebGPU");
     let canvas = web_sys::window()
         .and_then(|w| w.document())
         .and_then(|d| d.get_element_by_id(CANVAS_ID))
