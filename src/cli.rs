@@ -12,15 +12,22 @@ use goalrank::data::simulator::Optimum;
 use goalrank::data::{
     self, DataStats, Dataset, Origin, RequestConfig, SimConfig, Split, SplitStats, simulator,
 };
+use goalrank::device::DeviceKind;
 use goalrank::eval::{
-    ExperimentOptions, FitOptions, ListSource, MainExperimentConfig, Metrics, Proposer, Ranking,
-    SimplePolicy, Study, UtilityMetrics, best_of_rankings, fit_goalrank, fit_pointwise, fit_reward,
-    generator_rankings, load_generator, load_pointwise, load_reward, mean_reward, optimal_lists,
-    pointwise_rankings, run_kind, run_main, run_study, score_rankings, utility_metrics,
+    ListSource, Metrics, Proposer, Ranking, SimplePolicy, UtilityMetrics, best_of_rankings,
+    generator_rankings, mean_reward, optimal_lists, pointwise_rankings, reward_diagnostics,
+    score_rankings, utility_metrics,
 };
-use goalrank::model::{Decode, RewardModel};
+use goalrank::experiment::{
+    ExperimentOptions, MainExperimentConfig, Study, run_logging_study, run_main, run_study,
+};
+use goalrank::model::{Decode, RewardKind, RewardModel};
+use goalrank::run::{
+    FitOptions, fit_goalrank, fit_pointwise, fit_reward, load_generator, load_pointwise,
+    load_reward, run_kind,
+};
 use goalrank::train::{
-    GoalRankConfig, GroupSampling, PointwiseTrainingConfig, RewardTrainingConfig,
+    GoalRankConfig, GroupSampling, Objective, PointwiseTrainingConfig, Reward, RewardTrainingConfig,
 };
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
@@ -64,15 +71,15 @@ enum Command {
         #[command(flatten)]
         data: DataArgs,
         /// Devices to measure (comma-separated); `wgpu` needs a Vulkan adapter.
-        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BenchDevice::Flex])]
-        device: Vec<BenchDevice>,
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [DeviceKind::Flex])]
+        device: Vec<DeviceKind>,
         #[arg(long, default_value_t = 512)]
         batch_size: usize,
         #[arg(long, default_value_t = 128)]
         d_model: usize,
         #[arg(long, default_value_t = 2)]
         layers: usize,
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = GoalRankConfig::new().group_size)]
         group_size: usize,
         /// Timed training steps (after one warm-up step).
         #[arg(long, default_value_t = 3)]
@@ -160,6 +167,9 @@ enum ExperimentCommand {
     /// GoalRank with the reward model's list rewards perturbed by noise λ = 0, 0.25, 0.5, 1
     /// during training; writes reward-noise.{md,csv,json,svg}.
     RewardNoise(ExperimentArgs),
+    /// Simulator only: the world logged with an ε share of uniformly random lists, ε = 0, 0.25,
+    /// 0.5, 1; the supervised-only generator and GoalRank at each; writes logging.{md,csv,json,svg}.
+    Logging(ExperimentArgs),
 }
 
 /// Settings shared by every experiment. Studies reuse experiment main's reward models and
@@ -205,20 +215,26 @@ enum TrainCommand {
         /// Split to train on: `valid` trains the independent evaluator (checked on train).
         #[arg(long, value_enum, default_value_t = Split::Train)]
         split: Split,
-        #[arg(long, default_value_t = 4)]
+        /// The reward model's shape.
+        #[arg(long, value_enum, default_value_t = RewardTrainingConfig::new().kind)]
+        kind: RewardKind,
+        #[arg(long, default_value_t = RewardTrainingConfig::new().epochs)]
         epochs: usize,
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = RewardTrainingConfig::new().d_model)]
         d_model: usize,
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = RewardTrainingConfig::new().layers)]
         layers: usize,
-        #[arg(long, default_value_t = 128)]
+        #[arg(long, default_value_t = RewardTrainingConfig::new().batch_size)]
         batch_size: usize,
-        #[arg(long, default_value_t = 1e-3)]
+        #[arg(long, default_value_t = RewardTrainingConfig::new().learning_rate)]
         lr: f64,
+        /// Weight of the listwise term: each clicked item against all candidates.
+        #[arg(long, default_value_t = RewardTrainingConfig::new().listwise)]
+        listwise: f32,
         /// Random candidate lists per request and step (retrieved items labelled 0).
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = RewardTrainingConfig::new().random_lists)]
         random_lists: usize,
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = RewardTrainingConfig::new().seed)]
         model_seed: u64,
     },
     /// Train a pointwise baseline: a DNN (default) or, with --context-layers 2, a PRM-style
@@ -230,26 +246,34 @@ enum TrainCommand {
         #[arg(long)]
         run: Option<PathBuf>,
         /// Transformer layers over the candidate set (0 = pointwise DNN).
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = PointwiseTrainingConfig::new().context_layers)]
         context_layers: usize,
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, default_value_t = PointwiseTrainingConfig::new().epochs)]
         epochs: usize,
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = PointwiseTrainingConfig::new().d_model)]
         d_model: usize,
-        #[arg(long, default_value_t = 128)]
+        #[arg(long, default_value_t = PointwiseTrainingConfig::new().batch_size)]
         batch_size: usize,
-        #[arg(long, default_value_t = 1e-3)]
+        #[arg(long, default_value_t = PointwiseTrainingConfig::new().learning_rate)]
         lr: f64,
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = PointwiseTrainingConfig::new().seed)]
         model_seed: u64,
     },
     /// Train a GoalRank generator against a frozen reward model.
     Goalrank {
         #[command(flatten)]
         data: DataArgs,
-        /// Reward-model run folder (from `goalrank train reward`).
+        /// Reward-model run folder (from `goalrank train reward`), or `oracle` for the
+        /// simulator's exact utility (sim: data only).
         #[arg(long)]
         reward: PathBuf,
+        /// What to minimise on each group: GoalRank's cross-entropy to the reference policy,
+        /// or the policy-gradient baseline on the same advantages.
+        #[arg(long, value_enum, default_value_t = GoalRankConfig::new().objective)]
+        objective: Objective,
+        /// Noise λ added to the group's rewards: R + λ · std_G(R) · ε.
+        #[arg(long, default_value_t = GoalRankConfig::new().reward_noise)]
+        reward_noise: f32,
         /// Run folder (default: <artifacts>/runs/<dataset>/goalrank).
         #[arg(long)]
         run: Option<PathBuf>,
@@ -261,47 +285,33 @@ enum TrainCommand {
         #[arg(long, default_value_t = 100)]
         eval_every: usize,
         /// Lists per request in a group (K).
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = GoalRankConfig::new().group_size)]
         group_size: usize,
         /// Reference-policy temperature.
-        #[arg(long, default_value_t = 1.0)]
+        #[arg(long, default_value_t = GoalRankConfig::new().tau)]
         tau: f32,
-        #[arg(long, default_value_t = 1.0)]
+        #[arg(long, default_value_t = GoalRankConfig::new().w_ref)]
         w_ref: f32,
-        #[arg(long, default_value_t = 1.0)]
+        #[arg(long, default_value_t = GoalRankConfig::new().w_sup)]
         w_sup: f32,
-        #[arg(long, value_enum, default_value_t = Sampling::PlackettLuce)]
-        sampling: Sampling,
+        #[arg(long, value_enum, default_value_t = GoalRankConfig::new().sampling)]
+        sampling: GroupSampling,
         /// Leave the logged list out of the groups.
         #[arg(long)]
         no_logged: bool,
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = GoalRankConfig::new().d_model)]
         d_model: usize,
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = GoalRankConfig::new().layers)]
         layers: usize,
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, default_value_t = GoalRankConfig::new().heads)]
         heads: usize,
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = GoalRankConfig::new().batch_size)]
         batch_size: usize,
-        #[arg(long, default_value_t = 1e-4)]
+        #[arg(long, default_value_t = GoalRankConfig::new().learning_rate)]
         lr: f64,
-        #[arg(long, default_value_t = 7)]
+        #[arg(long, default_value_t = GoalRankConfig::new().seed)]
         model_seed: u64,
     },
-}
-
-/// Devices `goalrank bench` can measure.
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum BenchDevice {
-    Flex,
-    Wgpu,
-}
-
-/// Group construction, as the command line names it.
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Sampling {
-    Autoregressive,
-    PlackettLuce,
 }
 
 /// Where the data comes from and how requests are cut.
@@ -457,14 +467,19 @@ fn run(cli: Cli) -> Result<()> {
             tolerance,
         } => {
             let dataset = data.load()?;
-            let gpu = goalrank::eval::vulkan_device()?;
+            let gpu = goalrank::device::vulkan_device()?;
             let config = RewardTrainingConfig::new()
                 .with_d_model(16)
                 .with_layers(1)
                 .with_heads(2)
                 .with_batch_size(16);
-            let check =
-                goalrank::eval::check_device(&dataset, &config, steps, &Device::flex(), &gpu)?;
+            let check = goalrank::experiment::check_device(
+                &dataset,
+                &config,
+                steps,
+                &Device::flex(),
+                &gpu,
+            )?;
             println!("{}", serde_json::to_string(&check)?);
             if check.max_relative_difference.is_nan() || check.max_relative_difference > tolerance {
                 anyhow::bail!(
@@ -495,7 +510,7 @@ fn run(cli: Cli) -> Result<()> {
                 .with_d_model(d_model)
                 .with_layers(layers)
                 .with_group_size(group_size);
-            let options = goalrank::eval::BenchOptions {
+            let options = goalrank::experiment::BenchOptions {
                 batch_size,
                 train_steps: steps,
                 warmup_steps: 1,
@@ -504,12 +519,9 @@ fn run(cli: Cli) -> Result<()> {
             let reward = RewardTrainingConfig::new();
             let mut rows = Vec::new();
             for d in device {
-                let (name, dev) = match d {
-                    BenchDevice::Flex => ("flex (CPU)", Device::flex()),
-                    BenchDevice::Wgpu => ("wgpu (Vulkan)", goalrank::eval::vulkan_device()?),
-                };
+                let (name, dev) = (d.label(), d.init()?);
                 eprintln!("bench: {name} ...");
-                rows.push(goalrank::eval::bench_device(
+                rows.push(goalrank::experiment::bench_device(
                     &dataset, &config, &reward, &options, name, &dev,
                 )?);
             }
@@ -554,7 +566,7 @@ fn run(cli: Cli) -> Result<()> {
             let dataset = data.load()?;
             let device = Device::flex();
             let model = load_generator(&checkpoint, &dataset, &device)?;
-            for answer in goalrank::eval::rank_file(&model, &dataset, &requests, &device)? {
+            for answer in goalrank::rank::rank_file(&model, &dataset, &requests, &device)? {
                 println!("{}", serde_json::to_string(&answer)?);
             }
         }
@@ -668,6 +680,7 @@ fn experiment(what: ExperimentCommand) -> Result<()> {
         ExperimentCommand::Scaling(args) => (Some(Study::Scaling), args),
         ExperimentCommand::GroupSize(args) => (Some(Study::GroupSize), args),
         ExperimentCommand::RewardNoise(args) => (Some(Study::RewardNoise), args),
+        ExperimentCommand::Logging(args) => return logging_study(&args),
     };
     let dataset = args.data.load()?;
     let mut config = args.config();
@@ -690,18 +703,49 @@ fn experiment(what: ExperimentCommand) -> Result<()> {
         Some(study) => {
             let (report, plot) = run_study(&dataset, study, &config, &options)?;
             let svg = dir.join(format!("{name}.svg"));
-            goalrank::train::checkpoint::write_bytes_atomic(&svg, plot.svg().as_bytes())?;
+            goalrank::files::write_bytes(&svg, plot.svg().as_bytes())?;
             report
         }
     };
     report.write(&dir, name)?;
-    goalrank::train::checkpoint::save_json(&config, &dir.join(format!("{name}.config.json")))?;
+    goalrank::files::save_json(&config, &dir.join(format!("{name}.config.json")))?;
     println!("{}", report.markdown());
     eprintln!(
         "experiment {name}: {:.0} s; wrote {}/{name}.md, .csv, .json{}",
         start.elapsed().as_secs_f64(),
         dir.display(),
         if study.is_some() { ", .svg" } else { "" }
+    );
+    Ok(())
+}
+
+/// `experiment logging` (the simulator's exploration study).
+fn logging_study(args: &ExperimentArgs) -> Result<()> {
+    let Some(world) = args.data.simulator()? else {
+        return Err(goalrank::Error::Invalid(format!(
+            "--data {}: experiment logging needs the simulator (--data sim:small)",
+            args.data.data.display()
+        ))
+        .into());
+    };
+    let config = args.config().with_random_lists(0);
+    let start = Instant::now();
+    let (report, plot) = run_logging_study(
+        &world,
+        &config,
+        &args.data.artifacts.join("runs"),
+        true,
+        &Device::flex(),
+    )?;
+    let dir = args.results.join(format!("sim-{}", world.name));
+    goalrank::files::write_bytes(&dir.join("logging.svg"), plot.svg().as_bytes())?;
+    report.write(&dir, "logging")?;
+    goalrank::files::save_json(&config, &dir.join("logging.config.json"))?;
+    println!("{}", report.markdown());
+    eprintln!(
+        "experiment logging: {:.0} s; wrote {}/logging.md, .csv, .json, .svg",
+        start.elapsed().as_secs_f64(),
+        dir.display()
     );
     Ok(())
 }
@@ -809,11 +853,13 @@ fn train(what: TrainCommand) -> Result<()> {
             data,
             run,
             split,
+            kind,
             epochs,
             d_model,
             layers,
             batch_size,
             lr,
+            listwise,
             random_lists,
             model_seed,
         } => {
@@ -824,15 +870,18 @@ fn train(what: TrainCommand) -> Result<()> {
             };
             let run = run.unwrap_or_else(|| data.runs(&dataset).join(default_name));
             let config = RewardTrainingConfig::new()
+                .with_kind(kind)
                 .with_epochs(epochs)
                 .with_d_model(d_model)
                 .with_layers(layers)
                 .with_batch_size(batch_size)
                 .with_learning_rate(lr)
                 .with_random_lists(random_lists)
+                .with_listwise(listwise)
                 .with_seed(model_seed);
             let options = FitOptions::new(run.clone(), device);
-            let (_, state) = fit_reward(&dataset, split, check, &config, &options)?;
+            let device = options.device.clone();
+            let (model, state) = fit_reward(&dataset, split, check, &config, &options)?;
             println!(
                 "reward model: best {} log-loss {:.4} at step {} ({:.0}s) -> {}",
                 split_name(check),
@@ -840,6 +889,16 @@ fn train(what: TrainCommand) -> Result<()> {
                 state.best_step,
                 state.seconds,
                 run.display()
+            );
+            // How it ranks lists, on (up to 500) requests of the split it was checked on.
+            let requests = dataset.split(check);
+            let requests = &requests[..requests.len().min(500)];
+            let diagnostics = reward_diagnostics(&model, &dataset, requests, 128, 0, &device)?;
+            println!(
+                "reward model on {} {} requests: {}",
+                requests.len(),
+                split_name(check),
+                diagnostics.summary()
             );
         }
         TrainCommand::Pointwise {
@@ -889,6 +948,8 @@ fn train(what: TrainCommand) -> Result<()> {
             w_ref,
             w_sup,
             sampling,
+            objective,
+            reward_noise,
             no_logged,
             d_model,
             layers,
@@ -898,17 +959,20 @@ fn train(what: TrainCommand) -> Result<()> {
             model_seed,
         } => {
             let dataset = data.load()?;
-            let reward = load_reward(&reward, &dataset, &device)?;
+            let reward = if reward.as_os_str() == "oracle" {
+                Reward::oracle(&dataset)?
+            } else {
+                Reward::from(load_reward(&reward, &dataset, &device)?)
+            };
             let run = run.unwrap_or_else(|| data.runs(&dataset).join("goalrank"));
             let config = GoalRankConfig::new()
                 .with_group_size(group_size)
                 .with_tau(tau)
                 .with_w_ref(w_ref)
                 .with_w_sup(w_sup)
-                .with_sampling(match sampling {
-                    Sampling::Autoregressive => GroupSampling::Autoregressive,
-                    Sampling::PlackettLuce => GroupSampling::PlackettLuce,
-                })
+                .with_sampling(sampling)
+                .with_objective(objective)
+                .with_reward_noise(reward_noise)
                 .with_include_logged(!no_logged)
                 .with_d_model(d_model)
                 .with_layers(layers)

@@ -41,6 +41,13 @@ pub enum Error {
     /// A tensor could not be read back from the device.
     #[error("backend: {0}")]
     Backend(String),
+    /// Writing a file failed (the disk, not the input).
+    #[error("{path}: cannot write")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// Writing or reading a cached artifact failed.
     #[error("{path}: {message}")]
     Artifact { path: PathBuf, message: String },
@@ -49,7 +56,10 @@ pub enum Error {
 impl Error {
     /// True when the error is the user's input, not the machine: the CLI exits with code 2.
     pub fn is_input(&self) -> bool {
-        !matches!(self, Error::Artifact { .. } | Error::Backend(_))
+        !matches!(
+            self,
+            Error::Artifact { .. } | Error::Backend(_) | Error::Write { .. }
+        )
     }
 
     pub(crate) fn parse(

@@ -4,20 +4,35 @@
 //! Large Ranking Model", ICLR 2026) on Burn.
 //!
 //! A re-ranker receives a request (a user with their history and `N` candidate items) and returns
-//! an ordered list of `L` distinct items. This crate holds everything around that task:
+//! an ordered list of `L` distinct items. GoalRank trains one large generator to output that list
+//! directly, against a group-relative reference policy built from a frozen reward model.
 //!
-//! - [`data`]: MovieLens loaders, the stage-1 retriever and the re-ranking requests built from
-//!   real rating logs, with an on-disk cache;
-//! - [`eval`]: the offline metrics (H@k, NDCG@k, MAP@k, F1@k, AUC) as pure functions, simple
-//!   non-learned policies and the evaluator that scores any policy on a split.
+//! ## Layers
 //!
-//! Dependency direction: `data` <- `eval`. Nothing below imports from above.
+//! Each layer may import the layers above it in this list, never one below it (the integration
+//! test `layout::no_upward_imports` checks every `use crate::` line):
+//!
+//! - [`error`], [`files`] (atomic writes, JSON), [`device`] (device choice): the base;
+//! - [`data`]: requests, MovieLens loaders, the stage-1 retriever, the simulator, batching;
+//! - [`model`]: the reward model, the generator, the pointwise baselines, weights on disk;
+//! - [`train`]: steppable trainers (reward model, GoalRank, pointwise) and the group maths;
+//! - [`eval`]: metrics, policies, rankings, ground truth on the simulator, inspection;
+//! - [`run`]: training runs on disk (checkpoints, resume, `metrics.jsonl`, loading runs);
+//! - [`experiment`] (tables, studies, reports, plots, bench) and [`rank`] (serving);
+//! - [`app`]: the egui app, which calls the library and re-implements none of it;
+//! - entries: `main.rs` + `cli.rs` (the binary) and [`web`] (the wasm entry); nothing imports
+//!   an entry.
 
 pub mod app;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod eval;
+pub mod experiment;
+pub mod files;
 pub mod model;
+pub mod rank;
+pub mod run;
 pub mod train;
 #[cfg(target_arch = "wasm32")]
 pub mod web;

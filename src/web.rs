@@ -2,35 +2,18 @@
 //! or the CPU where the browser has no WebGPU), starts the app on the page's canvas, and exposes
 //! `window.goalrank` for the browser test:
 //!
-//! - `goalrank.state()`: the app's state as a JSON string ([`GoalRankApp::state`]);
-//! - `goalrank.command(text)`: queues a command for the next frame ([`GoalRankApp::command`]).
-
-use std::cell::RefCell;
-use std::collections::VecDeque;
+//! - `goalrank.state()`: the app's state as a JSON string ([`crate::app::hook::published_state`]);
+//! - `goalrank.command(text)`: queues a command for the next frame ([`crate::app::hook::push_command`]).
 
 use burn::tensor::Device;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
-use crate::app::GoalRankApp;
+use crate::app::{GoalRankApp, hook};
 
 /// The canvas and loading-text ids in `index.html`.
 const CANVAS_ID: &str = "goalrank_canvas";
 const LOADING_ID: &str = "loading_text";
-
-struct Hook {
-    commands: VecDeque<String>,
-    state: String,
-    ctx: Option<egui::Context>,
-}
-
-thread_local! {
-    static HOOK: RefCell<Hook> = RefCell::new(Hook {
-        commands: VecDeque::new(),
-        state: r#"{"ready":false}"#.into(),
-        ctx: None,
-    });
-}
 
 /// Starts the demo (called by the binary's `main` on wasm).
 pub fn start() {
@@ -213,16 +196,8 @@ fn install_hook() {
     let Some(window) = web_sys::window() else {
         return;
     };
-    let state = Closure::<dyn Fn() -> String>::new(|| HOOK.with(|h| h.borrow().state.clone()));
-    let command = Closure::<dyn Fn(String)>::new(|text: String| {
-        HOOK.with(|h| {
-            let mut hook = h.borrow_mut();
-            hook.commands.push_back(text);
-            if let Some(ctx) = &hook.ctx {
-                ctx.request_repaint();
-            }
-        })
-    });
+    let state = Closure::<dyn Fn() -> String>::new(hook::published_state);
+    let command = Closure::<dyn Fn(String)>::new(hook::push_command);
     let object = js_sys::Object::new();
     let _ = js_sys::Reflect::set(&object, &"state".into(), state.as_ref());
     let _ = js_sys::Reflect::set(&object, &"command".into(), command.as_ref());
@@ -230,25 +205,4 @@ fn install_hook() {
     // The page keeps the hook for its whole life.
     state.forget();
     command.forget();
-}
-
-/// Called at the start of every frame: runs the commands queued since the last one.
-pub(crate) fn run_commands(app: &mut GoalRankApp, ctx: &egui::Context) {
-    let commands: Vec<String> = HOOK.with(|h| {
-        let mut hook = h.borrow_mut();
-        hook.ctx.get_or_insert_with(|| ctx.clone());
-        hook.commands.drain(..).collect()
-    });
-    for command in commands {
-        if let Err(e) = app.command(&command, ctx) {
-            app.message = e;
-        }
-    }
-}
-
-/// Called at the end of every frame: publishes what the frame showed. Every change (a finished
-/// task, a training event, a command) brings a frame, so the state is never stale for long.
-pub(crate) fn publish(app: &GoalRankApp) {
-    let state = app.state().to_string();
-    HOOK.with(|h| h.borrow_mut().state = state);
 }

@@ -135,13 +135,13 @@ fn experiment_main_baselines_appear_next_to_goalrank() {
     let dataset = goalrank::data::Source::parse("sim:tiny")
         .and_then(|s| s.load(artifacts.path()))
         .expect("sim:tiny");
-    let options = goalrank::eval::ExperimentOptions {
+    let options = goalrank::experiment::ExperimentOptions {
         runs: artifacts.path().join("runs").join(&dataset.name),
         progress: false,
         device: burn::tensor::Device::flex(),
     };
-    let config = goalrank::eval::MainExperimentConfig::smoke().with_seeds(1);
-    goalrank::eval::run_main(&dataset, &config, &options).expect("experiment main");
+    let config = goalrank::experiment::MainExperimentConfig::smoke().with_seeds(1);
+    goalrank::experiment::run_main(&dataset, &config, &options).expect("experiment main");
     let settings = Settings {
         source: "sim:tiny".into(),
         generator: String::new(),

@@ -8,7 +8,7 @@ use goalrank::eval::{
     ListSource, Proposer, best_of_rankings, generator_ladder, generator_rankings, mean_reward,
 };
 use goalrank::model::{Decode, Generator, RewardModel};
-use goalrank::train::checkpoint::{load_module, save_module};
+use goalrank::model::{load_module, save_module};
 use goalrank::train::{GoalRankConfig, RewardTrainingConfig};
 
 use crate::common::{fixture, small_config};

@@ -3,6 +3,8 @@
 mod app;
 mod cli;
 mod common;
+mod gain;
+mod layout;
 mod loaders;
 mod models;
 mod requests;

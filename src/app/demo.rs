@@ -7,9 +7,9 @@ use burn::tensor::Device;
 use serde::de::DeserializeOwned;
 
 use crate::data::{Dataset, Source};
-use crate::eval::check_run_config;
+use crate::model::module_from_bytes;
 use crate::model::{Generator, GeneratorConfig, RewardModel, RewardModelConfig};
-use crate::train::checkpoint::module_from_bytes;
+use crate::run::check_run_config;
 use crate::{Error, Result};
 
 /// The demo's data source.

@@ -1,9 +1,64 @@
 //! A small scripting surface over the app, for the browser test (`web/test.mjs`, through
 //! `window.goalrank`) and native tests: text commands in, a JSON snapshot out.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
+
 use serde_json::{Value, json};
 
 use super::{GoalRankApp, Tab, lists, train};
+
+/// Commands queued by the page between frames, and the state the last frame published.
+struct Mailbox {
+    commands: VecDeque<String>,
+    state: String,
+    ctx: Option<egui::Context>,
+}
+
+thread_local! {
+    static MAILBOX: RefCell<Mailbox> = RefCell::new(Mailbox {
+        commands: VecDeque::new(),
+        state: r#"{"ready":false}"#.into(),
+        ctx: None,
+    });
+}
+
+/// Queues `text` for the next frame and asks for that frame (`goalrank.command(text)`).
+pub fn push_command(text: String) {
+    MAILBOX.with(|m| {
+        let mut mailbox = m.borrow_mut();
+        mailbox.commands.push_back(text);
+        if let Some(ctx) = &mailbox.ctx {
+            ctx.request_repaint();
+        }
+    });
+}
+
+/// The state the last frame published, as a JSON string (`goalrank.state()`).
+pub fn published_state() -> String {
+    MAILBOX.with(|m| m.borrow().state.clone())
+}
+
+/// Called at the start of every frame: runs the commands queued since the last one.
+pub fn run_commands(app: &mut GoalRankApp, ctx: &egui::Context) {
+    let commands: Vec<String> = MAILBOX.with(|m| {
+        let mut mailbox = m.borrow_mut();
+        mailbox.ctx.get_or_insert_with(|| ctx.clone());
+        mailbox.commands.drain(..).collect()
+    });
+    for command in commands {
+        if let Err(e) = app.command(&command, ctx) {
+            app.message = e;
+        }
+    }
+}
+
+/// Called at the end of every frame: publishes what the frame showed. Every change (a finished
+/// task, a training event, a command) brings a frame, so the state is never stale for long.
+pub fn publish(app: &GoalRankApp) {
+    let state = app.state().to_string();
+    MAILBOX.with(|m| m.borrow_mut().state = state);
+}
 
 impl GoalRankApp {
     /// Runs one command: `next` (the next request), `train <steps> [batch=<n>] [group=<K>]` (a

@@ -9,7 +9,7 @@
 
 pub mod demo;
 mod group;
-mod hook;
+pub mod hook;
 mod lists;
 mod requests;
 mod source;
@@ -57,14 +57,15 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
+        let goalrank = crate::train::GoalRankConfig::new();
         Self {
             source: SHIPPED_DATA.into(),
             generator: SHIPPED_GENERATOR.into(),
             reward: SHIPPED_REWARD.into(),
             artifacts: "artifacts".into(),
-            group_size: 20,
-            tau: 1.0,
-            plackett_luce: true,
+            group_size: goalrank.group_size,
+            tau: goalrank.tau,
+            plackett_luce: goalrank.sampling == crate::train::GroupSampling::PlackettLuce,
             live: LiveSettings::default(),
             use_wgpu: false,
         }
@@ -226,7 +227,7 @@ impl GoalRankApp {
 impl eframe::App for GoalRankApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         #[cfg(target_arch = "wasm32")]
-        crate::web::run_commands(self, ui.ctx());
+        hook::run_commands(self, ui.ctx());
         train::poll(self, ui.ctx());
         egui::Panel::top("source").show(ui, |ui| source::source_ui(self, ui));
         egui::Panel::left("requests")
@@ -248,7 +249,7 @@ impl eframe::App for GoalRankApp {
             }
         });
         #[cfg(target_arch = "wasm32")]
-        crate::web::publish(self);
+        hook::publish(self);
     }
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {

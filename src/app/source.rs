@@ -10,8 +10,8 @@ use super::{
     Baseline, EMBEDDED, GoalRankApp, SHIPPED_DATA, SHIPPED_GENERATOR, SHIPPED_REWARD, path,
 };
 use crate::data::{Dataset, Source};
-use crate::eval::{load_generator, load_pointwise, load_reward, run_config};
 use crate::model::{GeneratorConfig, RewardModelConfig};
+use crate::run::{load_generator, load_pointwise, load_reward, run_config};
 
 pub fn source_ui(app: &mut GoalRankApp, ui: &mut egui::Ui) {
     if !app.web {
@@ -194,10 +194,10 @@ fn load_baselines(app: &mut GoalRankApp, dataset: &Dataset) -> Vec<String> {
 /// Moves the models to the GPU (wgpu on Vulkan) or back to the CPU.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn switch_device(app: &mut GoalRankApp, gpu: bool) {
-    use crate::train::checkpoint::{module_bytes, module_from_bytes};
+    use crate::model::{module_bytes, module_from_bytes};
     use burn::tensor::Device;
     let device = if gpu {
-        match crate::eval::vulkan_device() {
+        match crate::device::vulkan_device() {
             Ok(d) => d,
             Err(e) => {
                 app.message = e.to_string();

@@ -35,15 +35,17 @@ pub struct LiveSettings {
 }
 
 impl Default for LiveSettings {
+    /// Experiment main's GoalRank settings (one source of defaults), with a short schedule.
     fn default() -> Self {
+        let main = crate::experiment::MainExperimentConfig::new();
         Self {
             steps: 300,
-            batch_size: 64,
-            group_size: 20,
-            tau: 1.0,
-            w_ref: 0.2,
-            d_model: 64,
-            learning_rate: 1e-3,
+            batch_size: crate::train::GoalRankConfig::new().batch_size,
+            group_size: main.group_size,
+            tau: main.tau,
+            w_ref: main.w_ref,
+            d_model: main.d_model,
+            learning_rate: main.learning_rate,
             eval_every: 25,
         }
     }

@@ -109,9 +109,8 @@ impl Batch {
                 history_labels[slot] = i64::from(request.history_labels[first + s]);
                 history_pad[slot] = false;
             }
-            for (t, item) in request.logged.iter().enumerate() {
-                let position = request.candidates.iter().position(|c| c == item);
-                logged[r * l + t] = position.unwrap_or_default() as i64;
+            for (t, position) in request.logged_positions().into_iter().enumerate() {
+                logged[r * l + t] = position as i64;
                 labels[r * l + t] = f32::from(request.labels[t]);
             }
         }

@@ -2,16 +2,15 @@
 //!
 //! A dataset is stored as JSON under `<artifacts>/data/<name>-<key>.json`, where `key` hashes the
 //! cache format, the bytes of the input files and the request config. A changed file or config
-//! gives a new key and a rebuild. Writes go to a temporary file that is then renamed, so an
-//! interrupted run never leaves a truncated cache behind.
+//! gives a new key and a rebuild. Writes are atomic ([`crate::files`]), so an interrupted run never
+//! leaves a truncated cache behind.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 use super::{Dataset, RequestConfig, movielens};
-use crate::{Error, Result};
+use crate::{Error, Result, files};
 
 /// Bump when the cached layout of [`Dataset`] changes.
 const FORMAT: &str = "goalrank-dataset-v1";
@@ -41,7 +40,7 @@ pub fn load_or_build(
         return Ok((dataset, Origin::Cached, path));
     }
     let dataset = config.build(&log, &name, progress)?;
-    write_atomic(&path, &dataset)?;
+    files::save_json_compact(&dataset, &path)?;
     Ok((dataset, Origin::Built, path))
 }
 
@@ -69,28 +68,8 @@ fn read(path: &Path) -> Result<Dataset> {
         message,
     };
     let bytes = std::fs::read(path).map_err(|err| artifact(err.to_string()))?;
-    serde_json::from_slice(&bytes).map_err(|err| artifact(err.to_string()))
-}
-
-/// Serialises `value` to `path` through a temporary file and a rename.
-pub fn write_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
-    let artifact = |message: String| Error::Artifact {
-        path: path.to_path_buf(),
-        message,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|err| artifact(err.to_string()))?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-        serde_json::to_writer(&mut file, value)?;
-        file.flush()?;
-        file.get_ref().sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(err) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(artifact(err.to_string()));
-    }
-    Ok(())
+    let dataset: Dataset =
+        serde_json::from_slice(&bytes).map_err(|err| artifact(err.to_string()))?;
+    dataset.check()?;
+    Ok(dataset)
 }

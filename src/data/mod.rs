@@ -12,7 +12,7 @@ mod stats;
 
 pub use batch::{Batch, ItemBatch, YEAR_BUCKETS};
 pub use build::{RequestConfig, build_from_dir, dataset_name};
-pub use cache::{Origin, cache_key, load_or_build, write_atomic};
+pub use cache::{Origin, cache_key, load_or_build};
 pub use movielens::{Layout, RatingLog, detect_layout};
 pub use request::{Dataset, Item, Request, RetrievalQuality, Split};
 pub use retriever::{Retriever, RetrieverConfig};

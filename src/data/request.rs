@@ -49,6 +49,42 @@ impl Request {
             .collect()
     }
 
+    /// Where each logged item sits among the candidates. Every request that enters the crate
+    /// (built, read from the cache or parsed by `rank`) has passed [`Request::check`], so every
+    /// logged item is a candidate.
+    pub fn logged_positions(&self) -> Vec<usize> {
+        self.logged
+            .iter()
+            .map(|item| {
+                self.candidates
+                    .iter()
+                    .position(|c| c == item)
+                    .unwrap_or(usize::MAX)
+            })
+            .collect()
+    }
+
+    /// The invariants the models rely on: one label per logged item, distinct candidates,
+    /// and every logged item among the candidates. The error says which request and item.
+    pub fn check(&self, what: &str) -> crate::Result<()> {
+        let fail = |message: String| Err(crate::Error::Invalid(format!("{what}: {message}")));
+        if self.labels.len() != self.logged.len() {
+            return fail(format!(
+                "{} labels for {} logged items",
+                self.labels.len(),
+                self.logged.len()
+            ));
+        }
+        let mut seen = std::collections::HashSet::with_capacity(self.candidates.len());
+        if let Some(c) = self.candidates.iter().find(|&&c| !seen.insert(c)) {
+            return fail(format!("candidate item {c} appears twice"));
+        }
+        if let Some(item) = self.logged.iter().find(|&&i| !seen.contains(&i)) {
+            return fail(format!("logged item {item} is not among the candidates"));
+        }
+        Ok(())
+    }
+
     /// Number of positive logged items.
     pub fn positives(&self) -> usize {
         self.labels.iter().filter(|&&y| y > 0).count()
@@ -99,6 +135,16 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// Checks every request ([`Request::check`]); the error names the split and the request.
+    pub fn check(&self) -> crate::Result<()> {
+        for split in [Split::Train, Split::Valid, Split::Test] {
+            for (i, r) in self.split(split).iter().enumerate() {
+                r.check(&format!("{}: {split:?} request {i}", self.name))?;
+            }
+        }
+        Ok(())
+    }
+
     /// The requests of one split.
     pub fn split(&self, split: Split) -> &[Request] {
         match split {

@@ -4,11 +4,11 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Serialize;
 
 use super::{Ranking, metrics};
-use crate::data::{Batch, Dataset, Request};
+use crate::data::{Batch, Dataset, Request, World};
 use crate::model::{
     Decode, Encoded, Generator, Pointwise, RewardModel, block_on, plackett_luce, read_f32, read_i64,
 };
-use crate::train::bce_with_logits;
+use crate::train::bce_with_probs;
 use crate::{Error, Result};
 
 /// Runs `choose` on batches of requests and turns its `[B, 1, L]` candidate positions into
@@ -121,12 +121,27 @@ impl ListSource<'_> {
     }
 }
 
+/// What picks the best of the proposed lists.
+#[derive(Clone, Copy)]
+pub enum Picker<'a> {
+    /// A reward model: the list with the highest R.
+    Model(&'a RewardModel),
+    /// The simulator's exact utility: the list with the highest U (the oracle evaluator).
+    Exact(&'a World),
+}
+
+impl<'a> From<&'a RewardModel> for Picker<'a> {
+    fn from(model: &'a RewardModel) -> Self {
+        Picker::Model(model)
+    }
+}
+
 /// Generator–Evaluator and Multi-Generator–Evaluator: every source proposes its lists and the
-/// reward model `evaluator` picks the one with the highest R. Candidate scores (for AUC) are the
-/// first source's.
-pub fn best_of_rankings(
+/// evaluator picks the one with the highest reward. Candidate scores (for AUC) are the first
+/// source's.
+pub fn best_of_rankings<'a>(
     sources: &[ListSource],
-    evaluator: &RewardModel,
+    evaluator: impl Into<Picker<'a>>,
     dataset: &Dataset,
     requests: &[Request],
     batch_size: usize,
@@ -135,6 +150,7 @@ pub fn best_of_rankings(
     if sources.is_empty() {
         return Err(Error::Invalid("best-of: no list source given".into()));
     }
+    let evaluator = evaluator.into();
     let l = dataset.config.list_len;
     let mut out = Vec::with_capacity(requests.len());
     for chunk in requests.chunks(batch_size.max(1)) {
@@ -150,10 +166,32 @@ pub fn best_of_rankings(
         }
         // # Shapes: lists [B, K, L], rewards [B, K], best [B, 1, L]
         let lists = Tensor::cat(pools, 1);
-        let (_, rewards) = evaluator.score(&evaluator.context(&batch), lists.clone());
-        let [b, _, l] = lists.dims();
-        let best = rewards.argmax(1).reshape([b, 1, 1]).expand([b, 1, l]);
-        let best = block_on(read_i64(lists.gather(1, best)))?;
+        let [b, k, l] = lists.dims();
+        let best = match evaluator {
+            Picker::Model(model) => {
+                let (_, rewards) = model.score(&model.context(&batch), lists.clone());
+                let best = rewards.argmax(1).reshape([b, 1, 1]).expand([b, 1, l]);
+                block_on(read_i64(lists.gather(1, best)))?
+            }
+            Picker::Exact(world) => {
+                let all = block_on(read_i64(lists))?;
+                let mut best = Vec::with_capacity(b * l);
+                for (i, r) in chunk.iter().enumerate() {
+                    let utility = |j: usize| {
+                        let list = &all[(i * k + j) * l..(i * k + j + 1) * l];
+                        let items: Vec<u32> =
+                            list.iter().map(|&p| r.candidates[p as usize]).collect();
+                        world.utility(r.user, &items)
+                    };
+                    let j = (0..k)
+                        .map(|j| (j, utility(j)))
+                        .fold((0, f64::NEG_INFINITY), |a, b| if b.1 > a.1 { b } else { a })
+                        .0;
+                    best.extend_from_slice(&all[(i * k + j) * l..(i * k + j + 1) * l]);
+                }
+                best
+            }
+        };
         let scores = match scores {
             Some(s) => block_on(read_f32(s))?,
             None => Vec::new(),
@@ -304,8 +342,8 @@ pub fn reward_quality(
     for chunk in requests.chunks(batch_size.max(1)) {
         let refs: Vec<&Request> = chunk.iter().collect();
         let batch = Batch::new(dataset, &refs, device);
-        let logits = reward.logged_logits(&batch);
-        let batch_loss = bce_with_logits(logits.clone(), batch.labels.clone());
+        let logits = reward.logged_probs(&batch);
+        let batch_loss = bce_with_probs(logits.clone(), batch.labels.clone());
         loss += f64::from(batch_loss.into_scalar::<f32>()) * chunk.len() as f64;
         scores.extend(block_on(read_f32(logits))?);
         labels.extend(chunk.iter().flat_map(|r| r.labels.iter().map(|&y| y > 0)));

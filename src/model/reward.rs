@@ -1,8 +1,23 @@
-//! List-aware reward model (the evaluator): per-position engagement probabilities of a list.
+//! The reward model (evaluator): per-position engagement probabilities p_i of a list and the
+//! list reward R(l) built from them. Two shapes ([`RewardKind`]):
 //!
-//! Tokens are the list's items in order, plus a position embedding and the user state; a
-//! transformer lets every position see the whole list, and a sigmoid head scores each position.
-//! List reward R(l) = Σ_i p_i / log2(i + 1) (i from 1).
+//! - **List-aware, factorised** (default): the list's items in order, with a position embedding
+//!   and the user state, go through a transformer; each position's probability is the product
+//!   of an *attraction* that depends only on the user and the item (an explicit user·item
+//!   interaction plus an item bias) and an *examination* that depends on the position and the
+//!   rest of the list (position, redundancy, what came above):
+//!   `p_i = σ(⟨W_u u, W_e e_i⟩ / √d + b(e_i)) · σ(h(LN transformer(e + pos + u))_i)`.
+//!   This is the click model of position-bias-aware learning: position cannot masquerade as
+//!   affinity, because it only enters through the examination factor. p already carries the
+//!   position effect, so R(l) = Σ_i p_i.
+//! - **Candidate-set-aware**, in the manner of the authors' Evaluator: the user and all N
+//!   (shuffled) candidates go through a transformer once; each candidate gets
+//!   `p_j = σ(h(c_j) + ⟨W_u u, W_e c_j⟩ / √d)`, and a list gathers them:
+//!   R(l) = Σ_i p_{l_i} / log2(i + 1) (p carries no position, so the discount adds it).
+//!
+//! Runs saved before the factorised model have no `kind` in their config (`None`): their
+//! additive list model (item + position + user summed into one token, no interaction term,
+//! R = Σ p_i / log2(i + 1)) still loads and scores as it did.
 
 use burn::config::Config;
 use burn::module::Module;
@@ -17,6 +32,15 @@ use super::encoder::{EncoderConfig, ItemEncoder, UserEncoder};
 use super::gather::{gather_rows, repeat_group};
 use crate::data::Batch;
 
+/// The shape of the reward model.
+#[derive(Config, Debug, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RewardKind {
+    /// List-aware, p = attraction(user, item) × examination(position, list); R = Σ p_i.
+    List,
+    /// Candidate-set-aware (the authors' Evaluator); R = Σ p_i / log2(i + 1).
+    CandidateSet,
+}
+
 #[derive(Config, Debug)]
 pub struct RewardModelConfig {
     pub encoder: EncoderConfig,
@@ -28,6 +52,8 @@ pub struct RewardModelConfig {
     pub heads: usize,
     #[config(default = 0.1)]
     pub dropout: f64,
+    /// `None`: the additive list model of runs saved before [`RewardKind`] existed.
+    pub kind: Option<RewardKind>,
 }
 
 #[derive(Module, Debug)]
@@ -38,21 +64,32 @@ pub struct RewardModel {
     transformer: TransformerEncoder,
     norm: LayerNorm,
     head: Linear,
+    /// User and item projections of the explicit interaction (absent in the additive model).
+    affinity_user: Option<Linear>,
+    affinity_item: Option<Linear>,
+    /// Item bias of the attraction factor (list-aware model only).
+    item_bias: Option<Linear>,
+    #[module(skip)]
+    kind: Option<RewardKind>,
     list_len: usize,
 }
 
-/// User state and candidate embeddings, computed once per request.
+/// What a reward model computes once per request.
 #[derive(Clone, Debug)]
 pub struct RewardContext {
-    /// `[B, d]`
+    /// `[B, d]` user state.
     pub user: Tensor<2>,
-    /// `[B, N, d]`
+    /// `[B, N, d]` candidate embeddings.
     pub candidates: Tensor<3>,
+    /// `[B, N]` per-candidate probabilities (candidate-set-aware model only).
+    pub candidate_probs: Option<Tensor<2>>,
 }
 
 impl RewardModelConfig {
     pub fn init(&self, device: &Device) -> RewardModel {
         let d = self.encoder.d_model;
+        let linear = |out: usize| Some(LinearConfig::new(d, out).init(device));
+        let interaction = self.kind.is_some();
         RewardModel {
             items: self.encoder.init_items(device),
             user: self.encoder.init_user(device),
@@ -63,6 +100,14 @@ impl RewardModelConfig {
                 .init(device),
             norm: LayerNormConfig::new(d).init(device),
             head: LinearConfig::new(d, 1).init(device),
+            affinity_user: if interaction { linear(d) } else { None },
+            affinity_item: if interaction { linear(d) } else { None },
+            item_bias: if self.kind == Some(RewardKind::List) {
+                linear(1)
+            } else {
+                None
+            },
+            kind: self.kind,
             list_len: self.list_len,
         }
     }
@@ -80,47 +125,124 @@ pub fn discounts(list_len: usize, device: &Device) -> Tensor<3> {
 }
 
 impl RewardModel {
+    pub fn list_len(&self) -> usize {
+        self.list_len
+    }
+
+    /// The model's shape (`None`: the additive model of older runs).
+    pub fn kind(&self) -> Option<RewardKind> {
+        self.kind
+    }
+
+    /// Whether R discounts p by position (p carries no position effect of its own).
+    fn discounted(&self) -> bool {
+        self.kind != Some(RewardKind::List)
+    }
+
+    /// The explicit user·item interaction ⟨W_u u, W_e e⟩ / √d; zero in the additive model.
+    ///
+    /// # Shapes
+    /// - user `[B, d]`, items `[B, S, d]` → `[B, S]`
+    fn interaction(&self, user: Tensor<2>, items: Tensor<3>) -> Option<Tensor<2>> {
+        let (wu, we) = (self.affinity_user.as_ref()?, self.affinity_item.as_ref()?);
+        let [b, s, d] = items.dims();
+        let u = wu.forward(user).reshape([b, d, 1]);
+        let e = we.forward(items);
+        Some(e.matmul(u).reshape([b, s]).div_scalar((d as f32).sqrt()))
+    }
+
     pub fn context(&self, batch: &Batch) -> RewardContext {
         let history = self.items.forward(&batch.history);
+        let user = self.user.forward(history, batch);
+        let candidates = self.items.forward(&batch.candidates);
+        let candidate_probs = (self.kind == Some(RewardKind::CandidateSet)).then(|| {
+            // # Shapes: tokens [B, 1 + N, d] → hidden candidates [B, N, d] → probs [B, N]
+            let [b, n, d] = candidates.dims();
+            let tokens = Tensor::cat(vec![user.clone().reshape([b, 1, d]), candidates.clone()], 1);
+            let hidden = self.norm.forward(
+                self.transformer
+                    .forward(TransformerEncoderInput::new(tokens)),
+            );
+            let hidden = hidden.slice([0..b, 1..n + 1, 0..d]);
+            let logits = self.head.forward(hidden.clone()).reshape([b, n]);
+            let logits = match self.interaction(user.clone(), hidden) {
+                Some(affinity) => logits + affinity,
+                None => logits,
+            };
+            sigmoid(logits)
+        });
         RewardContext {
-            user: self.user.forward(history, batch),
-            candidates: self.items.forward(&batch.candidates),
+            user,
+            candidates,
+            candidate_probs,
         }
     }
 
-    /// Per-position logits of K lists per request.
+    /// Per-position engagement probabilities of K lists per request.
     ///
     /// # Shapes
     /// - lists: `[B, K, L]` candidate positions
     /// - output: `[B, K, L]`
-    pub fn list_logits(&self, context: &RewardContext, lists: Tensor<3, Int>) -> Tensor<3> {
+    pub fn list_probs(&self, context: &RewardContext, lists: Tensor<3, Int>) -> Tensor<3> {
         let [b, k, l] = lists.dims();
+        if let Some(probs) = &context.candidate_probs {
+            let n = probs.dims()[1];
+            return probs
+                .clone()
+                .reshape([b, 1, n])
+                .expand([b, k, n])
+                .gather(2, lists);
+        }
         let d = context.user.dims()[1];
         let device = lists.device();
-        let items = gather_rows(context.candidates.clone(), lists.reshape([b, k * l])).reshape([
-            b * k,
-            l,
-            d,
-        ]);
+        let items = gather_rows(context.candidates.clone(), lists.reshape([b, k * l]));
         let positions = Tensor::<1, Int>::arange(0..l as i64, &device).reshape([1, l]);
         let position = self.position.forward(positions); // [1, L, d]
         let user = repeat_group(context.user.clone(), k).reshape([b * k, 1, d]);
-        let tokens = items + position + user;
+        let tokens = items.clone().reshape([b * k, l, d]) + position + user;
         let hidden = self.norm.forward(
             self.transformer
                 .forward(TransformerEncoderInput::new(tokens)),
         );
-        self.head.forward(hidden).reshape([b, k, l])
+        let context_logits = self.head.forward(hidden).reshape([b, k, l]);
+        // Factorised model: attraction (user, item) × examination (position, list).
+        match (
+            self.interaction(context.user.clone(), items.clone()),
+            &self.item_bias,
+        ) {
+            (Some(affinity), Some(bias)) => {
+                let attraction = affinity + bias.forward(items).reshape([b, k * l]);
+                sigmoid(attraction.reshape([b, k, l])) * sigmoid(context_logits)
+            }
+            _ => sigmoid(context_logits),
+        }
     }
 
-    /// Per-position logits of the logged lists.
+    /// Each candidate's attraction logit for the user, list-free: the interaction plus the item
+    /// bias (list-aware model), or the candidate logit (candidate-set-aware model); `None` for
+    /// the additive model, which has neither.
+    ///
+    /// # Shapes
+    /// - output: `[B, N]`
+    pub fn candidate_logits(&self, context: &RewardContext) -> Option<Tensor<2>> {
+        if let Some(probs) = &context.candidate_probs {
+            let p = probs.clone().clamp(1e-6, 1.0 - 1e-6);
+            return Some(p.clone().log() - p.neg().add_scalar(1.0).log());
+        }
+        let [b, n, _] = context.candidates.dims();
+        let affinity = self.interaction(context.user.clone(), context.candidates.clone())?;
+        let bias = self.item_bias.as_ref()?;
+        Some(affinity + bias.forward(context.candidates.clone()).reshape([b, n]))
+    }
+
+    /// Per-position probabilities of the logged lists.
     ///
     /// # Shapes
     /// - output: `[B, L]`
-    pub fn logged_logits(&self, batch: &Batch) -> Tensor<2> {
+    pub fn logged_probs(&self, batch: &Batch) -> Tensor<2> {
         let [b, l] = batch.logged.dims();
         let context = self.context(batch);
-        self.list_logits(&context, batch.logged.clone().reshape([b, 1, l]))
+        self.list_probs(&context, batch.logged.clone().reshape([b, 1, l]))
             .reshape([b, l])
     }
 
@@ -132,14 +254,12 @@ impl RewardModel {
     pub fn score(&self, context: &RewardContext, lists: Tensor<3, Int>) -> (Tensor<3>, Tensor<2>) {
         let [b, k, l] = lists.dims();
         let device = lists.device();
-        let p = sigmoid(self.list_logits(context, lists));
-        let reward = (p.clone() * discounts(l, &device))
-            .sum_dim(2)
-            .reshape([b, k]);
-        (p, reward)
-    }
-
-    pub fn list_len(&self) -> usize {
-        self.list_len
+        let p = self.list_probs(context, lists);
+        let weighted = if self.discounted() {
+            p.clone() * discounts(l, &device)
+        } else {
+            p.clone()
+        };
+        (p, weighted.sum_dim(2).reshape([b, k]))
     }
 }

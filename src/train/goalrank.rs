@@ -1,4 +1,20 @@
-//! GoalRank training (DESIGN §5): one readable step.
+//! GoalRank training: the whole step in one function, [`GoalRankTrainer::step_async`], read
+//! top to bottom against the paper (Zhang et al., arXiv 2509.22046, "GoalRank"):
+//!
+//! 1. encode the batch's users and candidates once;
+//! 2. the supervised likelihood of the logged positives (`w_sup`);
+//! 3. sample a group G of K lists per request from the auxiliary policy (the current generator,
+//!    autoregressively or Plackett–Luce), plus the logged list;
+//! 4. score every list with the frozen reward model R(l) (or, on the simulator, the exact
+//!    utility U(l): the oracle check);
+//! 5. the group-relative reference policy π_ref(l) = softmax_G((R(l) − mean_G R) /
+//!    (std_G R + 1e-6) / τ), a constant;
+//! 6. the reference loss −Σ_{l∈G} π_ref(l) · log π_θ(l) / L (`w_ref`), or with
+//!    [`Objective::PolicyGradient`] the group-normalised REINFORCE loss −(1/K) Σ A(l) log π_θ(l) / L;
+//! 7. backward, gradient clipping, Adam.
+//!
+//! log π_θ(l) is divided by L (a per-decoding-step log-likelihood), so that the reference and
+//! supervised terms have the same scale and `w_ref` means the same at any list length.
 
 use web_time::Instant;
 
@@ -11,14 +27,23 @@ use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use serde::Serialize;
 
 use super::{BatchSampler, group};
-use crate::data::{Batch, Dataset, Request};
+use crate::data::{Batch, Dataset, Request, World};
 use crate::model::{
-    Decode, Encoded, EncoderConfig, Generator, GeneratorConfig, RewardModel, block_on, read_f32,
-    read_i64, read_scalar,
+    Decode, EncoderConfig, Generator, GeneratorConfig, RewardModel, block_on, read_f32, read_i64,
+    read_scalar,
 };
 
+/// What GoalRank minimises on a group.
+#[derive(Config, Debug, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Objective {
+    /// GoalRank: cross-entropy to the group-relative reference policy.
+    Reference,
+    /// The policy-gradient baseline on the same groups and advantages (GRPO-style).
+    PolicyGradient,
+}
+
 /// How the group of K lists per request is drawn.
-#[derive(Config, Debug, Copy, PartialEq, Eq)]
+#[derive(Config, Debug, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum GroupSampling {
     /// K lists decoded autoregressively from the current generator.
     Autoregressive,
@@ -47,8 +72,10 @@ pub struct GoalRankConfig {
     /// Weight of the supervised likelihood of logged positives.
     #[config(default = 1.0)]
     pub w_sup: f32,
-    #[config(default = "GroupSampling::PlackettLuce")]
+    #[config(default = "GroupSampling::Autoregressive")]
     pub sampling: GroupSampling,
+    #[config(default = "Objective::Reference")]
+    pub objective: Objective,
     /// Adds the logged list to every group.
     #[config(default = true)]
     pub include_logged: bool,
@@ -87,6 +114,46 @@ impl GoalRankConfig {
     }
 }
 
+/// Where a group's list rewards come from.
+#[derive(Clone, Debug)]
+pub enum Reward {
+    /// A frozen reward model.
+    Model(RewardModel),
+    /// The simulator's exact expected clicks U(l): the oracle that separates the method from
+    /// the reward model.
+    Oracle(Box<World>),
+}
+
+impl Reward {
+    /// The exact utility of `dataset`'s simulated world; an error for logged data.
+    pub fn oracle(dataset: &Dataset) -> crate::Result<Self> {
+        dataset
+            .world
+            .clone()
+            .map(|w| Reward::Oracle(Box::new(w)))
+            .ok_or_else(|| {
+                crate::Error::Invalid(format!(
+                    "--reward oracle needs simulated data (--data sim:...); {} is logged data",
+                    dataset.name
+                ))
+            })
+    }
+
+    /// The reward model, when there is one.
+    pub fn model(&self) -> Option<&RewardModel> {
+        match self {
+            Reward::Model(m) => Some(m),
+            Reward::Oracle(_) => None,
+        }
+    }
+}
+
+impl From<RewardModel> for Reward {
+    fn from(model: RewardModel) -> Self {
+        Reward::Model(model)
+    }
+}
+
 /// What one GoalRank step did.
 #[derive(Clone, Debug, Serialize)]
 pub struct StepRecord {
@@ -104,20 +171,12 @@ pub struct StepRecord {
     pub seconds: f64,
 }
 
-/// The group-relative term of one step.
-struct GroupTerm {
-    loss_ref: Tensor<1>,
-    /// Mean over requests of the group mean / std / best reward (sampled lists only).
-    stats: [f32; 3],
-    ref_entropy: f32,
-}
-
-/// A GoalRank generator being trained against a frozen reward model.
+/// A GoalRank generator being trained against a frozen reward.
 pub struct GoalRankTrainer<'a> {
     dataset: &'a Dataset,
     config: GoalRankConfig,
     model: Generator,
-    reward: RewardModel,
+    reward: Reward,
     optim: ModuleOptimizer,
     sampler: BatchSampler,
     /// Autodiff device of the generator.
@@ -131,7 +190,7 @@ impl<'a> GoalRankTrainer<'a> {
     /// `reward` is frozen; `device` is the plain device (training uses its autodiff twin).
     pub fn new(
         dataset: &'a Dataset,
-        reward: RewardModel,
+        reward: impl Into<Reward>,
         config: GoalRankConfig,
         device: &Device,
     ) -> Self {
@@ -147,7 +206,7 @@ impl<'a> GoalRankTrainer<'a> {
     /// device has no tracked parameters.
     pub fn with_model(
         dataset: &'a Dataset,
-        reward: RewardModel,
+        reward: impl Into<Reward>,
         config: GoalRankConfig,
         model: Generator,
         device: &Device,
@@ -162,10 +221,14 @@ impl<'a> GoalRankTrainer<'a> {
             .with_grad_clipping(Some(GradientClippingConfig::Norm(config.clip)))
             .init();
         let sampler = BatchSampler::new(dataset.train.len(), config.batch_size, config.seed);
+        let reward = match reward.into() {
+            Reward::Model(m) => Reward::Model(m.valid()),
+            oracle => oracle,
+        };
         Self {
             dataset,
             model: model.fork(&device),
-            reward: reward.valid(),
+            reward,
             optim,
             sampler,
             device,
@@ -211,74 +274,6 @@ impl<'a> GoalRankTrainer<'a> {
         Ok(())
     }
 
-    /// Steps 2–5 of [`Self::step`]: the group, its rewards, π_ref and the reference loss.
-    async fn group_term(
-        &self,
-        requests: &[&Request],
-        batch: &Batch,
-        encoded: &Encoded,
-    ) -> crate::Result<GroupTerm> {
-        let config = &self.config;
-        let [b, l] = batch.logged.dims();
-        let k = config.group_size;
-
-        // 2. Sample a group of K lists per request from the detached encoding (no gradient),
-        //    optionally adding the logged list.
-        let sampled = match config.sampling {
-            GroupSampling::Autoregressive => {
-                self.model
-                    .decode(&encoded.detach(), config.group_size, Decode::Sample)
-                    .lists
-            }
-            GroupSampling::PlackettLuce => self
-                .model
-                .plackett_luce(&encoded.detach(), config.group_size),
-        };
-        let lists = if config.include_logged {
-            Tensor::cat(vec![sampled, batch.logged.clone().reshape([b, 1, l])], 1)
-        } else {
-            sampled
-        };
-
-        // 3. Score every list with the frozen reward model: R = Σ p_i / log2(i + 1).
-        let plain_batch = Batch::new(self.dataset, requests, &self.plain);
-        let plain_lists = Tensor::<3, Int>::from_data(
-            TensorData::new(read_i64(lists.clone()).await?, lists.dims()),
-            &self.plain,
-        );
-        let context = self.reward.context(&plain_batch);
-        let (_, rewards) = self.reward.score(&context, plain_lists);
-        let rewards = Tensor::<2>::from_data(
-            TensorData::new(read_f32(rewards.clone()).await?, rewards.dims()),
-            &self.device,
-        );
-        // The reward-noise study perturbs what the reference policy sees (logged stats stay clean).
-        let noisy = if config.reward_noise > 0.0 {
-            // # Shapes: rewards [B, K'], spread [B, 1]
-            let [b, k_all] = rewards.dims();
-            let mean = rewards.clone().mean_dim(1);
-            let spread = (rewards.clone() - mean).powi_scalar(2).mean_dim(1).sqrt();
-            let noise =
-                Tensor::<2>::random([b, k_all], Distribution::Normal(0.0, 1.0), &self.device);
-            rewards.clone() + noise * spread.mul_scalar(config.reward_noise)
-        } else {
-            rewards.clone()
-        };
-
-        // 4. Group-relative reference policy: π_ref = softmax(z-score(R) / τ), no gradient.
-        let pi_ref = group::reference_policy(noisy, config.tau);
-
-        // 5. Teacher-forced log π_θ of every list in the group, with gradient.
-        let (log_probs, _) = self.model.teacher_forced(encoded, lists);
-        let loss_ref = group::reference_loss(pi_ref.clone(), log_probs);
-
-        Ok(GroupTerm {
-            loss_ref,
-            stats: group_stats(rewards.slice([0..b, 0..k])).await?,
-            ref_entropy: read_scalar(group::entropy(pi_ref)).await?,
-        })
-    }
-
     /// One GoalRank update on the next mini-batch of train requests. Errors only when the
     /// device fails to hand values back.
     pub fn step(&mut self) -> crate::Result<StepRecord> {
@@ -298,46 +293,99 @@ impl<'a> GoalRankTrainer<'a> {
         let batch = Batch::new(self.dataset, &requests, &self.device);
         let [b, l] = batch.logged.dims();
 
-        // 1. Encode the requests once, with gradient.
+        // 1. Encode the users and candidates once, with gradient.
         let encoded = self.model.encode(&batch);
 
-        // 2.–5. The group-relative term (skipped when its weight is 0: the supervised-only
-        //       baseline samples nothing).
+        // 2. The supervised target: the logged list, positives first (each part in logged
+        //    order), weighted on the steps that hold a positive.
+        let (supervised, weights) = positives_first(&requests, l, &self.device);
+        let supervised = supervised.reshape([b, 1, l]);
+
+        // 3. The group: K lists per request sampled from the current generator without
+        //    gradient, plus the logged list. No group when its weight is 0 (the
+        //    supervised-only baseline samples nothing).
         let group = if config.w_ref > 0.0 {
-            Some(self.group_term(&requests, &batch, &encoded).await?)
+            let sampled = match config.sampling {
+                GroupSampling::Autoregressive => {
+                    self.model
+                        .decode(&encoded.detach(), config.group_size, Decode::Sample)
+                        .lists
+                }
+                GroupSampling::PlackettLuce => self
+                    .model
+                    .plackett_luce(&encoded.detach(), config.group_size),
+            };
+            Some(if config.include_logged {
+                Tensor::cat(vec![sampled, batch.logged.clone().reshape([b, 1, l])], 1)
+            } else {
+                sampled
+            })
         } else {
             None
         };
 
-        // 6. Supervised likelihood of the logged positives (positives first, in logged order).
-        let (order, weights) = positives_first(&requests, l, &self.device);
-        let (_, steps) = self
-            .model
-            .teacher_forced(&encoded, order.reshape([b, 1, l]));
-        let loss_sup =
-            (steps.reshape([b, l]) * weights.clone()).sum().neg() / weights.sum().clamp_min(1.0);
-
-        // 7. Total loss, backward, Adam step.
+        // log π_θ of every list in the group and of the supervised target, in one
+        // teacher-forced decoder call.
+        let lists = match &group {
+            Some(g) => Tensor::cat(vec![g.clone(), supervised], 1),
+            None => supervised,
+        };
+        let k_all = lists.dims()[1];
+        let (log_probs, steps) = self.model.teacher_forced(&encoded, lists.clone());
+        let sup_steps = steps.slice([0..b, k_all - 1..k_all, 0..l]).reshape([b, l]);
+        let loss_sup = (sup_steps * weights.clone()).sum().neg() / weights.sum().clamp_min(1.0);
         let mut loss = loss_sup.clone().mul_scalar(config.w_sup);
         let mut record = StepRecord {
             step: self.step + 1,
             loss: 0.0,
             loss_ref: None,
-            loss_sup: read_scalar(loss_sup.clone()).await?,
+            loss_sup: read_scalar(loss_sup).await?,
             reward_mean: None,
             reward_std: None,
             reward_best: None,
             ref_entropy: None,
             seconds: 0.0,
         };
+
         if let Some(group) = group {
-            loss = loss + group.loss_ref.clone().mul_scalar(config.w_ref);
-            record.loss_ref = Some(read_scalar(group.loss_ref).await?);
-            record.reward_mean = Some(group.stats[0]);
-            record.reward_std = Some(group.stats[1]);
-            record.reward_best = Some(group.stats[2]);
-            record.ref_entropy = Some(group.ref_entropy);
+            let k = group.dims()[1];
+            // 4. Rewards R(l) of every list from the frozen reward (one read-back of the lists).
+            let positions = read_i64(group).await?;
+            let rewards = self.rewards(&requests, positions, [b, k, l]).await?;
+            // The reward-noise study perturbs what the reference policy sees:
+            // R + λ · std_G(R) · ε, ε ~ N(0, 1) per list (the logged statistics stay clean).
+            let seen = if config.reward_noise > 0.0 {
+                let noise =
+                    Tensor::<2>::random([b, k], Distribution::Normal(0.0, 1.0), &self.device);
+                rewards.clone()
+                    + noise * group::std(rewards.clone()).mul_scalar(config.reward_noise)
+            } else {
+                rewards.clone()
+            };
+
+            // 5. Advantages and the group-relative reference policy (constants).
+            let advantages = group::z_scores(seen.clone());
+            let pi_ref = group::reference_policy(seen, config.tau);
+
+            // 6. The reference loss on per-step log-likelihoods (or the policy gradient).
+            let group_log_probs = log_probs.slice([0..b, 0..k]).div_scalar(l as f32);
+            let loss_ref = match config.objective {
+                Objective::Reference => group::reference_loss(pi_ref.clone(), group_log_probs),
+                Objective::PolicyGradient => {
+                    group::policy_gradient_loss(advantages, group_log_probs)
+                }
+            };
+            loss = loss + loss_ref.clone().mul_scalar(config.w_ref);
+
+            let sampled = rewards.slice([0..b, 0..config.group_size]);
+            record.loss_ref = Some(read_scalar(loss_ref).await?);
+            record.reward_mean = Some(read_scalar(sampled.clone().mean()).await?);
+            record.reward_std = Some(read_scalar(group::std(sampled.clone()).mean()).await?);
+            record.reward_best = Some(read_scalar(sampled.max_dim(1).mean()).await?);
+            record.ref_entropy = Some(read_scalar(group::entropy(pi_ref)).await?);
         }
+
+        // 7. Backward, gradient clipping and the Adam step.
         record.loss = read_scalar(loss.clone()).await?;
         let grads = GradientsParams::from_grads(loss.backward(), &self.model);
         self.model = self
@@ -349,21 +397,44 @@ impl<'a> GoalRankTrainer<'a> {
             ..record
         })
     }
-}
 
-/// Mean over requests of the group mean, std and maximum of the rewards.
-async fn group_stats(rewards: Tensor<2>) -> crate::Result<[f32; 3]> {
-    let mean = rewards.clone().mean_dim(1);
-    let std = (rewards.clone() - mean.clone())
-        .powi_scalar(2)
-        .mean_dim(1)
-        .sqrt();
-    let best = rewards.max_dim(1);
-    Ok([
-        read_scalar(mean.mean()).await?,
-        read_scalar(std.mean()).await?,
-        read_scalar(best.mean()).await?,
-    ])
+    /// Rewards of `[B, K, L]` lists (candidate positions, row-major), on the autodiff device
+    /// as constants.
+    ///
+    /// # Shapes
+    /// - output: `[B, K]`
+    async fn rewards(
+        &self,
+        requests: &[&Request],
+        positions: Vec<i64>,
+        [b, k, l]: [usize; 3],
+    ) -> crate::Result<Tensor<2>> {
+        let values = match &self.reward {
+            Reward::Model(model) => {
+                let batch = Batch::new(self.dataset, requests, &self.plain);
+                let lists =
+                    Tensor::<3, Int>::from_data(TensorData::new(positions, [b, k, l]), &self.plain);
+                let (_, rewards) = model.score(&model.context(&batch), lists);
+                read_f32(rewards).await?
+            }
+            Reward::Oracle(world) => positions
+                .chunks(l)
+                .enumerate()
+                .map(|(i, list)| {
+                    let request = requests[i / k];
+                    let items: Vec<u32> = list
+                        .iter()
+                        .map(|&p| request.candidates[p as usize])
+                        .collect();
+                    world.utility(request.user, &items) as f32
+                })
+                .collect(),
+        };
+        Ok(Tensor::from_data(
+            TensorData::new(values, [b, k]),
+            &self.device,
+        ))
+    }
 }
 
 /// The logged list reordered positives first (each group in logged order), and a weight of 1
@@ -379,15 +450,10 @@ fn positives_first(
     let mut order = Vec::with_capacity(requests.len() * l);
     let mut weights = Vec::with_capacity(requests.len() * l);
     for r in requests {
-        let position = |item: &u32| {
-            r.candidates
-                .iter()
-                .position(|c| c == item)
-                .unwrap_or_default() as i64
-        };
+        let positions = r.logged_positions();
         let (pos, neg): (Vec<usize>, Vec<usize>) = (0..l).partition(|&t| r.labels[t] > 0);
         for &t in pos.iter().chain(&neg) {
-            order.push(position(&r.logged[t]));
+            order.push(positions[t] as i64);
         }
         weights.extend((0..l).map(|t| if t < pos.len() { 1.0f32 } else { 0.0 }));
     }

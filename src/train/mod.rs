@@ -3,14 +3,15 @@
 //! Training is a value you step: each trainer's `step()` does one update and returns a plain
 //! record. Callers decide when to log, evaluate, checkpoint or yield.
 
-pub mod checkpoint;
 mod goalrank;
 pub mod group;
 mod pointwise;
 mod reward;
 mod sampler;
 
-pub use goalrank::{GoalRankConfig, GoalRankTrainer, GroupSampling, StepRecord};
+pub use goalrank::{GoalRankConfig, GoalRankTrainer, GroupSampling, Objective, Reward, StepRecord};
 pub use pointwise::{PointwiseTrainer, PointwiseTrainingConfig};
-pub use reward::{RewardRecord, RewardTrainer, RewardTrainingConfig, bce_with_logits};
+pub use reward::{
+    RewardRecord, RewardTrainer, RewardTrainingConfig, bce_with_logits, bce_with_probs,
+};
 pub use sampler::BatchSampler;

@@ -1,5 +1,5 @@
-//! Training the reward model: binary cross-entropy of per-position logits against the logged
-//! labels, one step at a time.
+//! Training the reward model: binary cross-entropy of per-position probabilities against the
+//! logged labels, one step at a time.
 
 use web_time::Instant;
 
@@ -7,6 +7,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
@@ -15,11 +16,14 @@ use serde::Serialize;
 
 use super::BatchSampler;
 use crate::data::{Batch, Dataset, Request, Split};
-use crate::model::{EncoderConfig, RewardModel, RewardModelConfig};
+use crate::model::{EncoderConfig, RewardKind, RewardModel, RewardModelConfig};
 
 /// Reward-model size and training schedule.
 #[derive(Config, Debug)]
 pub struct RewardTrainingConfig {
+    /// The reward model's shape.
+    #[config(default = "RewardKind::List")]
+    pub kind: RewardKind,
     #[config(default = 64)]
     pub d_model: usize,
     #[config(default = 2)]
@@ -41,6 +45,11 @@ pub struct RewardTrainingConfig {
     /// labels (retrieved items 0), so the model also sees items that were never logged.
     #[config(default = 0)]
     pub random_lists: usize,
+    /// Weight of the listwise term on the list-free attraction logits: each clicked logged
+    /// item against all N candidates (softmax cross-entropy), the contrast that lets the
+    /// supervised generator learn user-item affinity. 0 turns it off.
+    #[config(default = 1.0)]
+    pub listwise: f32,
     #[config(default = 1)]
     pub seed: u64,
 }
@@ -55,6 +64,7 @@ impl RewardTrainingConfig {
         .with_layers(self.layers)
         .with_heads(self.heads)
         .with_dropout(self.dropout)
+        .with_kind(Some(self.kind))
     }
 }
 
@@ -76,6 +86,18 @@ pub fn bce_with_logits(logits: Tensor<2>, labels: Tensor<2>) -> Tensor<1> {
     (logits.clone().clamp_min(0.0) - logits * labels + stable).mean()
 }
 
+/// Binary cross-entropy of probabilities (clamped away from 0 and 1), averaged.
+///
+/// # Shapes
+/// - probs, labels: `[B, L]` → `[1]`
+pub fn bce_with_probs(probs: Tensor<2>, labels: Tensor<2>) -> Tensor<1> {
+    let p = probs.clamp(1e-6, 1.0 - 1e-6);
+    let one_minus = p.clone().neg().add_scalar(1.0);
+    (labels.clone() * p.log() + labels.neg().add_scalar(1.0) * one_minus.log())
+        .mean()
+        .neg()
+}
+
 /// A reward model being trained on one split.
 pub struct RewardTrainer<'a> {
     dataset: &'a Dataset,
@@ -86,6 +108,7 @@ pub struct RewardTrainer<'a> {
     device: Device,
     learning_rate: f64,
     random_lists: usize,
+    listwise: f32,
     rng: Xoshiro256PlusPlus,
     step: usize,
 }
@@ -106,12 +129,7 @@ fn with_random_lists(
     let mut labels = Vec::new();
     for r in requests {
         let candidate_labels = r.candidate_labels();
-        for item in &r.logged {
-            let p = r
-                .candidates
-                .iter()
-                .position(|c| c == item)
-                .unwrap_or_default();
+        for p in r.logged_positions() {
             positions.push(p as i64);
             labels.push(f32::from(candidate_labels[p]));
         }
@@ -168,6 +186,7 @@ impl<'a> RewardTrainer<'a> {
             device,
             learning_rate: config.learning_rate,
             random_lists: config.random_lists,
+            listwise: config.listwise,
             rng: Xoshiro256PlusPlus::seed_from_u64(config.seed ^ 0x11575),
             step: 0,
         }
@@ -187,15 +206,29 @@ impl<'a> RewardTrainer<'a> {
             .map(|i| &self.requests[i])
             .collect();
         let batch = Batch::new(self.dataset, &picked, &self.device);
-        let loss = if self.random_lists == 0 {
-            bce_with_logits(self.model.logged_logits(&batch), batch.labels.clone())
+        let context = self.model.context(&batch);
+        let [b, l] = batch.logged.dims();
+        let mut loss = if self.random_lists == 0 {
+            let probs = self
+                .model
+                .list_probs(&context, batch.logged.clone().reshape([b, 1, l]));
+            bce_with_probs(probs.reshape([b, l]), batch.labels.clone())
         } else {
             let (lists, labels) =
                 with_random_lists(&picked, self.random_lists, &mut self.rng, &self.device);
             let [b, k, l] = lists.dims();
-            let logits = self.model.list_logits(&self.model.context(&batch), lists);
-            bce_with_logits(logits.reshape([b, k * l]), labels.reshape([b, k * l]))
+            let probs = self.model.list_probs(&context, lists);
+            bce_with_probs(probs.reshape([b, k * l]), labels.reshape([b, k * l]))
         };
+        if self.listwise > 0.0
+            && let Some(logits) = self.model.candidate_logits(&context)
+        {
+            // # Shapes: log-softmax over candidates [B, N], gathered at the logged items [B, L]
+            let picked = log_softmax(logits, 1).gather(1, batch.logged.clone());
+            let clicks = batch.labels.clone();
+            let listwise = (picked * clicks.clone()).sum().neg() / clicks.sum().clamp_min(1.0);
+            loss = loss + listwise.mul_scalar(self.listwise);
+        }
         let value = loss.clone().into_scalar::<f32>();
         let grads = GradientsParams::from_grads(loss.backward(), &self.model);
         self.model = self

@@ -83,6 +83,10 @@ pub struct SimConfig {
     /// Temperature of the logging policy (Gumbel-top-L over attraction logits).
     #[config(default = 1.0)]
     pub logging_temperature: f64,
+    /// Share of requests whose logged list is a uniformly random draw of L candidates
+    /// (exploration traffic) instead of the logging policy's.
+    #[config(default = 0.0)]
+    pub logging_epsilon: f64,
     #[config(default = 0.1)]
     pub valid_fraction: f64,
     #[config(default = 0.1)]
@@ -92,9 +96,39 @@ pub struct SimConfig {
 }
 
 impl SimConfig {
-    /// A named preset: `tiny` (tests: N 10, L 4, exact by enumeration in a blink) or `small`
-    /// (N 20, L 6, 12,000 requests).
-    pub fn preset(name: &str) -> crate::Result<Self> {
+    /// A named preset, `tiny` (tests: N 10, L 4, exact by enumeration in a blink) or `small`
+    /// (N 20, L 6, 12,000 requests), optionally followed by logging knobs:
+    /// `small,epsilon=0.5,temperature=2` sets [`Self::logging_epsilon`] and
+    /// [`Self::logging_temperature`] and names the dataset `sim-small-eps0.5-t2`.
+    pub fn preset(spec: &str) -> crate::Result<Self> {
+        let mut parts = spec.split(',');
+        let name = parts.next().unwrap_or_default().trim();
+        let mut config = Self::named(name)?;
+        for part in parts {
+            let bad = || {
+                Error::Invalid(format!(
+                    "simulator option `{part}` in `sim:{spec}`: expected epsilon=<0..1> or \
+                     temperature=<positive number>"
+                ))
+            };
+            let (key, value) = part.split_once('=').ok_or_else(bad)?;
+            let value: f64 = value.trim().parse().map_err(|_| bad())?;
+            match key.trim() {
+                "epsilon" if (0.0..=1.0).contains(&value) => {
+                    config.logging_epsilon = value;
+                    config.name.push_str(&format!("-eps{value}"));
+                }
+                "temperature" if value.is_finite() && value > 0.0 => {
+                    config.logging_temperature = value;
+                    config.name.push_str(&format!("-t{value}"));
+                }
+                _ => return Err(bad()),
+            }
+        }
+        Ok(config)
+    }
+
+    fn named(name: &str) -> crate::Result<Self> {
         match name {
             "tiny" => Ok(Self::new()
                 .with_name("tiny".into())
@@ -142,6 +176,7 @@ impl SimConfig {
             ("redundancy", self.redundancy),
             ("satisfaction", self.satisfaction),
             ("patience_mean", self.patience_mean),
+            ("logging_epsilon", self.logging_epsilon),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 return fail(format!("{name} must be in [0, 1], got {v}"));
@@ -283,12 +318,17 @@ pub fn build(config: &SimConfig) -> crate::Result<Dataset> {
             scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
             let mut candidates: Vec<u32> = scored.iter().take(n).map(|&(_, i)| i).collect();
             candidates.shuffle(&mut rng);
-            // Logging policy: Gumbel-top-L over attraction logits at `logging_temperature`.
+            // Logging policy: Gumbel-top-L over attraction logits at `logging_temperature`; with
+            // probability `logging_epsilon`, a uniformly random list instead. (The draw is
+            // skipped when ε is 0, so default worlds are unchanged.)
+            let explore =
+                config.logging_epsilon > 0.0 && rng.random::<f64>() < config.logging_epsilon;
             let mut logged: Vec<(f64, u32)> = candidates
                 .iter()
                 .map(|&i| {
                     let t = config.logging_temperature.max(1e-6);
-                    (world.logit(u, i) / t + gumbel(&mut rng), i)
+                    let score = if explore { 0.0 } else { world.logit(u, i) / t };
+                    (score + gumbel(&mut rng), i)
                 })
                 .collect();
             logged.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::Result;
-use crate::train::checkpoint::write_bytes_atomic;
+use crate::files;
 
 /// One method's values: `seeds[s][c]` is column `c` of seed `s`; `None` where the column does
 /// not apply to the method.
@@ -69,6 +69,14 @@ impl Report {
             rows: Vec::new(),
             notes: Vec::new(),
         }
+    }
+
+    /// Writes the list length into column names that say `@L` (`H@L` → `H@6`).
+    pub fn with_list_len(mut self, list_len: usize) -> Self {
+        for column in &mut self.columns {
+            *column = column.replace("@L", &format!("@{list_len}"));
+        }
+        self
     }
 
     /// Adds one seed's values for `method`, creating its row on first use.
@@ -183,13 +191,13 @@ impl Report {
 
     /// Writes `<dir>/<name>.md`, `.csv` and `.json` (every seed's values), each atomically.
     pub fn write(&self, dir: &Path, name: &str) -> Result<()> {
-        write_bytes_atomic(&dir.join(format!("{name}.md")), self.markdown().as_bytes())?;
-        write_bytes_atomic(&dir.join(format!("{name}.csv")), self.csv().as_bytes())?;
+        files::write_bytes(&dir.join(format!("{name}.md")), self.markdown().as_bytes())?;
+        files::write_bytes(&dir.join(format!("{name}.csv")), self.csv().as_bytes())?;
         let json = serde_json::to_vec_pretty(self).map_err(|e| crate::Error::Artifact {
             path: dir.join(format!("{name}.json")),
             message: e.to_string(),
         })?;
-        write_bytes_atomic(&dir.join(format!("{name}.json")), &json)
+        files::write_bytes(&dir.join(format!("{name}.json")), &json)
     }
 }
 

@@ -12,11 +12,12 @@
 
 use burn::module::Module;
 
-use super::experiment::{Runner, columns, row_values};
+use super::main_table::{Runner, columns, row_values};
 use super::plot::{LinePlot, Series};
-use super::{ExperimentOptions, Goal, MainExperimentConfig, Report, generator_rankings};
+use super::{ExperimentOptions, Goal, MainExperimentConfig, Report};
 use crate::data::{Dataset, Split};
-use crate::train::GoalRankConfig;
+use crate::eval::generator_rankings;
+use crate::train::{GoalRankConfig, Reward};
 
 /// A named study.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -103,7 +104,8 @@ pub fn run_study(
     let mut report = Report::new(
         format!("{} study on {} (test split)", study.name(), dataset.name),
         &columns,
-    );
+    )
+    .with_list_len(dataset.config.list_len);
     runner.say(format!(
         "experiment {}: independent evaluator",
         study.name()
@@ -124,8 +126,8 @@ pub fn run_study(
                 &setting.config,
                 base.steps,
                 base.eval_every,
-                &reward,
-                &reward_config,
+                &Reward::Model(reward.clone()),
+                &serde_json::json!(reward_config),
             )?;
             let params = model.num_params() as f64;
             if s == 0 {
@@ -158,8 +160,8 @@ pub fn run_study(
             &base.goalrank(0.0, seed),
             base.steps,
             base.eval_every,
-            &reward,
-            &reward_config,
+            &Reward::Model(reward.clone()),
+            &serde_json::json!(reward_config),
         )?;
         let rankings = generator_rankings(&sup, dataset, test, 256, device)?;
         let mut values = vec![Some(sup.num_params() as f64)];
@@ -174,11 +176,14 @@ pub fn run_study(
         report.push("reference: supervised-only generator (w_ref 0)", values);
     }
 
-    // The figure: the headline quality (exact utility on the simulator, H@6 on logged data).
+    // The figure: the headline quality (exact utility on the simulator, H@L on logged data).
     let (metric, label) = if simulated {
-        (report.columns.len() - 3, "exact utility (expected clicks)")
+        (
+            report.columns.len() - 3,
+            "exact utility (expected clicks)".to_string(),
+        )
     } else {
-        (1, "H@6")
+        (1, report.columns[1].clone())
     };
     let mut series = Series {
         label: "GoalRank".into(),

@@ -6,10 +6,11 @@ use burn::tensor::Device;
 use serde::de::DeserializeOwned;
 
 use crate::data::Dataset;
+use crate::files::load_json;
+use crate::model::load_module;
 use crate::model::{
     Generator, GeneratorConfig, Pointwise, PointwiseConfig, RewardModel, RewardModelConfig,
 };
-use crate::train::checkpoint::{load_json, load_module};
 use crate::{Error, Result};
 
 /// A run folder's `config.json`, checked to be a `kind` run built for `dataset`'s requests.

@@ -13,15 +13,16 @@ use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use super::{Metrics, generator_rankings, pointwise_rankings, reward_quality, score_rankings};
 use crate::data::{Dataset, Split};
-use crate::model::{Generator, Pointwise, RewardModel};
-use crate::train::checkpoint::{
-    load_json, load_module, save_json, save_module, write_bytes_atomic,
+use crate::eval::{
+    Metrics, generator_rankings, pointwise_rankings, reward_quality, score_rankings,
 };
+use crate::files::{load_json, save_json, write_bytes};
+use crate::model::{Generator, Pointwise, RewardModel};
+use crate::model::{load_module, save_module};
 use crate::train::{
-    GoalRankConfig, GoalRankTrainer, PointwiseTrainer, PointwiseTrainingConfig, RewardRecord,
-    RewardTrainer, RewardTrainingConfig,
+    GoalRankConfig, GoalRankTrainer, PointwiseTrainer, PointwiseTrainingConfig, Reward,
+    RewardRecord, RewardTrainer, RewardTrainingConfig,
 };
 use crate::{Error, Result};
 
@@ -258,7 +259,7 @@ pub fn fit_pointwise(
 /// best checkpoint. With `resume`, continues from the run folder's last checkpoint.
 pub fn fit_goalrank(
     dataset: &Dataset,
-    reward: RewardModel,
+    reward: impl Into<Reward>,
     config: &GoalRankConfig,
     options: &FitOptions,
 ) -> Result<(Generator, RunState)> {
@@ -266,6 +267,13 @@ pub fn fit_goalrank(
     let device = &options.device;
     let model_config = config.model(dataset);
     let resumable = dir.join("state.json").is_file() && dir.join("last.bpk").is_file();
+    // Trained on the exact utility, a run is also selected on it (validation utility); every
+    // other run on validation N@L, as a run on logged data must be.
+    let reward: Reward = reward.into();
+    let exact = match &reward {
+        Reward::Oracle(world) => Some(world.clone()),
+        Reward::Model(_) => None,
+    };
     let (mut trainer, mut state) = if options.resume && resumable {
         let state: RunState = load_json(&dir.join("state.json"))?;
         let model = load_module(
@@ -305,8 +313,13 @@ pub fn fit_goalrank(
     let start = Instant::now();
     let progress = bar(options.progress, options.steps, "goalrank");
     progress.set_position(state.step as u64);
-    let mut best_model = load_module(model_config.init(device), &dir.join("model.bpk"))
-        .unwrap_or_else(|_| trainer.model());
+    // A resumed run starts from its best checkpoint so far; a fresh run has none yet.
+    let best_path = dir.join("model.bpk");
+    let mut best_model = if state.best.is_some() {
+        load_module(model_config.init(device), &best_path)?
+    } else {
+        trainer.model()
+    };
     while trainer.steps_done() < options.steps {
         let record = trainer.step()?;
         let reward = record
@@ -319,10 +332,24 @@ pub fn fit_goalrank(
         let step = trainer.steps_done();
         if step % options.eval_every.max(1) == 0 || step == options.steps {
             let model = trainer.model();
-            let metrics = generator_metrics(&model, dataset, Split::Valid, device)?;
-            log.write(serde_json::json!({"kind": "valid", "step": step, "metrics": metrics}))?;
-            if state.best.is_none_or(|b| metrics.ndcg > b) {
-                state.best = Some(metrics.ndcg);
+            let valid = dataset.split(Split::Valid);
+            let rankings = generator_rankings(&model, dataset, valid, 256, device)?;
+            let metrics = score_rankings(valid, &rankings, dataset.config.list_len);
+            let utility = exact.as_ref().map(|world| {
+                let total: f64 = valid
+                    .iter()
+                    .zip(&rankings)
+                    .map(|(r, ranking)| world.utility(r.user, &ranking.list))
+                    .sum();
+                total / valid.len().max(1) as f64
+            });
+            log.write(
+                serde_json::json!({"kind": "valid", "step": step, "metrics": metrics,
+                "utility": utility}),
+            )?;
+            let value = utility.unwrap_or(metrics.ndcg);
+            if state.best.is_none_or(|b| value > b) {
+                state.best = Some(value);
                 state.best_step = step;
                 save_module(&model, &dir.join("model.bpk"))?;
                 best_model = model.clone();
@@ -330,7 +357,7 @@ pub fn fit_goalrank(
             state.step = step;
             state.seconds = earlier + start.elapsed().as_secs_f64();
             save_module(&model, &dir.join("last.bpk"))?;
-            write_bytes_atomic(&dir.join("optimizer.bin"), &trainer.optimizer_bytes()?)?;
+            write_bytes(&dir.join("optimizer.bin"), &trainer.optimizer_bytes()?)?;
             save_json(&state, &dir.join("state.json"))?;
         }
     }

@@ -7,24 +7,8 @@ use serde::Serialize;
 
 use crate::Result;
 use crate::data::{Dataset, Split};
-use crate::train::checkpoint::{module_bytes, module_from_bytes};
+use crate::model::{module_bytes, module_from_bytes};
 use crate::train::{RewardTrainer, RewardTrainingConfig};
-
-/// A wgpu device pinned to Vulkan, or a clear error (wgpu would otherwise fall back to OpenGL on
-/// the CPU and hang for minutes).
-#[cfg(not(target_arch = "wasm32"))]
-pub fn vulkan_device() -> Result<Device> {
-    use burn::tensor::wgpu::WgpuBackend;
-    Device::wgpu_options()
-        .graphics_api(WgpuBackend::Vulkan)
-        .init()
-        .map_err(|err| {
-            crate::Error::Backend(format!(
-                "no Vulkan adapter for wgpu ({err:?}); install a Vulkan driver \
-                 (e.g. apt-get install mesa-vulkan-drivers)"
-            ))
-        })
-}
 
 /// Losses of each step on both devices.
 #[derive(Clone, Debug, Serialize)]

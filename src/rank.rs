@@ -12,8 +12,8 @@ use std::path::Path;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use super::generator_rankings;
 use crate::data::{Dataset, Request};
+use crate::eval::generator_rankings;
 use crate::model::Generator;
 use crate::{Error, Result};
 

@@ -8,9 +8,9 @@ use web_time::Instant;
 use burn::tensor::Device;
 use serde::Serialize;
 
-use super::generator_rankings;
 use crate::Result;
 use crate::data::{Dataset, Request};
+use crate::eval::generator_rankings;
 use crate::model::RewardModel;
 use crate::train::{GoalRankConfig, GoalRankTrainer, RewardTrainingConfig};
 

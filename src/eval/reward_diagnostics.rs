@@ -1,0 +1,230 @@
+//! How well a reward model ranks *lists*, the one thing GoalRank asks of it. Pooled AUC is not
+//! enough: position alone makes it high. These measures can tell a reward model that knows the
+//! user's taste from one that only knows positions:
+//!
+//! - per-position AUC of p on the logged lists (position cannot help within a position);
+//! - per-request AUC of p among each logged list's items (requests with mixed labels);
+//! - how often R(logged list) > R(a random list of candidates);
+//! - on the simulator, against the exact utility U: the mean within-request Spearman
+//!   correlation of R and U over a fixed set of lists per request (random lists, the
+//!   attraction-sorted list, the exact optimum, the logged list), and R's relative gap between
+//!   the attraction-sorted list and random lists beside U's.
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::SeedableRng;
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::seq::SliceRandom;
+use serde::Serialize;
+
+use super::metrics;
+use crate::Result;
+use crate::data::{Batch, Dataset, Request};
+use crate::model::{RewardModel, block_on, read_f32};
+
+/// Random lists per request in the list-ranking measures.
+pub const RANDOM_LISTS: usize = 16;
+
+/// A reward model's list-ranking quality on some requests.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RewardDiagnostics {
+    pub requests: usize,
+    /// AUC of p against labels at each logged position (`None` where one class is missing).
+    pub position_auc: Vec<Option<f64>>,
+    /// Mean AUC of p within each logged list, over requests with both labels.
+    pub request_auc: Option<f64>,
+    /// Share of requests where R(logged) > R(random list), over [`RANDOM_LISTS`] random lists.
+    pub logged_beats_random: f64,
+    /// Ground truth, on the simulator only.
+    pub exact: Option<ExactDiagnostics>,
+}
+
+/// A reward model against the simulator's exact utility.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct ExactDiagnostics {
+    /// Mean within-request Spearman correlation of R and U.
+    pub spearman: f64,
+    /// (R(attraction-sorted) − R(random)) / R(random), mean over requests.
+    pub reward_gap: f64,
+    /// The same gap in exact utility.
+    pub utility_gap: f64,
+}
+
+/// Ranks with ties averaged (1-based).
+fn ranks(values: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    let mut out = vec![0.0; values.len()];
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && values[order[j + 1]] == values[order[i]] {
+            j += 1;
+        }
+        let rank = (i + j) as f64 / 2.0 + 1.0;
+        for &o in &order[i..=j] {
+            out[o] = rank;
+        }
+        i = j + 1;
+    }
+    out
+}
+
+/// Spearman rank correlation; `None` when either side is constant.
+pub fn spearman(a: &[f64], b: &[f64]) -> Option<f64> {
+    let (ra, rb) = (ranks(a), ranks(b));
+    let n = ra.len() as f64;
+    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
+    let cov: f64 = ra.iter().zip(&rb).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let va: f64 = ra.iter().map(|x| (x - ma).powi(2)).sum();
+    let vb: f64 = rb.iter().map(|y| (y - mb).powi(2)).sum();
+    (va > 0.0 && vb > 0.0).then(|| cov / (va * vb).sqrt())
+}
+
+/// The lists scored per request: the logged list, [`RANDOM_LISTS`] random lists, and on the
+/// simulator the attraction-sorted list and the exact optimum (as candidate positions).
+fn lists_for(
+    dataset: &Dataset,
+    request: &Request,
+    rng: &mut Xoshiro256PlusPlus,
+) -> Vec<Vec<usize>> {
+    let l = request.logged.len();
+    let position = |item: u32| request.candidates.iter().position(|&c| c == item);
+    let mut lists = vec![request.logged_positions()];
+    let mut order: Vec<usize> = (0..request.candidates.len()).collect();
+    for _ in 0..RANDOM_LISTS {
+        order.shuffle(rng);
+        lists.push(order[..l].to_vec());
+    }
+    if let Some(world) = &dataset.world {
+        let mut sorted: Vec<usize> = (0..request.candidates.len()).collect();
+        let attraction = |p: usize| world.attraction(request.user, request.candidates[p]);
+        sorted.sort_by(|&a, &b| attraction(b).total_cmp(&attraction(a)));
+        lists.push(sorted[..l].to_vec());
+        let best = world.best_list(request.user, &request.candidates, l);
+        lists.push(best.list.iter().filter_map(|&i| position(i)).collect());
+    }
+    lists
+}
+
+/// Diagnostics of `reward` on `requests` (seeded random lists).
+pub fn reward_diagnostics(
+    reward: &RewardModel,
+    dataset: &Dataset,
+    requests: &[Request],
+    batch_size: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<RewardDiagnostics> {
+    let l = dataset.config.list_len;
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mut position_scores = vec![(Vec::new(), Vec::new()); l];
+    let (mut request_auc, mut request_auc_n) = (0.0, 0usize);
+    let mut beats = 0.0;
+    let (mut rho, mut rho_n) = (0.0, 0usize);
+    let (mut reward_gap, mut utility_gap) = (0.0, 0.0);
+    for chunk in requests.chunks(batch_size.max(1)) {
+        let refs: Vec<&Request> = chunk.iter().collect();
+        let lists: Vec<Vec<Vec<usize>>> = chunk
+            .iter()
+            .map(|r| lists_for(dataset, r, &mut rng))
+            .collect();
+        let k = lists[0].len();
+        let flat: Vec<i64> = lists
+            .iter()
+            .flatten()
+            .flatten()
+            .map(|&p| p as i64)
+            .collect();
+        let batch = Batch::new(dataset, &refs, device);
+        let tensor =
+            Tensor::<3, Int>::from_data(TensorData::new(flat, [chunk.len(), k, l]), device);
+        let (p, r) = reward.score(&reward.context(&batch), tensor);
+        let (p, r) = (block_on(read_f32(p))?, block_on(read_f32(r))?);
+        for (i, request) in chunk.iter().enumerate() {
+            let rewards: Vec<f64> = (0..k).map(|j| f64::from(r[i * k + j])).collect();
+            let logged_p = &p[i * k * l..i * k * l + l];
+            let labels: Vec<bool> = request.labels.iter().map(|&y| y > 0).collect();
+            for t in 0..l {
+                position_scores[t].0.push(logged_p[t]);
+                position_scores[t].1.push(labels[t]);
+            }
+            if let Some(auc) = metrics::auc(logged_p, &labels) {
+                request_auc += auc;
+                request_auc_n += 1;
+            }
+            let random = &rewards[1..=RANDOM_LISTS];
+            beats +=
+                random.iter().filter(|&&x| rewards[0] > x).count() as f64 / RANDOM_LISTS as f64;
+            if let Some(world) = &dataset.world {
+                let utilities: Vec<f64> = lists[i]
+                    .iter()
+                    .map(|list| {
+                        let items: Vec<u32> = list.iter().map(|&p| request.candidates[p]).collect();
+                        world.utility(request.user, &items)
+                    })
+                    .collect();
+                if let Some(s) = spearman(&rewards, &utilities) {
+                    rho += s;
+                    rho_n += 1;
+                }
+                let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+                let sorted = RANDOM_LISTS + 1;
+                reward_gap += rewards[sorted] / mean(random).max(1e-9) - 1.0;
+                utility_gap +=
+                    utilities[sorted] / mean(&utilities[1..=RANDOM_LISTS]).max(1e-9) - 1.0;
+            }
+        }
+    }
+    let n = requests.len().max(1) as f64;
+    Ok(RewardDiagnostics {
+        requests: requests.len(),
+        position_auc: position_scores
+            .iter()
+            .map(|(s, y)| metrics::auc(s, y))
+            .collect(),
+        request_auc: (request_auc_n > 0).then(|| request_auc / request_auc_n as f64),
+        logged_beats_random: beats / n,
+        exact: dataset.world.as_ref().map(|_| ExactDiagnostics {
+            spearman: rho / rho_n.max(1) as f64,
+            reward_gap: reward_gap / n,
+            utility_gap: utility_gap / n,
+        }),
+    })
+}
+
+impl RewardDiagnostics {
+    /// One line for the terminal and the reports.
+    pub fn summary(&self) -> String {
+        let fmt = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.3}"));
+        let positions: Vec<String> = self.position_auc.iter().map(|&a| fmt(a)).collect();
+        let mut line = format!(
+            "per-position AUC [{}], per-request AUC {}, R(logged) > R(random) {:.3}",
+            positions.join(" "),
+            fmt(self.request_auc),
+            self.logged_beats_random
+        );
+        if let Some(e) = &self.exact {
+            line.push_str(&format!(
+                ", Spearman(R, U) {:.3}, gap sorted vs random: R {:+.1}% / U {:+.1}%",
+                e.spearman,
+                100.0 * e.reward_gap,
+                100.0 * e.utility_gap
+            ));
+        }
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spearman_of_monotone_and_reversed() {
+        let a = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(spearman(&a, &[10.0, 20.0, 30.0, 40.0]), Some(1.0));
+        assert_eq!(spearman(&a, &[4.0, 3.0, 2.0, 1.0]), Some(-1.0));
+        assert_eq!(spearman(&a, &[1.0, 1.0, 1.0, 1.0]), None);
+        assert_eq!(ranks(&[5.0, 1.0, 5.0]), vec![2.5, 1.0, 2.5]);
+    }
+}

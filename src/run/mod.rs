@@ -1,0 +1,12 @@
+//! Training runs on disk: drive a trainer's `step()`, log every step to `metrics.jsonl`, select
+//! checkpoints on validation, resume an interrupted run, and load trained models back.
+//!
+//! May import `data`, `model`, `train` and `eval` (validation metrics).
+
+mod fit;
+mod load;
+
+pub use fit::{FitOptions, RunState, fit_goalrank, fit_pointwise, fit_reward, generator_metrics};
+pub use load::{
+    check_run_config, load_generator, load_pointwise, load_reward, run_config, run_kind,
+};

@@ -1,0 +1,189 @@
+//! What GoalRank's gain rests on: the oracle reward, the reward model's list-ranking
+//! diagnostics, the two reward-model shapes, the policy-gradient objective and the simulator's
+//! exploratory logging.
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use goalrank::data::simulator::{self, SimConfig};
+use goalrank::data::{Batch, Split};
+use goalrank::eval::{reward_diagnostics, spearman};
+use goalrank::model::RewardKind;
+use goalrank::train::{GoalRankTrainer, Objective, Reward, RewardTrainer};
+
+use crate::models::{dataset, tiny_goalrank, tiny_reward};
+
+fn sim_tiny() -> goalrank::data::Dataset {
+    simulator::build(&SimConfig::preset("tiny").expect("preset")).expect("sim:tiny")
+}
+
+fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().try_into_vec_as::<f32>().expect("f32")
+}
+
+#[test]
+fn the_oracle_reward_is_the_exact_utility_and_training_on_it_raises_it() {
+    let dataset = sim_tiny();
+    let device = Device::flex();
+    for objective in [Objective::Reference, Objective::PolicyGradient] {
+        let config = tiny_goalrank()
+            .with_objective(objective)
+            .with_batch_size(dataset.train.len())
+            .with_w_sup(0.0)
+            .with_include_logged(false)
+            .with_learning_rate(3e-3);
+        let oracle = Reward::oracle(&dataset).expect("simulated data has an oracle");
+        let mut trainer = GoalRankTrainer::new(&dataset, oracle, config, &device);
+        let mean = |t: &mut GoalRankTrainer| -> f32 {
+            (0..3)
+                .map(|_| t.step().expect("step").reward_mean.expect("group"))
+                .sum::<f32>()
+                / 3.0
+        };
+        let start = mean(&mut trainer);
+        // Rewards are expected clicks: between 0 and L.
+        assert!(
+            start > 0.0 && start < dataset.config.list_len as f32,
+            "{start}"
+        );
+        for _ in 0..25 {
+            assert!(trainer.step().expect("step").loss.is_finite());
+        }
+        let end = mean(&mut trainer);
+        assert!(end > start, "{objective:?}: exact utility {start} -> {end}");
+    }
+}
+
+#[test]
+fn the_oracle_needs_simulated_data() {
+    let err = Reward::oracle(&dataset()).expect_err("logged data has no exact utility");
+    assert!(err.to_string().contains("--reward oracle"), "{err}");
+}
+
+#[test]
+fn both_reward_model_shapes_train_and_score_lists_as_documented() {
+    let dataset = sim_tiny();
+    let device = Device::flex();
+    let l = dataset.config.list_len;
+    let requests: Vec<_> = dataset.train.iter().take(4).collect();
+    let batch = Batch::new(&dataset, &requests, &device);
+    // Each request's logged list and the same items in reverse order.
+    let mut positions = Vec::new();
+    for r in &requests {
+        let p = r.logged_positions();
+        positions.extend(p.iter().map(|&x| x as i64));
+        positions.extend(p.iter().rev().map(|&x| x as i64));
+    }
+    let lists = Tensor::<3, Int>::from_data(TensorData::new(positions, [4, 2, l]), &device);
+    for kind in [RewardKind::List, RewardKind::CandidateSet] {
+        let config = tiny_reward().with_kind(kind);
+        let mut trainer = RewardTrainer::new(&dataset, Split::Train, &config, &device);
+        for _ in 0..5 {
+            assert!(trainer.step().loss.is_finite());
+        }
+        let model = trainer.model();
+        assert_eq!(model.kind(), Some(kind));
+        let (p, r) = model.score(&model.context(&batch), lists.clone());
+        let (p, r) = (to_vec(p), to_vec(r));
+        assert!(p.iter().all(|&x| x > 0.0 && x < 1.0));
+        for i in 0..4 {
+            let probs = &p[2 * i * l..(2 * i + 1) * l];
+            let reward = r[2 * i];
+            let expected: f32 = match kind {
+                // p carries the position effect: R = Σ p.
+                RewardKind::List => probs.iter().sum(),
+                // p carries none: R = Σ p / log2(i + 1).
+                RewardKind::CandidateSet => probs
+                    .iter()
+                    .enumerate()
+                    .map(|(j, x)| x / ((j + 2) as f32).log2())
+                    .sum(),
+            };
+            assert!(
+                (reward - expected).abs() < 1e-4,
+                "{kind:?}: {reward} vs {expected}"
+            );
+            if kind == RewardKind::CandidateSet {
+                // Each candidate has one probability: reversing the list reverses p.
+                let reversed = &p[(2 * i + 1) * l..(2 * i + 2) * l];
+                for j in 0..l {
+                    assert!((probs[j] - reversed[l - 1 - j]).abs() < 1e-5);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn reward_diagnostics_compare_against_the_exact_utility() {
+    let dataset = sim_tiny();
+    let device = Device::flex();
+    let model = RewardTrainer::new(&dataset, Split::Train, &tiny_reward(), &device).model();
+    let valid = dataset.split(Split::Valid);
+    let d = reward_diagnostics(&model, &dataset, valid, 16, 0, &device).expect("diagnostics");
+    assert_eq!(d.requests, valid.len());
+    assert_eq!(d.position_auc.len(), dataset.config.list_len);
+    assert!((0.0..=1.0).contains(&d.logged_beats_random));
+    let exact = d.exact.expect("simulated data has exact diagnostics");
+    assert!((-1.0..=1.0).contains(&exact.spearman));
+    // The attraction-sorted list beats random lists in exact utility on this world.
+    assert!(exact.utility_gap > 0.0, "{exact:?}");
+    assert!(d.summary().contains("Spearman"));
+    // Logged data has no exact part.
+    let logged = crate::models::dataset();
+    let model = RewardTrainer::new(&logged, Split::Train, &tiny_reward(), &device).model();
+    let d = reward_diagnostics(&model, &logged, &logged.valid, 16, 0, &device).expect("logged");
+    assert!(d.exact.is_none());
+    assert_eq!(spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]), Some(-1.0));
+}
+
+#[test]
+fn exploratory_logging_logs_random_lists_and_names_the_world() {
+    let plain = SimConfig::preset("tiny").expect("tiny");
+    let explore = SimConfig::preset("tiny,epsilon=1").expect("tiny with ε");
+    assert_eq!(explore.logging_epsilon, 1.0);
+    assert_eq!(explore.name, "tiny-eps1");
+    let (plain, explore) = (
+        simulator::build(&plain).expect("plain"),
+        simulator::build(&explore).expect("explore"),
+    );
+    assert_eq!(explore.name, "sim-tiny-eps1");
+    // The logging policy sorts by attraction (with noise); random lists do not: the logged
+    // items' mean attraction drops.
+    let mean_attraction = |d: &goalrank::data::Dataset| {
+        let world = d.world.as_ref().expect("world");
+        let (mut total, mut n) = (0.0, 0.0);
+        for r in &d.train {
+            for &i in &r.logged {
+                total += world.attraction(r.user, i);
+                n += 1.0;
+            }
+        }
+        total / n
+    };
+    assert!(mean_attraction(&explore) < mean_attraction(&plain) - 0.02);
+    for bad in [
+        "tiny,epsilon=2",
+        "tiny,eps=0.5",
+        "tiny,temperature=0",
+        "tiny,epsilon",
+    ] {
+        let err = SimConfig::preset(bad).expect_err(bad);
+        assert!(err.to_string().contains("simulator option"), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn a_request_whose_logged_item_is_not_a_candidate_is_refused() {
+    let mut request = dataset().train[0].clone();
+    assert!(request.check("train 0").is_ok());
+    request.logged[0] = u32::MAX;
+    let err = request
+        .check("train 0")
+        .expect_err("logged item outside the candidates");
+    assert!(
+        err.to_string().contains("not among the candidates"),
+        "{err}"
+    );
+    let mut request = dataset().train[0].clone();
+    request.labels.pop();
+    assert!(request.check("train 0").is_err());
+}
