@@ -8,29 +8,22 @@ use std::time::Instant;
 use anyhow::Result;
 use burn::tensor::Device;
 use clap::{Args, Parser, Subcommand};
-use goalrank::data::simulator::Optimum;
 use goalrank::data::{
     self, DataStats, Dataset, Origin, RequestConfig, SimConfig, Split, SplitStats, simulator,
 };
 use goalrank::device::DeviceKind;
-use goalrank::eval::{
-    ListSource, Metrics, Proposer, Ranking, SimplePolicy, UtilityMetrics, best_of_rankings,
-    generator_rankings, mean_reward, optimal_lists, pointwise_rankings, reward_diagnostics,
-    score_rankings, utility_metrics,
-};
+use goalrank::eval::{SimplePolicy, reward_diagnostics};
 use goalrank::experiment::{
-    ExperimentOptions, MainExperimentConfig, Study, run_logging_study, run_main, run_study,
+    CompareOptions, CompareRow, ExperimentOptions, MainExperimentConfig, Study, compare,
+    run_logging_study, run_main, run_study,
 };
-use goalrank::model::{Decode, RewardKind, RewardModel};
+use goalrank::model::RewardKind;
 use goalrank::run::{
-    FitOptions, fit_goalrank, fit_pointwise, fit_reward, load_generator, load_pointwise,
-    load_reward, run_kind,
+    FitOptions, fit_goalrank, fit_pointwise, fit_reward, load_generator, load_reward,
 };
 use goalrank::train::{
     GoalRankConfig, GroupSampling, Objective, PointwiseTrainingConfig, Reward, RewardTrainingConfig,
 };
-use rand::SeedableRng;
-use rand::rngs::Xoshiro256PlusPlus;
 
 /// GoalRank re-ranking: data, training and evaluation.
 #[derive(Parser)]
@@ -135,7 +128,7 @@ enum Command {
         #[arg(long)]
         pick_with: Option<PathBuf>,
         /// Lists sampled per request for the Generator–Evaluator rows.
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = MainExperimentConfig::new().pick_k)]
         pick_k: usize,
         /// With --pick-with: one more row in which every GoalRank checkpoint samples --pick-k
         /// lists and the reward model picks the best of all (Multi-Generator–Evaluator).
@@ -181,10 +174,10 @@ struct ExperimentArgs {
     /// Folder for the tables (a subfolder per dataset).
     #[arg(long, default_value = "results")]
     results: PathBuf,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = MainExperimentConfig::new().seeds)]
     seeds: usize,
     /// GoalRank and supervised-only generator steps.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = MainExperimentConfig::new().steps)]
     steps: usize,
     /// A tiny configuration (2 seeds, d 16, a few steps) to check the pipeline end to end.
     #[arg(long)]
@@ -331,10 +324,10 @@ struct DataArgs {
     #[arg(long)]
     list_len: Option<usize>,
     /// Most history items per request.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = RequestConfig::new().history_len)]
     history_len: usize,
     /// Seed of the retriever and the candidate shuffle.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = RequestConfig::new().seed)]
     seed: u64,
 }
 
@@ -572,7 +565,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Eval {
             data,
-            mut policy,
+            policy,
             checkpoint,
             reward,
             pick_with,
@@ -583,87 +576,18 @@ fn run(cli: Cli) -> Result<()> {
             json,
         } => {
             let dataset = data.load()?;
-            let device = Device::flex();
-            let k = dataset.config.list_len;
-            let requests = dataset.split(split);
-            if policy.is_empty() && checkpoint.is_empty() {
-                policy = SimplePolicy::ALL.to_vec();
-            }
-            let reward = reward
-                .map(|dir| load_reward(&dir, &dataset, &device))
-                .transpose()?;
-            let optima = match &dataset.world {
-                Some(world) => optimal_lists(world, requests, true),
-                None => Vec::new(),
+            let options = CompareOptions {
+                policies: policy,
+                checkpoints: checkpoint,
+                reward,
+                pick_with,
+                pick_k,
+                multi,
+                split,
+                seed: policy_seed,
+                progress: true,
             };
-            let score = |name: &str, rankings: Vec<Ranking>| {
-                row(
-                    name,
-                    &dataset,
-                    requests,
-                    rankings,
-                    reward.as_ref(),
-                    &optima,
-                    &device,
-                )
-            };
-            let mut rng = Xoshiro256PlusPlus::seed_from_u64(policy_seed);
-            let mut rows: Vec<Row> = Vec::new();
-            for &p in &policy {
-                let rankings: Vec<_> = requests
-                    .iter()
-                    .map(|r| p.rank(&dataset, r, k, &mut rng))
-                    .collect();
-                rows.push(score(p.name(), rankings)?);
-            }
-            let picker = pick_with
-                .map(|dir| load_reward(&dir, &dataset, &device))
-                .transpose()?;
-            let mut generators = Vec::new();
-            for dir in &checkpoint {
-                if run_kind(dir)? == "pointwise" {
-                    let model = load_pointwise(dir, &dataset, &device)?;
-                    let rankings = pointwise_rankings(&model, &dataset, requests, 256, &device)?;
-                    let name = dir.to_string_lossy();
-                    rows.push(score(&name, rankings)?);
-                    continue;
-                }
-                let model = load_generator(dir, &dataset, &device)?;
-                generators.push(model.clone());
-                if let Some(picker) = &picker {
-                    device.seed(policy_seed);
-                    let source = ListSource {
-                        proposer: Proposer::Generator(&model),
-                        mode: Decode::Sample,
-                        count: pick_k,
-                    };
-                    let rankings =
-                        best_of_rankings(&[source], picker, &dataset, requests, 256, &device)?;
-                    let name = format!("{} best-of-{pick_k}", dir.to_string_lossy());
-                    rows.push(score(&name, rankings)?);
-                }
-                let rankings = generator_rankings(&model, &dataset, requests, 256, &device)?;
-                let name = dir.to_string_lossy();
-                rows.push(score(&name, rankings)?);
-            }
-            if multi {
-                let picker = picker
-                    .as_ref()
-                    .ok_or_else(|| goalrank::Error::Invalid("--multi needs --pick-with".into()))?;
-                device.seed(policy_seed);
-                let sources: Vec<ListSource> = generators
-                    .iter()
-                    .map(|model| ListSource {
-                        proposer: Proposer::Generator(model),
-                        mode: Decode::Sample,
-                        count: pick_k,
-                    })
-                    .collect();
-                let rankings =
-                    best_of_rankings(&sources, picker, &dataset, requests, 256, &device)?;
-                let name = format!("multi-generator k={} best-of-{pick_k}", generators.len());
-                rows.push(score(&name, rankings)?);
-            }
+            let rows = compare(&dataset, &options, &Device::flex())?;
             if json {
                 println!("{}", eval_json(&dataset, split, &rows));
             } else {
@@ -813,39 +737,6 @@ fn split_name(split: Split) -> &'static str {
 }
 
 /// One row of an evaluation table.
-struct Row {
-    name: String,
-    metrics: Metrics,
-    reward: Option<f64>,
-    /// Exact utility and regret (simulated data only).
-    utility: Option<UtilityMetrics>,
-}
-
-fn row(
-    name: &str,
-    dataset: &Dataset,
-    requests: &[data::Request],
-    rankings: Vec<Ranking>,
-    reward: Option<&RewardModel>,
-    optima: &[Optimum],
-    device: &Device,
-) -> Result<Row> {
-    let metrics = score_rankings(requests, &rankings, dataset.config.list_len);
-    let reward = reward
-        .map(|model| mean_reward(model, dataset, requests, &rankings, 256, device))
-        .transpose()?;
-    let utility = dataset
-        .world
-        .as_ref()
-        .map(|world| utility_metrics(world, requests, &rankings, optima));
-    Ok(Row {
-        name: name.to_string(),
-        metrics,
-        reward,
-        utility,
-    })
-}
-
 fn train(what: TrainCommand) -> Result<()> {
     let device = Device::flex();
     match what {
@@ -1000,7 +891,7 @@ fn train(what: TrainCommand) -> Result<()> {
     Ok(())
 }
 
-fn eval_json(dataset: &Dataset, split: Split, rows: &[Row]) -> serde_json::Value {
+fn eval_json(dataset: &Dataset, split: Split, rows: &[CompareRow]) -> serde_json::Value {
     let policies: serde_json::Map<String, serde_json::Value> = rows
         .iter()
         .map(|r| {
@@ -1022,7 +913,7 @@ fn eval_json(dataset: &Dataset, split: Split, rows: &[Row]) -> serde_json::Value
     })
 }
 
-fn print_eval(dataset: &Dataset, split: Split, rows: &[Row]) {
+fn print_eval(dataset: &Dataset, split: Split, rows: &[CompareRow]) {
     let k = dataset.config.list_len;
     println!(
         "{} / {}: N = {}, L = {k}",
@@ -1073,7 +964,7 @@ fn print_eval(dataset: &Dataset, split: Split, rows: &[Row]) {
             u.optimum
         );
     }
-    if let Some(Row { metrics: m, .. }) = rows.first() {
+    if let Some(CompareRow { metrics: m, .. }) = rows.first() {
         println!(
             "{} requests; {} without a logged positive are excluded from every metric",
             m.requests, m.without_positives

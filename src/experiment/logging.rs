@@ -79,7 +79,7 @@ pub fn run_logging_study(
             let valid = dataset.split(Split::Valid);
             let probe = &valid[..valid.len().min(500)];
             let quality = reward_diagnostics(&reward, &dataset, probe, 128, seed, device)?;
-            let learned = Reward::Model(reward);
+            let learned = Reward::from(reward);
             let key = serde_json::json!(reward_config);
             let utility = |folder: &str, w_ref: f32| -> crate::Result<(f64, f64)> {
                 runner.say(format!("ε = {epsilon}, seed {}: {folder}", s + 1));

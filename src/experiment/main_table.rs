@@ -66,17 +66,17 @@ pub struct MainExperimentConfig {
     pub eval_every: usize,
     #[config(default = 1e-3)]
     pub learning_rate: f64,
-    #[config(default = 20)]
+    #[config(default = "GoalRankConfig::new().group_size")]
     pub group_size: usize,
-    #[config(default = 1.0)]
+    #[config(default = "GoalRankConfig::new().tau")]
     pub tau: f32,
     /// Weight of the reference term (on per-step log π, so 1 is the supervised term's scale);
     /// 0.3 was the best of 0.3, 1 and 3 on sim:small validation utility.
     #[config(default = 0.3)]
     pub w_ref: f32,
-    #[config(default = 1.0)]
+    #[config(default = "GoalRankConfig::new().w_sup")]
     pub w_sup: f32,
-    #[config(default = "GroupSampling::Autoregressive")]
+    #[config(default = "GoalRankConfig::new().sampling")]
     pub sampling: GroupSampling,
     /// τ of the exact-reward (oracle) GoalRank rows on the simulator, chosen on validation
     /// utility.
@@ -431,7 +431,7 @@ pub fn run_main(
             &reward, dataset, probe, 128, seed, device,
         )?);
         let reward_key = serde_json::json!(reward_config);
-        let learned = Reward::Model(reward.clone());
+        let learned = Reward::from(reward.clone());
 
         runner.say(format!("{tag}: pointwise DNN"));
         let (dnn, dnn_s) = runner.pointwise(&dir.join("pointwise"), &config.pointwise(0, seed))?;

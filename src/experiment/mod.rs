@@ -5,6 +5,7 @@
 //! May import every layer below it: `data`, `model`, `train`, `eval` and `run`.
 
 mod bench;
+mod compare;
 mod device_check;
 mod logging;
 mod main_table;
@@ -13,6 +14,7 @@ mod report;
 mod study;
 
 pub use bench::{BenchOptions, BenchRow, bench_device};
+pub use compare::{CompareOptions, CompareRow, compare};
 pub use device_check::{DeviceCheck, check_device};
 pub use logging::{EPSILONS, run_logging_study};
 pub use main_table::{ExperimentOptions, MainExperimentConfig, run_main};

@@ -126,7 +126,7 @@ pub fn run_study(
                 &setting.config,
                 base.steps,
                 base.eval_every,
-                &Reward::Model(reward.clone()),
+                &Reward::from(reward.clone()),
                 &serde_json::json!(reward_config),
             )?;
             let params = model.num_params() as f64;
@@ -160,7 +160,7 @@ pub fn run_study(
             &base.goalrank(0.0, seed),
             base.steps,
             base.eval_every,
-            &Reward::Model(reward.clone()),
+            &Reward::from(reward.clone()),
             &serde_json::json!(reward_config),
         )?;
         let rankings = generator_rankings(&sup, dataset, test, 256, device)?;
@@ -212,7 +212,7 @@ pub fn run_study(
             base.seeds
         ),
         x_label: x_label.into(),
-        y_label: label.into(),
+        y_label: label,
         log_x: study != Study::RewardNoise,
         series: vec![series],
         references,

@@ -118,7 +118,7 @@ impl GoalRankConfig {
 #[derive(Clone, Debug)]
 pub enum Reward {
     /// A frozen reward model.
-    Model(RewardModel),
+    Model(Box<RewardModel>),
     /// The simulator's exact expected clicks U(l): the oracle that separates the method from
     /// the reward model.
     Oracle(Box<World>),
@@ -150,7 +150,7 @@ impl Reward {
 
 impl From<RewardModel> for Reward {
     fn from(model: RewardModel) -> Self {
-        Reward::Model(model)
+        Reward::Model(Box::new(model))
     }
 }
 
@@ -222,7 +222,7 @@ impl<'a> GoalRankTrainer<'a> {
             .init();
         let sampler = BatchSampler::new(dataset.train.len(), config.batch_size, config.seed);
         let reward = match reward.into() {
-            Reward::Model(m) => Reward::Model(m.valid()),
+            Reward::Model(m) => Reward::from(m.valid()),
             oracle => oracle,
         };
         Self {

@@ -1,0 +1,172 @@
+//! `goalrank eval`: simple policies and trained runs scored side by side on one split, with
+//! optional Generator–Evaluator and Multi-Generator–Evaluator rows and the mean reward of each
+//! chosen list under a given reward model.
+
+use std::path::PathBuf;
+
+use burn::tensor::Device;
+use rand::SeedableRng;
+use rand::rngs::Xoshiro256PlusPlus;
+
+use crate::data::{Dataset, Request, Split};
+use crate::eval::{
+    ListSource, Metrics, Proposer, Ranking, SimplePolicy, UtilityMetrics, best_of_rankings,
+    generator_rankings, mean_reward, optimal_lists, pointwise_rankings, score_rankings,
+    utility_metrics,
+};
+use crate::model::{Decode, RewardModel};
+use crate::run::{load_generator, load_pointwise, load_reward, run_kind};
+use crate::{Error, Result};
+
+/// What `goalrank eval` scores.
+#[derive(Clone, Debug)]
+pub struct CompareOptions {
+    /// Simple policies; all of them when this and `checkpoints` are both empty.
+    pub policies: Vec<SimplePolicy>,
+    /// GoalRank or pointwise run folders.
+    pub checkpoints: Vec<PathBuf>,
+    /// A reward-model run whose mean R of each chosen list becomes a column.
+    pub reward: Option<PathBuf>,
+    /// A reward-model run that picks the best of `pick_k` sampled lists per generator.
+    pub pick_with: Option<PathBuf>,
+    pub pick_k: usize,
+    /// One more row: every generator samples `pick_k` lists and `pick_with` picks the best.
+    pub multi: bool,
+    pub split: Split,
+    /// Seed of the random policy and of the sampled lists.
+    pub seed: u64,
+    pub progress: bool,
+}
+
+/// One scored row.
+#[derive(Clone, Debug)]
+pub struct CompareRow {
+    pub name: String,
+    pub metrics: Metrics,
+    /// Mean R of the chosen lists under `CompareOptions::reward`.
+    pub reward: Option<f64>,
+    /// Exact utility and regret (simulated data only).
+    pub utility: Option<UtilityMetrics>,
+}
+
+/// Scores every policy and run of `options` on its split.
+pub fn compare(
+    dataset: &Dataset,
+    options: &CompareOptions,
+    device: &Device,
+) -> Result<Vec<CompareRow>> {
+    if options.multi && options.pick_with.is_none() {
+        return Err(Error::Invalid("--multi needs --pick-with".into()));
+    }
+    let k = dataset.config.list_len;
+    let requests = dataset.split(options.split);
+    let mut policies = options.policies.clone();
+    if policies.is_empty() && options.checkpoints.is_empty() {
+        policies = SimplePolicy::ALL.to_vec();
+    }
+    let reward = options
+        .reward
+        .as_ref()
+        .map(|dir| load_reward(dir, dataset, device))
+        .transpose()?;
+    let picker = options
+        .pick_with
+        .as_ref()
+        .map(|dir| load_reward(dir, dataset, device))
+        .transpose()?;
+    let optima = match &dataset.world {
+        Some(world) => optimal_lists(world, requests, options.progress),
+        None => Vec::new(),
+    };
+    let score = |name: &str, rankings: Vec<Ranking>| {
+        row(
+            name,
+            dataset,
+            requests,
+            rankings,
+            reward.as_ref(),
+            &optima,
+            device,
+        )
+    };
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(options.seed);
+    let mut rows = Vec::new();
+    for &p in &policies {
+        let rankings: Vec<_> = requests
+            .iter()
+            .map(|r| p.rank(dataset, r, k, &mut rng))
+            .collect();
+        rows.push(score(p.name(), rankings)?);
+    }
+    let mut generators = Vec::new();
+    for dir in &options.checkpoints {
+        let name = dir.to_string_lossy();
+        if run_kind(dir)? == "pointwise" {
+            let model = load_pointwise(dir, dataset, device)?;
+            let rankings = pointwise_rankings(&model, dataset, requests, 256, device)?;
+            rows.push(score(&name, rankings)?);
+            continue;
+        }
+        let model = load_generator(dir, dataset, device)?;
+        if let Some(picker) = &picker {
+            device.seed(options.seed);
+            let source = ListSource {
+                proposer: Proposer::Generator(&model),
+                mode: Decode::Sample,
+                count: options.pick_k,
+            };
+            let rankings = best_of_rankings(&[source], picker, dataset, requests, 256, device)?;
+            rows.push(score(
+                &format!("{name} best-of-{}", options.pick_k),
+                rankings,
+            )?);
+        }
+        let rankings = generator_rankings(&model, dataset, requests, 256, device)?;
+        rows.push(score(&name, rankings)?);
+        generators.push(model);
+    }
+    if let (true, Some(picker)) = (options.multi, &picker) {
+        device.seed(options.seed);
+        let sources: Vec<ListSource> = generators
+            .iter()
+            .map(|model| ListSource {
+                proposer: Proposer::Generator(model),
+                mode: Decode::Sample,
+                count: options.pick_k,
+            })
+            .collect();
+        let rankings = best_of_rankings(&sources, picker, dataset, requests, 256, device)?;
+        let name = format!(
+            "multi-generator k={} best-of-{}",
+            generators.len(),
+            options.pick_k
+        );
+        rows.push(score(&name, rankings)?);
+    }
+    Ok(rows)
+}
+
+fn row(
+    name: &str,
+    dataset: &Dataset,
+    requests: &[Request],
+    rankings: Vec<Ranking>,
+    reward: Option<&RewardModel>,
+    optima: &[crate::data::simulator::Optimum],
+    device: &Device,
+) -> Result<CompareRow> {
+    let metrics = score_rankings(requests, &rankings, dataset.config.list_len);
+    let reward = reward
+        .map(|model| mean_reward(model, dataset, requests, &rankings, 256, device))
+        .transpose()?;
+    let utility = dataset
+        .world
+        .as_ref()
+        .map(|world| utility_metrics(world, requests, &rankings, optima));
+    Ok(CompareRow {
+        name: name.to_string(),
+        metrics,
+        reward,
+        utility,
+    })
+}
