@@ -5,7 +5,8 @@
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use goalrank::data::simulator::{self, SimConfig};
 use goalrank::data::{Batch, Split};
-use goalrank::eval::{reward_diagnostics, spearman};
+use goalrank::eval::metrics::spearman;
+use goalrank::eval::reward_diagnostics;
 use goalrank::model::RewardKind;
 use goalrank::train::{GoalRankTrainer, Objective, Reward, RewardTrainer};
 

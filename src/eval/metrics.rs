@@ -107,26 +107,60 @@ pub fn auc(scores: &[f32], labels: &[bool]) -> Option<f64> {
         return None;
     }
     // Mann-Whitney U from average ranks (1-based), ties sharing their mean rank.
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
-    let mut rank_sum = 0.0;
+    let values: Vec<f64> = scores.iter().map(|&s| f64::from(s)).collect();
+    let rank_sum: f64 = average_ranks(&values)
+        .iter()
+        .zip(labels)
+        .filter(|(_, y)| **y)
+        .map(|(r, _)| r)
+        .sum();
+    let u = rank_sum - (n_pos * (n_pos + 1)) as f64 / 2.0;
+    Some(u / (n_pos * n_neg) as f64)
+}
+
+/// 1-based ranks of `values`, ties sharing their mean rank.
+pub fn average_ranks(values: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    let mut ranks = vec![0.0; values.len()];
     let mut i = 0;
     while i < order.len() {
         let mut j = i;
-        while j + 1 < order.len() && scores[order[j + 1]] == scores[order[i]] {
+        while j + 1 < order.len() && values[order[j + 1]] == values[order[i]] {
             j += 1;
         }
         let mean_rank = (i + j) as f64 / 2.0 + 1.0;
-        rank_sum += order[i..=j].iter().filter(|&&o| labels[o]).count() as f64 * mean_rank;
+        for &o in &order[i..=j] {
+            ranks[o] = mean_rank;
+        }
         i = j + 1;
     }
-    let u = rank_sum - (n_pos * (n_pos + 1)) as f64 / 2.0;
-    Some(u / (n_pos * n_neg) as f64)
+    ranks
+}
+
+/// Spearman rank correlation (Pearson on average ranks); `None` when either side is constant.
+pub fn spearman(a: &[f64], b: &[f64]) -> Option<f64> {
+    let (ra, rb) = (average_ranks(a), average_ranks(b));
+    let n = ra.len() as f64;
+    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
+    let cov: f64 = ra.iter().zip(&rb).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let va: f64 = ra.iter().map(|x| (x - ma).powi(2)).sum();
+    let vb: f64 = rb.iter().map(|y| (y - mb).powi(2)).sum();
+    (va > 0.0 && vb > 0.0).then(|| cov / (va * vb).sqrt())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spearman_of_monotone_and_reversed() {
+        let a = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(spearman(&a, &[10.0, 20.0, 30.0, 40.0]), Some(1.0));
+        assert_eq!(spearman(&a, &[4.0, 3.0, 2.0, 1.0]), Some(-1.0));
+        assert_eq!(spearman(&a, &[1.0, 1.0, 1.0, 1.0]), None);
+        assert_eq!(average_ranks(&[5.0, 1.0, 5.0]), vec![2.5, 1.0, 2.5]);
+    }
 
     // Logged list [10, 11, 12, 13] with labels [1, 0, 1, 0]: positives {10, 12}.
     const LOGGED: [u32; 4] = [10, 11, 12, 13];

@@ -25,6 +25,6 @@ pub use inspect::{
 pub use policy::SimplePolicy;
 pub use ranking::Ranking;
 pub use reward_diagnostics::{
-    ExactDiagnostics, RANDOM_LISTS, RewardDiagnostics, reward_diagnostics, spearman,
+    ExactDiagnostics, RANDOM_LISTS, RewardDiagnostics, reward_diagnostics,
 };
 pub use simulated::{UtilityMetrics, optimal_lists, optimum_rankings, utility_metrics};

@@ -49,37 +49,6 @@ pub struct ExactDiagnostics {
     pub utility_gap: f64,
 }
 
-/// Ranks with ties averaged (1-based).
-fn ranks(values: &[f64]) -> Vec<f64> {
-    let mut order: Vec<usize> = (0..values.len()).collect();
-    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
-    let mut out = vec![0.0; values.len()];
-    let mut i = 0;
-    while i < order.len() {
-        let mut j = i;
-        while j + 1 < order.len() && values[order[j + 1]] == values[order[i]] {
-            j += 1;
-        }
-        let rank = (i + j) as f64 / 2.0 + 1.0;
-        for &o in &order[i..=j] {
-            out[o] = rank;
-        }
-        i = j + 1;
-    }
-    out
-}
-
-/// Spearman rank correlation; `None` when either side is constant.
-pub fn spearman(a: &[f64], b: &[f64]) -> Option<f64> {
-    let (ra, rb) = (ranks(a), ranks(b));
-    let n = ra.len() as f64;
-    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
-    let cov: f64 = ra.iter().zip(&rb).map(|(x, y)| (x - ma) * (y - mb)).sum();
-    let va: f64 = ra.iter().map(|x| (x - ma).powi(2)).sum();
-    let vb: f64 = rb.iter().map(|y| (y - mb).powi(2)).sum();
-    (va > 0.0 && vb > 0.0).then(|| cov / (va * vb).sqrt())
-}
-
 /// The lists scored per request: the logged list, [`RANDOM_LISTS`] random lists, and on the
 /// simulator the attraction-sorted list and the exact optimum (as candidate positions).
 fn lists_for(
@@ -163,7 +132,7 @@ pub fn reward_diagnostics(
                         world.utility(request.user, &items)
                     })
                     .collect();
-                if let Some(s) = spearman(&rewards, &utilities) {
+                if let Some(s) = metrics::spearman(&rewards, &utilities) {
                     rho += s;
                     rho_n += 1;
                 }
@@ -212,19 +181,5 @@ impl RewardDiagnostics {
             ));
         }
         line
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn spearman_of_monotone_and_reversed() {
-        let a = [1.0, 2.0, 3.0, 4.0];
-        assert_eq!(spearman(&a, &[10.0, 20.0, 30.0, 40.0]), Some(1.0));
-        assert_eq!(spearman(&a, &[4.0, 3.0, 2.0, 1.0]), Some(-1.0));
-        assert_eq!(spearman(&a, &[1.0, 1.0, 1.0, 1.0]), None);
-        assert_eq!(ranks(&[5.0, 1.0, 5.0]), vec![2.5, 1.0, 2.5]);
     }
 }
