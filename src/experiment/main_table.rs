@@ -198,9 +198,9 @@ fn cached<M>(
     {
         return Ok((model, done.seconds));
     }
-    std::fs::create_dir_all(dir).map_err(|e| crate::Error::Artifact {
+    std::fs::create_dir_all(dir).map_err(|source| crate::Error::Write {
         path: dir.to_path_buf(),
-        message: e.to_string(),
+        source,
     })?;
     let (model, state) = fit(dir)?;
     save_json(

@@ -193,9 +193,9 @@ impl Report {
     pub fn write(&self, dir: &Path, name: &str) -> Result<()> {
         files::write_bytes(&dir.join(format!("{name}.md")), self.markdown().as_bytes())?;
         files::write_bytes(&dir.join(format!("{name}.csv")), self.csv().as_bytes())?;
-        let json = serde_json::to_vec_pretty(self).map_err(|e| crate::Error::Artifact {
+        let json = serde_json::to_vec_pretty(self).map_err(|e| crate::Error::Write {
             path: dir.join(format!("{name}.json")),
-            message: e.to_string(),
+            source: std::io::Error::other(e),
         })?;
         files::write_bytes(&dir.join(format!("{name}.json")), &json)
     }

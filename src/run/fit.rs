@@ -90,17 +90,17 @@ impl MetricsLog {
             .write(true)
             .truncate(!append)
             .open(&path)
-            .map_err(|e| Error::Artifact {
+            .map_err(|source| Error::Write {
                 path: path.clone(),
-                message: e.to_string(),
+                source,
             })?;
         Ok(Self(file, path))
     }
 
     fn write(&mut self, value: serde_json::Value) -> Result<()> {
-        writeln!(self.0, "{value}").map_err(|e| Error::Artifact {
+        writeln!(self.0, "{value}").map_err(|source| Error::Write {
             path: self.1.clone(),
-            message: e.to_string(),
+            source,
         })
     }
 }
