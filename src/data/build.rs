@@ -1,4 +1,4 @@
-//! Rating log → re-ranking requests (DESIGN §3).
+//! Rating log → re-ranking requests.
 //!
 //! Per user, ratings sorted by (timestamp, movie id); after the first `warmup` ratings the rest is
 //! cut into consecutive windows of `list_len`; each window is a logged list whose history is the

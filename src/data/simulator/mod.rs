@@ -1,4 +1,4 @@
-//! A simulated re-ranking world whose ground truth we own (DESIGN §3).
+//! A simulated re-ranking world whose ground truth we own.
 //!
 //! Items have latent vectors, a category and a quality; users have latent vectors and their own
 //! patience. The response to a list is a cascade (see [`response`]): position-dependent
