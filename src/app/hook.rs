@@ -39,8 +39,10 @@ pub fn published_state() -> String {
     MAILBOX.with(|m| m.borrow().state.clone())
 }
 
-/// Called at the start of every frame: runs the commands queued since the last one.
-pub fn run_commands(app: &mut GoalRankApp, ctx: &egui::Context) {
+/// Called at the start of every frame (in the browser): runs the commands queued since the last
+/// one.
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn run_commands(app: &mut GoalRankApp, ctx: &egui::Context) {
     let commands: Vec<String> = MAILBOX.with(|m| {
         let mut mailbox = m.borrow_mut();
         mailbox.ctx.get_or_insert_with(|| ctx.clone());
@@ -55,7 +57,8 @@ pub fn run_commands(app: &mut GoalRankApp, ctx: &egui::Context) {
 
 /// Called at the end of every frame: publishes what the frame showed. Every change (a finished
 /// task, a training event, a command) brings a frame, so the state is never stale for long.
-pub fn publish(app: &GoalRankApp) {
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn publish(app: &GoalRankApp) {
     let state = app.state().to_string();
     MAILBOX.with(|m| m.borrow_mut().state = state);
 }

@@ -183,10 +183,12 @@ pub fn best_of_rankings<'a>(
                             list.iter().map(|&p| r.candidates[p as usize]).collect();
                         world.utility(r.user, &items)
                     };
+                    // The first best list on ties, as the model picker's argmax.
+                    let utilities: Vec<f64> = (0..k).map(utility).collect();
                     let j = (0..k)
-                        .map(|j| (j, utility(j)))
-                        .fold((0, f64::NEG_INFINITY), |a, b| if b.1 > a.1 { b } else { a })
-                        .0;
+                        .rev()
+                        .max_by(|&a, &b| utilities[a].total_cmp(&utilities[b]))
+                        .unwrap_or(0);
                     best.extend_from_slice(&all[(i * k + j) * l..(i * k + j + 1) * l]);
                 }
                 best

@@ -27,4 +27,6 @@ pub use ranking::Ranking;
 pub use reward_diagnostics::{
     ExactDiagnostics, RANDOM_LISTS, RewardDiagnostics, reward_diagnostics,
 };
-pub use simulated::{UtilityMetrics, optimal_lists, optimum_rankings, utility_metrics};
+pub use simulated::{
+    UtilityMetrics, mean_utility, optimal_lists, optimum_rankings, utility_metrics,
+};

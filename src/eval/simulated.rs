@@ -59,6 +59,17 @@ pub fn optimum_rankings(requests: &[Request], optima: &[Optimum]) -> Vec<Ranking
         .collect()
 }
 
+/// Mean exact utility of `rankings` (one per request), without the optimum.
+pub fn mean_utility(world: &World, requests: &[Request], rankings: &[Ranking]) -> f64 {
+    let l = world.config.list_len;
+    let total: f64 = requests
+        .iter()
+        .zip(rankings)
+        .map(|(r, ranking)| world.utility(r.user, &ranking.list[..ranking.list.len().min(l)]))
+        .sum();
+    total / requests.len().max(1) as f64
+}
+
 /// Exact utility and regret of `rankings` against `optima` (one per request).
 pub fn utility_metrics(
     world: &World,

@@ -68,9 +68,9 @@ pub fn run_logging_study(
         ));
         let optima = runner.optima();
         let test = dataset.split(Split::Test);
-        let Some(truth) = &dataset.world else {
-            continue;
-        };
+        let truth = dataset.world.as_ref().ok_or_else(|| {
+            crate::Error::Invalid(format!("{}: the simulator built no world", dataset.name))
+        })?;
         let name = format!("ε = {epsilon}");
         for s in 0..base.seeds {
             let seed = 1000 * s as u64;

@@ -81,8 +81,9 @@ pub struct RewardContext {
     pub user: Tensor<2>,
     /// `[B, N, d]` candidate embeddings.
     pub candidates: Tensor<3>,
-    /// `[B, N]` per-candidate probabilities (candidate-set-aware model only).
-    pub candidate_probs: Option<Tensor<2>>,
+    /// `[B, N]` each candidate's logit in the context of the candidate set (candidate-set-aware
+    /// model only).
+    pub candidate_logits: Option<Tensor<2>>,
 }
 
 impl RewardModelConfig {
@@ -155,26 +156,31 @@ impl RewardModel {
         let history = self.items.forward(&batch.history);
         let user = self.user.forward(history, batch);
         let candidates = self.items.forward(&batch.candidates);
-        let candidate_probs = (self.kind == Some(RewardKind::CandidateSet)).then(|| {
-            // # Shapes: tokens [B, 1 + N, d] → hidden candidates [B, N, d] → probs [B, N]
-            let [b, n, d] = candidates.dims();
-            let tokens = Tensor::cat(vec![user.clone().reshape([b, 1, d]), candidates.clone()], 1);
-            let hidden = self.norm.forward(
-                self.transformer
-                    .forward(TransformerEncoderInput::new(tokens)),
-            );
-            let hidden = hidden.slice([0..b, 1..n + 1, 0..d]);
-            let logits = self.head.forward(hidden.clone()).reshape([b, n]);
-            let logits = match self.interaction(user.clone(), hidden) {
-                Some(affinity) => logits + affinity,
-                None => logits,
-            };
-            sigmoid(logits)
-        });
+        let candidate_logits = (self.kind == Some(RewardKind::CandidateSet))
+            .then(|| self.candidate_set_logits(&user, &candidates));
         RewardContext {
             user,
             candidates,
-            candidate_probs,
+            candidate_logits,
+        }
+    }
+
+    /// The candidate-set-aware model's logit of every candidate, in the context of all of them.
+    ///
+    /// # Shapes
+    /// - user `[B, d]`, candidates `[B, N, d]` → `[B, N]`
+    fn candidate_set_logits(&self, user: &Tensor<2>, candidates: &Tensor<3>) -> Tensor<2> {
+        let [b, n, d] = candidates.dims();
+        let tokens = Tensor::cat(vec![user.clone().reshape([b, 1, d]), candidates.clone()], 1);
+        let hidden = self.norm.forward(
+            self.transformer
+                .forward(TransformerEncoderInput::new(tokens)),
+        );
+        let hidden = hidden.slice([0..b, 1..n + 1, 0..d]);
+        let logits = self.head.forward(hidden.clone()).reshape([b, n]);
+        match self.interaction(user.clone(), hidden) {
+            Some(affinity) => logits + affinity,
+            None => logits,
         }
     }
 
@@ -185,13 +191,16 @@ impl RewardModel {
     /// - output: `[B, K, L]`
     pub fn list_probs(&self, context: &RewardContext, lists: Tensor<3, Int>) -> Tensor<3> {
         let [b, k, l] = lists.dims();
-        if let Some(probs) = &context.candidate_probs {
-            let n = probs.dims()[1];
-            return probs
-                .clone()
-                .reshape([b, 1, n])
-                .expand([b, k, n])
-                .gather(2, lists);
+        if let Some(logits) = &context.candidate_logits {
+            // # Shapes: logits [B, N] gathered at the lists' items → [B, K, L]
+            let n = logits.dims()[1];
+            return sigmoid(
+                logits
+                    .clone()
+                    .reshape([b, 1, n])
+                    .expand([b, k, n])
+                    .gather(2, lists),
+            );
         }
         let d = context.user.dims()[1];
         let device = lists.device();
@@ -205,7 +214,10 @@ impl RewardModel {
                 .forward(TransformerEncoderInput::new(tokens)),
         );
         let context_logits = self.head.forward(hidden).reshape([b, k, l]);
-        // Factorised model: attraction (user, item) × examination (position, list).
+        // Factorised model: attraction (user, item) × examination (position, list). The
+        // attraction is computed on the gathered items rather than once per candidate: Burn
+        // initialises parameters on first use, so moving it ahead of the transformer would
+        // change every seed's initial weights.
         match (
             self.interaction(context.user.clone(), items.clone()),
             &self.item_bias,
@@ -218,16 +230,15 @@ impl RewardModel {
         }
     }
 
-    /// Each candidate's attraction logit for the user, list-free: the interaction plus the item
-    /// bias (list-aware model), or the candidate logit (candidate-set-aware model); `None` for
-    /// the additive model, which has neither.
+    /// Each candidate's list-free logit: the attraction (interaction plus item bias) of the
+    /// list-aware model, the whole logit of the candidate-set-aware one; `None` for the additive
+    /// model, which has neither.
     ///
     /// # Shapes
     /// - output: `[B, N]`
     pub fn candidate_logits(&self, context: &RewardContext) -> Option<Tensor<2>> {
-        if let Some(probs) = &context.candidate_probs {
-            let p = probs.clone().clamp(1e-6, 1.0 - 1e-6);
-            return Some(p.clone().log() - p.neg().add_scalar(1.0).log());
+        if let Some(logits) = &context.candidate_logits {
+            return Some(logits.clone());
         }
         let [b, n, _] = context.candidates.dims();
         let affinity = self.interaction(context.user.clone(), context.candidates.clone())?;

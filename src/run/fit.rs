@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{Dataset, Split};
 use crate::eval::{
-    Metrics, generator_rankings, pointwise_rankings, reward_quality, score_rankings,
+    Metrics, generator_rankings, mean_utility, pointwise_rankings, reward_quality, score_rankings,
 };
 use crate::files::{load_json, save_json, write_bytes};
 use crate::model::{Generator, Pointwise, RewardModel};
@@ -335,14 +335,9 @@ pub fn fit_goalrank(
             let valid = dataset.split(Split::Valid);
             let rankings = generator_rankings(&model, dataset, valid, 256, device)?;
             let metrics = score_rankings(valid, &rankings, dataset.config.list_len);
-            let utility = exact.as_ref().map(|world| {
-                let total: f64 = valid
-                    .iter()
-                    .zip(&rankings)
-                    .map(|(r, ranking)| world.utility(r.user, &ranking.list))
-                    .sum();
-                total / valid.len().max(1) as f64
-            });
+            let utility = exact
+                .as_ref()
+                .map(|world| mean_utility(world, valid, &rankings));
             log.write(
                 serde_json::json!({"kind": "valid", "step": step, "metrics": metrics,
                 "utility": utility}),

@@ -138,14 +138,6 @@ impl Reward {
                 ))
             })
     }
-
-    /// The reward model, when there is one.
-    pub fn model(&self) -> Option<&RewardModel> {
-        match self {
-            Reward::Model(m) => Some(m),
-            Reward::Oracle(_) => None,
-        }
-    }
 }
 
 impl From<RewardModel> for Reward {
@@ -331,7 +323,7 @@ impl<'a> GoalRankTrainer<'a> {
             None => supervised,
         };
         let k_all = lists.dims()[1];
-        let (log_probs, steps) = self.model.teacher_forced(&encoded, lists.clone());
+        let (log_probs, steps) = self.model.teacher_forced(&encoded, lists);
         let sup_steps = steps.slice([0..b, k_all - 1..k_all, 0..l]).reshape([b, l]);
         let loss_sup = (sup_steps * weights.clone()).sum().neg() / weights.sum().clamp_min(1.0);
         let mut loss = loss_sup.clone().mul_scalar(config.w_sup);
@@ -364,8 +356,8 @@ impl<'a> GoalRankTrainer<'a> {
             };
 
             // 5. Advantages and the group-relative reference policy (constants).
-            let advantages = group::z_scores(seen.clone());
-            let pi_ref = group::reference_policy(seen, config.tau);
+            let advantages = group::z_scores(seen);
+            let pi_ref = group::softmax_policy(advantages.clone(), config.tau);
 
             // 6. The reference loss on per-step log-likelihoods (or the policy gradient).
             let group_log_probs = log_probs.slice([0..b, 0..k]).div_scalar(l as f32);

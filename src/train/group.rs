@@ -38,7 +38,16 @@ pub fn z_scores(rewards: Tensor<2>) -> Tensor<2> {
 /// # Shapes
 /// - rewards: `[B, K]` → `[B, K]`, rows summing to 1
 pub fn reference_policy(rewards: Tensor<2>, tau: f32) -> Tensor<2> {
-    softmax(z_scores(rewards).div_scalar(tau), 1).detach()
+    softmax_policy(z_scores(rewards), tau)
+}
+
+/// π_ref from advantages already computed: softmax of `advantages / tau` over each group,
+/// detached.
+///
+/// # Shapes
+/// - advantages: `[B, K]` → `[B, K]`, rows summing to 1
+pub fn softmax_policy(advantages: Tensor<2>, tau: f32) -> Tensor<2> {
+    softmax(advantages.detach().div_scalar(tau), 1).detach()
 }
 
 /// Cross-entropy of the model's list log-probabilities against the reference policy,
