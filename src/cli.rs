@@ -1,11 +1,12 @@
 //! The command line. Parses arguments, calls the library, prints `{err:#}` on error and exits
 //! with code 2 when the input was at fault.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use burn::tensor::Device;
 use clap::{Args, Parser, Subcommand};
 use goalrank::data::{
@@ -24,6 +25,19 @@ use goalrank::run::{
 use goalrank::train::{
     GoalRankConfig, GroupSampling, Objective, PointwiseTrainingConfig, Reward, RewardTrainingConfig,
 };
+
+/// Writes a line to stdout. A failed write is an error the command returns: a closed pipe
+/// (`goalrank rank ... | head -1`) ends the command quietly, anything else is reported.
+macro_rules! out {
+    () => {
+        writeln!(std::io::stdout()).context(STDOUT)?
+    };
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout(), $($arg)*).context(STDOUT)?
+    };
+}
+
+const STDOUT: &str = "writing to standard output";
 
 /// GoalRank re-ranking: data, training and evaluation.
 #[derive(Parser)]
@@ -80,6 +94,10 @@ enum Command {
         /// Requests timed one at a time for the latency percentiles.
         #[arg(long, default_value_t = 100)]
         latency_requests: usize,
+        /// Also time each phase of the training step (the device is synchronised at each
+        /// phase boundary, which slows a GPU's step).
+        #[arg(long)]
+        profile: bool,
         #[arg(long)]
         json: bool,
     },
@@ -402,9 +420,16 @@ pub fn main() -> ExitCode {
         // SAFETY: nothing else runs yet; no other thread reads the environment.
         unsafe { std::env::set_var("BURN_DEVICE", "flex") };
     }
-    let cli = Cli::parse();
+    // Reuse freed memory (about twice as fast on the CPU backend); GOALRANK_RELEASE_MEMORY=1
+    // keeps the C library's defaults, which hand large blocks back to the system.
+    if std::env::var_os("GOALRANK_RELEASE_MEMORY").is_none() {
+        goalrank::device::keep_freed_memory();
+    }
+    let cli = parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`| head`): stop quietly, as other Unix tools do.
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
             let input = err
@@ -415,14 +440,35 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Parses the command line. Negative numbers are values (`--tau -1` is refused by the range
+/// check naming `--tau`, not taken for an unknown flag).
+fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    fn negatives(command: clap::Command) -> clap::Command {
+        command
+            .allow_negative_numbers(true)
+            .mut_subcommands(negatives)
+    }
+    let matches = negatives(Cli::command()).get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Data { data, json } => {
             let stats = DataStats::of(&data.load()?);
             if json {
-                println!("{}", data_json(&stats));
+                out!("{}", data_json(&stats));
             } else {
-                print_data(&stats);
+                print_data(&stats)?;
             }
         }
         Command::Train { what } => train(what)?,
@@ -473,7 +519,7 @@ fn run(cli: Cli) -> Result<()> {
                 &Device::flex(),
                 &gpu,
             )?;
-            println!("{}", serde_json::to_string(&check)?);
+            out!("{}", serde_json::to_string(&check)?);
             if check.max_relative_difference.is_nan() || check.max_relative_difference > tolerance {
                 anyhow::bail!(
                     "wgpu losses {:?} differ from flex {:?} by {} (> {tolerance})",
@@ -496,6 +542,7 @@ fn run(cli: Cli) -> Result<()> {
             group_size,
             steps,
             latency_requests,
+            profile,
             json,
         } => {
             let dataset = data.load()?;
@@ -508,6 +555,7 @@ fn run(cli: Cli) -> Result<()> {
                 train_steps: steps,
                 warmup_steps: 1,
                 latency_requests,
+                profile,
             };
             let reward = RewardTrainingConfig::new();
             let mut rows = Vec::new();
@@ -519,13 +567,14 @@ fn run(cli: Cli) -> Result<()> {
                 )?);
             }
             if json {
-                println!("{}", serde_json::to_string(&rows)?);
+                out!("{}", serde_json::to_string(&rows)?);
             } else {
-                println!(
+                out!(
                     "GoalRank d {d_model}, {layers} layers, N {}, L {}, K {group_size}, batch {batch_size}",
-                    dataset.config.candidates, dataset.config.list_len
+                    dataset.config.candidates,
+                    dataset.config.list_len
                 );
-                println!(
+                out!(
                     "{:<14} {:>8} {:>10} {:>11} {:>12} {:>13} {:>9} {:>9}",
                     "device",
                     "params",
@@ -537,7 +586,7 @@ fn run(cli: Cli) -> Result<()> {
                     "p90 ms"
                 );
                 for r in &rows {
-                    println!(
+                    out!(
                         "{:<14} {:>8} {:>10.1} {:>11.1} {:>12.1} {:>13.1} {:>9.2} {:>9.2}",
                         r.device,
                         r.generator_params,
@@ -548,6 +597,20 @@ fn run(cli: Cli) -> Result<()> {
                         r.latency_p50_ms,
                         r.latency_p90_ms
                     );
+                }
+                for r in rows.iter().filter(|r| !r.phases.is_empty()) {
+                    out!(
+                        "\ntraining step on {}, ms per phase (mean of {steps}):",
+                        r.device
+                    );
+                    for phase in &r.phases {
+                        out!(
+                            "  {:<16} {:>9.1} {:>5.1} %",
+                            phase.name,
+                            phase.ms,
+                            100.0 * phase.ms / r.train_step_ms
+                        );
+                    }
                 }
             }
         }
@@ -560,7 +623,7 @@ fn run(cli: Cli) -> Result<()> {
             let device = Device::flex();
             let model = load_generator(&checkpoint, &dataset, &device)?;
             for answer in goalrank::rank::rank_file(&model, &dataset, &requests, &device)? {
-                println!("{}", serde_json::to_string(&answer)?);
+                out!("{}", serde_json::to_string(&answer)?);
             }
         }
         Command::Eval {
@@ -589,9 +652,9 @@ fn run(cli: Cli) -> Result<()> {
             };
             let rows = compare(&dataset, &options, &Device::flex())?;
             if json {
-                println!("{}", eval_json(&dataset, split, &rows));
+                out!("{}", eval_json(&dataset, split, &rows));
             } else {
-                print_eval(&dataset, split, &rows);
+                print_eval(&dataset, split, &rows)?;
             }
         }
     }
@@ -633,7 +696,7 @@ fn experiment(what: ExperimentCommand) -> Result<()> {
     };
     report.write(&dir, name)?;
     goalrank::files::save_json(&config, &dir.join(format!("{name}.config.json")))?;
-    println!("{}", report.markdown());
+    out!("{}", report.markdown());
     eprintln!(
         "experiment {name}: {:.0} s; wrote {}/{name}.md, .csv, .json{}",
         start.elapsed().as_secs_f64(),
@@ -665,7 +728,7 @@ fn logging_study(args: &ExperimentArgs) -> Result<()> {
     goalrank::files::write_bytes(&dir.join("logging.svg"), plot.svg().as_bytes())?;
     report.write(&dir, "logging")?;
     goalrank::files::save_json(&config, &dir.join("logging.config.json"))?;
-    println!("{}", report.markdown());
+    out!("{}", report.markdown());
     eprintln!(
         "experiment logging: {:.0} s; wrote {}/logging.md, .csv, .json, .svg",
         start.elapsed().as_secs_f64(),
@@ -691,17 +754,25 @@ fn data_json(stats: &DataStats) -> serde_json::Value {
     })
 }
 
-fn print_data(stats: &DataStats) {
-    println!(
+fn print_data(stats: &DataStats) -> Result<()> {
+    out!(
         "{} ({} layout), {} items in the catalogue",
-        stats.name, stats.layout, stats.catalogue_items
+        stats.name,
+        stats.layout,
+        stats.catalogue_items
     );
-    println!(
+    out!(
         "{:<6} {:>6} {:>6} {:>9} {:>9} {:>12} {:>13}",
-        "split", "users", "items", "requests", "positive", "no positive", "mean history"
+        "split",
+        "users",
+        "items",
+        "requests",
+        "positive",
+        "no positive",
+        "mean history"
     );
-    let row = |name: &str, s: &SplitStats| {
-        println!(
+    let row = |name: &str, s: &SplitStats| -> Result<()> {
+        out!(
             "{:<6} {:>6} {:>6} {:>9} {:>9.4} {:>12} {:>13.1}",
             name,
             s.users,
@@ -711,21 +782,24 @@ fn print_data(stats: &DataStats) {
             s.requests_without_positives,
             s.mean_history_len
         );
+        Ok(())
     };
-    row("train", &stats.train);
-    row("valid", &stats.valid);
-    row("test", &stats.test);
+    row("train", &stats.train)?;
+    row("valid", &stats.valid)?;
+    row("test", &stats.test)?;
     let total = stats.train.requests + stats.valid.requests + stats.test.requests;
-    println!(
+    out!(
         "all    {total} requests, positive rate {:.4}",
         stats.positive_rate
     );
     if stats.layout != "simulator" {
-        println!(
+        out!(
             "retriever recall@50 of test positives: {:.4} (train popularity: {:.4})",
-            stats.retriever_recall_at_50, stats.popularity_recall_at_50
+            stats.retriever_recall_at_50,
+            stats.popularity_recall_at_50
         );
     }
+    Ok(())
 }
 
 fn split_name(split: Split) -> &'static str {
@@ -773,7 +847,7 @@ fn train(what: TrainCommand) -> Result<()> {
             let options = FitOptions::new(run.clone(), device);
             let device = options.device.clone();
             let (model, state) = fit_reward(&dataset, split, check, &config, &options)?;
-            println!(
+            out!(
                 "reward model: best {} log-loss {:.4} at step {} ({:.0}s) -> {}",
                 split_name(check),
                 state.best.unwrap_or(f64::NAN),
@@ -785,7 +859,7 @@ fn train(what: TrainCommand) -> Result<()> {
             let requests = dataset.split(check);
             let requests = &requests[..requests.len().min(500)];
             let diagnostics = reward_diagnostics(&model, &dataset, requests, 128, 0, &device)?;
-            println!(
+            out!(
                 "reward model on {} {} requests: {}",
                 requests.len(),
                 split_name(check),
@@ -818,7 +892,7 @@ fn train(what: TrainCommand) -> Result<()> {
                 .with_seed(model_seed);
             let options = FitOptions::new(run.clone(), device);
             let (_, state) = fit_pointwise(&dataset, &config, &options)?;
-            println!(
+            out!(
                 "{name}: best valid N@{} {:.4} at step {} ({:.0}s) -> {}",
                 dataset.config.list_len,
                 state.best.unwrap_or(f64::NAN),
@@ -878,7 +952,7 @@ fn train(what: TrainCommand) -> Result<()> {
                 ..FitOptions::new(run.clone(), device)
             };
             let (_, state) = fit_goalrank(&dataset, reward, &config, &options)?;
-            println!(
+            out!(
                 "goalrank: best valid N@{} {:.4} at step {} ({:.0}s) -> {}",
                 dataset.config.list_len,
                 state.best.unwrap_or(f64::NAN),
@@ -913,9 +987,9 @@ fn eval_json(dataset: &Dataset, split: Split, rows: &[CompareRow]) -> serde_json
     })
 }
 
-fn print_eval(dataset: &Dataset, split: Split, rows: &[CompareRow]) {
+fn print_eval(dataset: &Dataset, split: Split, rows: &[CompareRow]) -> Result<()> {
     let k = dataset.config.list_len;
-    println!(
+    out!(
         "{} / {}: N = {}, L = {k}",
         dataset.name,
         split_name(split),
@@ -931,7 +1005,7 @@ fn print_eval(dataset: &Dataset, split: Split, rows: &[CompareRow]) {
     let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(6).max(6);
     let has_reward = rows.iter().any(|r| r.reward.is_some());
     let has_utility = rows.iter().any(|r| r.utility.is_some());
-    println!(
+    out!(
         "{:<width$} {:>8} {:>8} {:>8} {:>8} {:>8}{}{}",
         "policy",
         heads[0],
@@ -953,21 +1027,28 @@ fn print_eval(dataset: &Dataset, split: Split, rows: &[CompareRow]) {
             .utility
             .map(|u| format!(" {:>8.4} {:>8.4}", u.utility, u.regret))
             .unwrap_or_default();
-        println!(
+        out!(
             "{:<width$} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4}{reward}{utility}",
-            r.name, m.hit_ratio, m.ndcg, m.map, m.f1, m.auc
+            r.name,
+            m.hit_ratio,
+            m.ndcg,
+            m.map,
+            m.f1,
+            m.auc
         );
     }
     if let Some(u) = rows.iter().find_map(|r| r.utility) {
-        println!(
+        out!(
             "utility: exact expected clicks; regret: to the exact best list (mean utility {:.4})",
             u.optimum
         );
     }
     if let Some(CompareRow { metrics: m, .. }) = rows.first() {
-        println!(
+        out!(
             "{} requests; {} without a logged positive are excluded from every metric",
-            m.requests, m.without_positives
+            m.requests,
+            m.without_positives
         );
     }
+    Ok(())
 }

@@ -48,6 +48,19 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A setting is outside its allowed range (checked before any work starts).
+    #[error("{name} = {value}: {rule}")]
+    Setting {
+        name: &'static str,
+        value: String,
+        rule: String,
+    },
+    /// A weights file that cannot be used: not a checkpoint, another model's, or not finite.
+    #[error("{path}: {message}")]
+    Checkpoint { path: PathBuf, message: String },
+    /// Training stopped: a loss or a weight became NaN or infinite.
+    #[error("{0}")]
+    NonFinite(String),
     /// Writing or reading a cached artifact failed.
     #[error("{path}: {message}")]
     Artifact { path: PathBuf, message: String },
@@ -58,7 +71,7 @@ impl Error {
     pub fn is_input(&self) -> bool {
         !matches!(
             self,
-            Error::Artifact { .. } | Error::Backend(_) | Error::Write { .. }
+            Error::Artifact { .. } | Error::Backend(_) | Error::Write { .. } | Error::NonFinite(_)
         )
     }
 
@@ -74,5 +87,64 @@ impl Error {
             field,
             message: message.into(),
         }
+    }
+}
+
+/// Range checks of settings, shared by every config's `validate`: each names the setting as the
+/// command line spells it and says what is allowed.
+pub mod check {
+    use super::{Error, Result};
+
+    fn fail(name: &'static str, value: impl std::fmt::Display, rule: impl Into<String>) -> Error {
+        Error::Setting {
+            name,
+            value: value.to_string(),
+            rule: rule.into(),
+        }
+    }
+
+    /// `value ≥ min`.
+    pub fn at_least(name: &'static str, value: usize, min: usize) -> Result<()> {
+        if value < min {
+            return Err(fail(name, value, format!("must be at least {min}")));
+        }
+        Ok(())
+    }
+
+    /// A finite number > 0.
+    pub fn positive(name: &'static str, value: f64) -> Result<()> {
+        if !(value.is_finite() && value > 0.0) {
+            return Err(fail(name, value, "must be a finite number > 0"));
+        }
+        Ok(())
+    }
+
+    /// A finite number ≥ 0.
+    pub fn non_negative(name: &'static str, value: f64) -> Result<()> {
+        if !(value.is_finite() && value >= 0.0) {
+            return Err(fail(name, value, "must be a finite number ≥ 0"));
+        }
+        Ok(())
+    }
+
+    /// A number in [0, 1).
+    pub fn fraction(name: &'static str, value: f64) -> Result<()> {
+        if !(0.0..1.0).contains(&value) {
+            return Err(fail(name, value, "must be in [0, 1)"));
+        }
+        Ok(())
+    }
+
+    /// Model width `d` split into `heads` attention heads.
+    pub fn heads(name: &'static str, d_model: usize, heads: usize) -> Result<()> {
+        at_least(name, heads, 1)?;
+        if !d_model.is_multiple_of(heads) {
+            return Err(fail(
+                name,
+                heads,
+                format!("must divide the model width {d_model}"),
+            ));
+        }
+        Ok(())
     }
 }

@@ -173,10 +173,12 @@ fn train_resume_and_evaluate_a_checkpoint() {
     let out = goalrank(&[goalrank_args("6"), vec!["--resume"]].concat());
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(count_lines(&metrics, "train"), 6);
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(run.join("state.json")).expect("state"))
-            .expect("json");
-    assert_eq!(state["step"], 6);
+    let current = std::fs::read_to_string(run.join("checkpoint")).expect("pointer");
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(run.join(current).join("state.json")).expect("state"),
+    )
+    .expect("json");
+    assert_eq!(state["state"]["step"], 6);
 
     let out = goalrank(
         &[

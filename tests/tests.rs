@@ -7,6 +7,7 @@ mod gain;
 mod layout;
 mod loaders;
 mod models;
+mod reliability;
 mod requests;
 mod simulator;
 mod train;

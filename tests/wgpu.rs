@@ -1,6 +1,9 @@
 //! wgpu smoke test: the same reward-model steps on Vulkan (Mesa's software driver in CI) and on
 //! the CPU give the same losses.
 //!
+//! Without a Vulkan adapter it reports itself skipped, unless `GOALRANK_REQUIRE_WGPU` is set
+//! (as `.ci/run` sets it).
+//!
 //! It runs `goalrank check-device` in a child process: a wgpu device created in a test thread
 //! crashed the test binary at exit (SIGSEGV after all tests passed) on Mesa's lavapipe, while
 //! the command line exits cleanly.
@@ -21,6 +24,19 @@ fn wgpu_and_flex_give_the_same_losses() {
         .output()
         .expect("run goalrank");
     let stderr = String::from_utf8_lossy(&out.stderr);
+    // A machine without a Vulkan driver skips the check and says so; CI sets
+    // GOALRANK_REQUIRE_WGPU=1 so that a missing adapter fails there instead.
+    if !out.status.success()
+        && stderr.contains("no Vulkan adapter")
+        && std::env::var_os("GOALRANK_REQUIRE_WGPU").is_none()
+    {
+        eprintln!(
+            "skipped: wgpu_and_flex_give_the_same_losses needs a Vulkan adapter; install one \
+             (apt-get install mesa-vulkan-drivers) to run it, or set GOALRANK_REQUIRE_WGPU=1 to \
+             make its absence a failure"
+        );
+        return;
+    }
     assert!(
         out.status.success(),
         "check-device failed ({:?}); without a Vulkan adapter install one, e.g. \

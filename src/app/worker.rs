@@ -187,6 +187,15 @@ async fn run(
     let say = |msg: String| {
         let _ = send.send(TrainEvent::Status(msg));
     };
+    // Settings are checked before any work starts (the same checks as the command line).
+    let config = GoalRankConfig::new()
+        .with_batch_size(settings.batch_size)
+        .with_group_size(settings.group_size)
+        .with_tau(settings.tau)
+        .with_w_ref(settings.w_ref)
+        .with_d_model(settings.d_model)
+        .with_learning_rate(settings.learning_rate);
+    config.validate()?;
     let reward: RewardModel = match reward {
         Some(model) => model,
         None => {
@@ -212,13 +221,6 @@ async fn run(
             model
         }
     };
-    let config = GoalRankConfig::new()
-        .with_batch_size(settings.batch_size)
-        .with_group_size(settings.group_size)
-        .with_tau(settings.tau)
-        .with_w_ref(settings.w_ref)
-        .with_d_model(settings.d_model)
-        .with_learning_rate(settings.learning_rate);
     let model_config = config.model(dataset);
     let mut trainer = GoalRankTrainer::new(dataset, reward, config, device);
     let valid = &dataset.valid[..dataset.valid.len().min(512)];
@@ -233,7 +235,7 @@ async fn run(
         if step.is_multiple_of(settings.eval_every.max(1)) || step == settings.steps {
             let model = trainer.model();
             let rankings = generator_rankings_async(&model, dataset, valid, 256, device).await?;
-            let metrics = score_rankings(valid, &rankings, dataset.config.list_len);
+            let metrics = score_rankings(valid, &rankings, dataset.config.list_len)?;
             let _ = send.send(TrainEvent::Valid { step, metrics });
             let _ = send.send(TrainEvent::Generator {
                 config: model_config.clone(),

@@ -99,6 +99,17 @@ pub enum Split {
     Test,
 }
 
+impl Split {
+    /// The name the command line uses (`--split train`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Valid => "valid",
+            Split::Test => "test",
+        }
+    }
+}
+
 /// How good the stage-1 retriever is on test requests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RetrievalQuality {
@@ -152,5 +163,19 @@ impl Dataset {
             Split::Valid => &self.valid,
             Split::Test => &self.test,
         }
+    }
+
+    /// The requests of one split; an error naming the split and the data set when it is empty
+    /// (a run on no requests would report made-up metrics).
+    pub fn require(&self, split: Split) -> crate::Result<&[Request]> {
+        let requests = self.split(split);
+        if requests.is_empty() {
+            return Err(crate::Error::Invalid(format!(
+                "{}: the {} split has no requests",
+                self.name,
+                split.name()
+            )));
+        }
+        Ok(requests)
     }
 }

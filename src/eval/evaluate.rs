@@ -38,8 +38,10 @@ impl MetricAccumulator {
         }
     }
 
-    /// Adds one request and the policy's answer for it.
-    pub fn add(&mut self, request: &Request, ranking: &Ranking) {
+    /// Adds one request and the policy's answer for it. A list that repeats an item or names
+    /// an item that is not a candidate is refused: no metric is computed from it.
+    pub fn add(&mut self, request: &Request, ranking: &Ranking) -> crate::Result<()> {
+        check_list(request, &ranking.list)?;
         let k = self.k;
         let gains: Vec<f32> = request.labels.iter().map(|&y| f32::from(y)).collect();
         let logged = &request.logged;
@@ -62,6 +64,7 @@ impl MetricAccumulator {
         if request.positives() == 0 {
             self.without_positives += 1;
         }
+        Ok(())
     }
 
     pub fn finish(&self) -> Metrics {
@@ -84,19 +87,42 @@ pub fn evaluate(
     requests: &[Request],
     k: usize,
     mut policy: impl FnMut(&Request) -> Ranking,
-) -> Metrics {
+) -> crate::Result<Metrics> {
     let mut acc = MetricAccumulator::new(k);
     for request in requests {
-        acc.add(request, &policy(request));
+        acc.add(request, &policy(request))?;
     }
-    acc.finish()
+    Ok(acc.finish())
+}
+
+/// A chosen list must hold distinct candidates of its request.
+pub fn check_list(request: &Request, list: &[u32]) -> crate::Result<()> {
+    for (i, item) in list.iter().enumerate() {
+        if list[..i].contains(item) {
+            return Err(crate::Error::Invalid(format!(
+                "a chosen list {list:?} (item indices) repeats item {item}: lists must hold \
+                 distinct items"
+            )));
+        }
+        if !request.candidates.contains(item) {
+            return Err(crate::Error::Invalid(format!(
+                "a chosen list {list:?} (item indices) holds item {item}, which is not one of \
+                 the request's candidates"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Averages the metrics at `k` of precomputed rankings, one per request.
-pub fn score_rankings(requests: &[Request], rankings: &[Ranking], k: usize) -> Metrics {
+pub fn score_rankings(
+    requests: &[Request],
+    rankings: &[Ranking],
+    k: usize,
+) -> crate::Result<Metrics> {
     let mut acc = MetricAccumulator::new(k);
     for (request, ranking) in requests.iter().zip(rankings) {
-        acc.add(request, ranking);
+        acc.add(request, ranking)?;
     }
-    acc.finish()
+    Ok(acc.finish())
 }

@@ -12,7 +12,7 @@ use crate::Result;
 use crate::data::{Dataset, Request};
 use crate::eval::generator_rankings;
 use crate::model::RewardModel;
-use crate::train::{GoalRankConfig, GoalRankTrainer, RewardTrainingConfig};
+use crate::train::{GoalRankConfig, GoalRankTrainer, Phase, RewardTrainingConfig};
 
 /// What `goalrank bench` measures and on how much.
 #[derive(Clone, Debug)]
@@ -21,6 +21,8 @@ pub struct BenchOptions {
     pub train_steps: usize,
     pub warmup_steps: usize,
     pub latency_requests: usize,
+    /// Times each phase of the training step (synchronising the device at each boundary).
+    pub profile: bool,
 }
 
 /// One device's figures.
@@ -34,6 +36,9 @@ pub struct BenchRow {
     pub greedy_requests_per_s: f64,
     pub latency_p50_ms: f64,
     pub latency_p90_ms: f64,
+    /// Mean time per phase of a training step, when profiled.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<Phase>,
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -53,6 +58,9 @@ pub fn bench_device(
     name: &str,
     device: &Device,
 ) -> Result<BenchRow> {
+    config.validate()?;
+    crate::error::check::at_least("--batch-size", options.batch_size, 1)?;
+    crate::error::check::at_least("--latency-requests", options.latency_requests, 1)?;
     device.seed(config.seed);
     let reward: RewardModel = reward.model(dataset).init(device);
     let config = config.clone().with_batch_size(options.batch_size);
@@ -61,11 +69,23 @@ pub fn bench_device(
     for _ in 0..options.warmup_steps {
         trainer.step()?;
     }
+    trainer.set_profile(options.profile);
+    let steps = options.train_steps.max(1);
+    let mut phases: Vec<Phase> = Vec::new();
     let start = Instant::now();
-    for _ in 0..options.train_steps.max(1) {
-        trainer.step()?;
+    for _ in 0..steps {
+        let record = trainer.step()?;
+        for (i, phase) in record.phases.into_iter().enumerate() {
+            match phases.get_mut(i) {
+                Some(total) => total.ms += phase.ms,
+                None => phases.push(phase),
+            }
+        }
     }
-    let train_step_ms = start.elapsed().as_secs_f64() * 1e3 / options.train_steps.max(1) as f64;
+    let train_step_ms = start.elapsed().as_secs_f64() * 1e3 / steps as f64;
+    for phase in &mut phases {
+        phase.ms /= steps as f64;
+    }
 
     let model = trainer.model();
     let batch: Vec<Request> = dataset
@@ -105,5 +125,6 @@ pub fn bench_device(
         greedy_requests_per_s: batch.len() as f64 / (greedy_batch_ms / 1e3),
         latency_p50_ms: percentile(&latencies, 0.5),
         latency_p90_ms: percentile(&latencies, 0.9),
+        phases,
     })
 }

@@ -55,11 +55,12 @@ pub fn compare(
     options: &CompareOptions,
     device: &Device,
 ) -> Result<Vec<CompareRow>> {
+    crate::error::check::at_least("--pick-k", options.pick_k, 1)?;
     if options.multi && options.pick_with.is_none() {
         return Err(Error::Invalid("--multi needs --pick-with".into()));
     }
     let k = dataset.config.list_len;
-    let requests = dataset.split(options.split);
+    let requests = dataset.require(options.split)?;
     let mut policies = options.policies.clone();
     if policies.is_empty() && options.checkpoints.is_empty() {
         policies = SimplePolicy::ALL.to_vec();
@@ -155,7 +156,7 @@ fn row(
     optima: &[crate::data::simulator::Optimum],
     device: &Device,
 ) -> Result<CompareRow> {
-    let metrics = score_rankings(requests, &rankings, dataset.config.list_len);
+    let metrics = score_rankings(requests, &rankings, dataset.config.list_len)?;
     let reward = reward
         .map(|model| mean_reward(model, dataset, requests, &rankings, 256, device))
         .transpose()?;

@@ -30,6 +30,7 @@ pub fn run_logging_study(
     progress: bool,
     device: &Device,
 ) -> crate::Result<(Report, LinePlot)> {
+    base.validate()?;
     let columns = [
         ("ε", 2, Goal::Neither),
         ("supervised utility", 4, Goal::Higher),

@@ -110,6 +110,26 @@ impl MainExperimentConfig {
             .with_multi_k(vec![3, 5])
     }
 
+    /// Refuses settings no experiment can run with, before any run starts: its own and those of
+    /// every run it derives.
+    pub fn validate(&self) -> crate::Result<()> {
+        use crate::error::check;
+        check::at_least("--seeds", self.seeds, 1)?;
+        check::at_least("--steps", self.steps, 1)?;
+        check::at_least("eval_every", self.eval_every, 1)?;
+        check::at_least("evaluator_epochs", self.evaluator_epochs, 1)?;
+        check::at_least("pick_k", self.pick_k, 1)?;
+        for &k in &self.multi_k {
+            check::at_least("multi_k", k, 1)?;
+        }
+        check::positive("oracle_tau", self.oracle_tau as f64)?;
+        check::non_negative("oracle_w_sup", self.oracle_w_sup as f64)?;
+        self.reward(0).validate()?;
+        self.pointwise(0, 0).validate()?;
+        self.pointwise(self.prm_layers, 0).validate()?;
+        self.goalrank(self.w_ref, 0).validate()
+    }
+
     pub(crate) fn reward(&self, seed: u64) -> RewardTrainingConfig {
         RewardTrainingConfig::new()
             .with_kind(self.reward_kind)
@@ -225,7 +245,7 @@ pub(crate) fn row_values(
     device: &Device,
 ) -> crate::Result<Vec<Option<f64>>> {
     let requests = dataset.split(Split::Test);
-    let m = score_rankings(requests, rankings, dataset.config.list_len);
+    let m = score_rankings(requests, rankings, dataset.config.list_len)?;
     let reward = mean_reward(evaluator, dataset, requests, rankings, 256, device)?;
     let mut values = vec![
         Some(m.hit_ratio),
@@ -366,7 +386,7 @@ impl<'a> Runner<'a> {
                 let options = FitOptions {
                     steps,
                     eval_every,
-                    resume: d.join("state.json").is_file(),
+                    resume: crate::run::has_checkpoint(d),
                     ..self.fit(d)
                 };
                 fit_goalrank(self.dataset, reward.clone(), training, &options)
@@ -396,6 +416,7 @@ pub fn run_main(
     config: &MainExperimentConfig,
     options: &ExperimentOptions,
 ) -> crate::Result<Report> {
+    config.validate()?;
     let device = &options.device;
     let runner = Runner::new(dataset, options);
     let root = options.runs.join("main");

@@ -96,6 +96,7 @@ pub fn run_study(
     base: &MainExperimentConfig,
     options: &ExperimentOptions,
 ) -> crate::Result<(Report, LinePlot)> {
+    base.validate()?;
     let runner = Runner::new(dataset, options);
     let device = &options.device;
     let test = dataset.split(Split::Test);

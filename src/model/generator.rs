@@ -61,12 +61,12 @@ pub struct Encoded {
 }
 
 impl Encoded {
-    /// The same encoding cut from the autodiff graph.
-    pub fn detach(&self) -> Self {
+    /// The same encoding as plain tensors, outside autodiff (no graph, no autodiff overhead).
+    pub fn without_autodiff(&self) -> Self {
         Self {
-            user: self.user.clone().detach(),
-            candidates: self.candidates.clone().detach(),
-            keys: self.keys.clone().detach(),
+            user: self.user.clone().without_autodiff(),
+            candidates: self.candidates.clone().without_autodiff(),
+            keys: self.keys.clone().without_autodiff(),
         }
     }
 }

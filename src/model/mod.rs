@@ -15,4 +15,4 @@ pub use generator::{Decode, Decoded, Encoded, Generator, GeneratorConfig};
 pub use pointwise::{Pointwise, PointwiseConfig};
 pub use read::{block_on, read_f32, read_i64, read_scalar};
 pub use reward::{RewardContext, RewardKind, RewardModel, RewardModelConfig, discounts};
-pub use store::{load_module, module_bytes, module_from_bytes, save_module};
+pub use store::{first_non_finite, load_module, module_bytes, module_from_bytes, save_module};

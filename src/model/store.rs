@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::store::ModuleRecord;
-use burn::tensor::Bytes;
+use burn::tensor::{Bytes, Tensor};
 
 use crate::{Error, files};
 
@@ -28,20 +28,88 @@ pub fn module_from_bytes<M: Module>(module: M, bytes: Vec<u8>) -> crate::Result<
         .map_err(|e| Error::Backend(format!("weights do not fit the model: {e:?}")))
 }
 
-/// Saves a module's weights (burnpack) to `path`.
+/// Saves a module's weights (burnpack) to `path`; refuses weights that are NaN or infinite, so a
+/// diverged model is never written where it could be served.
 pub fn save_module<M: Module>(module: &M, path: &Path) -> crate::Result<()> {
+    if let Some(name) = first_non_finite(module) {
+        return Err(Error::NonFinite(format!(
+            "{}: not written: weight `{name}` holds NaN or infinite values",
+            path.display()
+        )));
+    }
     files::write_bytes(path, &module_bytes(module)?)
 }
 
-/// Loads weights saved by [`save_module`] into a freshly initialised `module`.
+/// Loads weights saved by [`save_module`] into a freshly initialised `module`. A file that is
+/// not a checkpoint, does not fit the model, or holds NaN or infinite weights is refused with
+/// one line naming it.
 pub fn load_module<M: Module>(module: M, path: &Path) -> crate::Result<M> {
-    let artifact = |message: String| Error::Artifact {
+    let refuse = |what: &str, detail: String| Error::Checkpoint {
         path: path.to_path_buf(),
-        message,
+        message: format!("{what}{}", one_line(&detail)),
     };
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(files::read_bytes(path)?))
-        .map_err(|e| artifact(format!("not a burnpack checkpoint: {e:?}")))?;
-    module
-        .try_load_record(record)
-        .map_err(|e| artifact(format!("does not fit the model: {e:?}")))
+        .map_err(|e| refuse("not a goalrank weights file (burnpack): ", format!("{e:?}")))?;
+    let module = module.try_load_record(record).map_err(|e| {
+        refuse(
+            "weights do not fit the model its config.json describes: ",
+            format!("{e:?}"),
+        )
+    })?;
+    if let Some(name) = first_non_finite(&module) {
+        return Err(Error::Checkpoint {
+            path: path.to_path_buf(),
+            message: format!("weight `{name}` holds NaN or infinite values"),
+        });
+    }
+    Ok(module)
+}
+
+/// The first words of a backend's debug text, on one line.
+fn one_line(detail: &str) -> String {
+    const MAX: usize = 120;
+    let flat: String = detail.split_whitespace().collect::<Vec<_>>().join(" ");
+    match flat.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}…", &flat[..i]),
+        None => flat,
+    }
+}
+
+/// The path of the first float parameter with a NaN or infinite value (reads every weight).
+pub fn first_non_finite<M: Module>(module: &M) -> Option<String> {
+    /// The module path being visited, and the first bad parameter found.
+    struct Finite {
+        path: Vec<String>,
+        bad: Option<String>,
+    }
+    impl ModuleVisitor for Finite {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if self.bad.is_some() {
+                return;
+            }
+            let finite = param
+                .val()
+                .is_finite()
+                .all()
+                .try_into_scalar::<bool>()
+                .unwrap_or(false);
+            if !finite {
+                self.bad = Some(self.path.join("."));
+            }
+        }
+    }
+    let mut check = Finite {
+        path: Vec::new(),
+        bad: None,
+    };
+    module.visit(&mut check);
+    check.bad
 }

@@ -1,8 +1,11 @@
 //! Training runs: drive a trainer's `step()`, log every step to `metrics.jsonl`, evaluate on
 //! validation, keep the best checkpoint, and resume an interrupted run.
 //!
-//! A run folder holds `config.json`, `model.bpk` (best on validation), `last.bpk` +
-//! `optimizer.bin` + `state.json` (for `--resume`) and `metrics.jsonl`.
+//! A run folder holds `config.json`, `model.bpk` (best on validation), `metrics.jsonl` (one JSON
+//! record per line) and, for GoalRank runs, the last checkpoint (`checkpoint` naming a
+//! `checkpoint-<step>/` folder, see [`super::checkpoint`]) for `--resume`. A resumed run cuts
+//! `metrics.jsonl` back to what it held at the checkpoint and continues bit for bit as the
+//! uninterrupted run would have (on the same device).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,13 +16,14 @@ use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
+use super::checkpoint;
 use crate::data::{Dataset, Split};
 use crate::eval::{
     Metrics, generator_rankings, mean_utility, pointwise_rankings, reward_quality, score_rankings,
 };
-use crate::files::{load_json, save_json, write_bytes};
+use crate::files::save_json;
 use crate::model::{Generator, Pointwise, RewardModel};
-use crate::model::{load_module, save_module};
+use crate::model::{first_non_finite, load_module, module_bytes, module_from_bytes, save_module};
 use crate::train::{
     GoalRankConfig, GoalRankTrainer, PointwiseTrainer, PointwiseTrainingConfig, Reward,
     RewardRecord, RewardTrainer, RewardTrainingConfig,
@@ -34,7 +38,7 @@ pub struct FitOptions {
     pub steps: usize,
     /// Validate (and maybe checkpoint) every this many steps.
     pub eval_every: usize,
-    /// Continue from `last.bpk` in `run_dir`.
+    /// Continue from the run folder's last checkpoint.
     pub resume: bool,
     pub progress: bool,
     pub device: Device,
@@ -63,6 +67,9 @@ pub struct RunState {
     /// Best validation value (N@L for GoalRank, log-loss for reward models).
     pub best: Option<f64>,
     pub seconds: f64,
+    /// Length of `metrics.jsonl` in bytes when the state was saved (what a resume keeps).
+    #[serde(default)]
+    pub log_bytes: u64,
 }
 
 fn bar(progress: bool, len: usize, label: &str) -> ProgressBar {
@@ -78,30 +85,46 @@ fn bar(progress: bool, len: usize, label: &str) -> ProgressBar {
     bar
 }
 
-/// Appends JSON lines to `metrics.jsonl`.
+/// `metrics.jsonl`: one JSON record per line, each line written whole in one write.
 struct MetricsLog(std::fs::File, PathBuf);
 
 impl MetricsLog {
-    fn open(dir: &Path, append: bool) -> Result<Self> {
+    /// Opens the log: empty for a fresh run, or cut back to `keep` bytes for a resumed one
+    /// (dropping records of steps after the checkpoint and any torn last line).
+    fn open(dir: &Path, keep: Option<u64>) -> Result<Self> {
         let path = dir.join("metrics.jsonl");
+        let error = |source| Error::Write {
+            path: path.clone(),
+            source,
+        };
         let file = std::fs::OpenOptions::new()
             .create(true)
-            .append(append)
-            .write(true)
-            .truncate(!append)
+            .append(true)
             .open(&path)
-            .map_err(|source| Error::Write {
-                path: path.clone(),
-                source,
-            })?;
+            .map_err(error)?;
+        let len = file.metadata().map_err(error)?.len();
+        file.set_len(keep.unwrap_or(0).min(len)).map_err(error)?;
         Ok(Self(file, path))
     }
 
     fn write(&mut self, value: serde_json::Value) -> Result<()> {
-        writeln!(self.0, "{value}").map_err(|source| Error::Write {
+        let line = format!("{value}\n");
+        self.0
+            .write_all(line.as_bytes())
+            .map_err(|source| Error::Write {
+                path: self.1.clone(),
+                source,
+            })
+    }
+
+    /// Flushes the log to disk and returns its length.
+    fn sync(&mut self) -> Result<u64> {
+        let error = |source| Error::Write {
             path: self.1.clone(),
             source,
-        })
+        };
+        self.0.sync_data().map_err(error)?;
+        Ok(self.0.metadata().map_err(error)?.len())
     }
 }
 
@@ -114,7 +137,7 @@ pub fn generator_metrics(
 ) -> Result<Metrics> {
     let requests = dataset.split(split);
     let rankings = generator_rankings(model, dataset, requests, 256, device)?;
-    Ok(score_rankings(requests, &rankings, dataset.config.list_len))
+    score_rankings(requests, &rankings, dataset.config.list_len)
 }
 
 /// Validation of one epoch: the value to compare and what to log.
@@ -138,8 +161,13 @@ fn fit_epochs<M: Module>(
     mut check: impl FnMut() -> Result<Checked<M>>,
 ) -> Result<(M, RunState)> {
     let dir = &options.run_dir;
+    std::fs::create_dir_all(dir).map_err(|source| Error::Write {
+        path: dir.clone(),
+        source,
+    })?;
+    checkpoint::remove_stale(dir)?;
     save_json(&config, &dir.join("config.json"))?;
-    let mut log = MetricsLog::open(dir, false)?;
+    let mut log = MetricsLog::open(dir, None)?;
     let start = Instant::now();
     let progress = bar(options.progress, per_epoch * epochs, label);
     let mut state = RunState::default();
@@ -147,6 +175,13 @@ fn fit_epochs<M: Module>(
     for epoch in 1..=epochs {
         for _ in 0..per_epoch {
             let record = step();
+            if !record.loss.is_finite() {
+                return Err(Error::NonFinite(format!(
+                    "{label}: step {}: the loss is {}; training stopped, the best model so far \
+                     (if any) is kept",
+                    record.step, record.loss
+                )));
+            }
             progress.set_message(format!("loss {:.4}", record.loss));
             progress.inc(1);
             log.write(serde_json::json!({"kind": "train", "record": record}))?;
@@ -185,6 +220,9 @@ pub fn fit_reward(
     config: &RewardTrainingConfig,
     options: &FitOptions,
 ) -> Result<(RewardModel, RunState)> {
+    config.validate()?;
+    dataset.require(split)?;
+    dataset.require(check)?;
     let trainer =
         std::cell::RefCell::new(RewardTrainer::new(dataset, split, config, &options.device));
     let per_epoch = trainer.borrow().steps_per_epoch();
@@ -224,6 +262,9 @@ pub fn fit_pointwise(
     config: &PointwiseTrainingConfig,
     options: &FitOptions,
 ) -> Result<(Pointwise, RunState)> {
+    config.validate()?;
+    dataset.require(Split::Train)?;
+    dataset.require(Split::Valid)?;
     let trainer = std::cell::RefCell::new(PointwiseTrainer::new(dataset, config, &options.device));
     let per_epoch = trainer.borrow().steps_per_epoch();
     let run_config = serde_json::json!({
@@ -245,7 +286,7 @@ pub fn fit_pointwise(
             let model = trainer.borrow().model();
             let requests = dataset.split(Split::Valid);
             let rankings = pointwise_rankings(&model, dataset, requests, 256, &options.device)?;
-            let metrics = score_rankings(requests, &rankings, dataset.config.list_len);
+            let metrics = score_rankings(requests, &rankings, dataset.config.list_len)?;
             Ok(Checked {
                 model,
                 value: metrics.ndcg,
@@ -263,10 +304,14 @@ pub fn fit_goalrank(
     config: &GoalRankConfig,
     options: &FitOptions,
 ) -> Result<(Generator, RunState)> {
+    config.validate()?;
+    crate::error::check::at_least("--steps", options.steps, 1)?;
+    crate::error::check::at_least("--eval-every", options.eval_every, 1)?;
+    dataset.require(Split::Train)?;
+    dataset.require(Split::Valid)?;
     let dir = &options.run_dir;
     let device = &options.device;
     let model_config = config.model(dataset);
-    let resumable = dir.join("state.json").is_file() && dir.join("last.bpk").is_file();
     // Trained on the exact utility, a run is also selected on it (validation utility); every
     // other run on validation N@L, as a run on logged data must be.
     let reward: Reward = reward.into();
@@ -274,40 +319,48 @@ pub fn fit_goalrank(
         Reward::Oracle(world) => Some(world.clone()),
         Reward::Model(_) => None,
     };
-    let (mut trainer, mut state) = if options.resume && resumable {
-        let state: RunState = load_json(&dir.join("state.json"))?;
-        let model = load_module(
-            model_config.init(&device.clone().autodiff()),
-            &dir.join("last.bpk"),
-        )?;
-        let mut trainer =
-            GoalRankTrainer::with_model(dataset, reward, config.clone(), model, device);
-        let optimizer = std::fs::read(dir.join("optimizer.bin")).map_err(|source| Error::Read {
-            path: dir.join("optimizer.bin"),
-            source,
-        })?;
-        trainer.resume(state.step, optimizer)?;
-        (trainer, state)
+    std::fs::create_dir_all(dir).map_err(|source| Error::Write {
+        path: dir.clone(),
+        source,
+    })?;
+    checkpoint::remove_stale(dir)?;
+    let resumed = if options.resume {
+        checkpoint::load(dir)?
     } else {
-        if options.resume {
-            eprintln!("{}: nothing to resume, starting afresh", dir.display());
-        }
-        save_json(
-            &serde_json::json!({
-                "kind": "goalrank",
-                "training": config,
-                "model": model_config,
-                "data": dataset.config,
-                "dataset": dataset.name,
-            }),
-            &dir.join("config.json"),
-        )?;
-        (
-            GoalRankTrainer::new(dataset, reward, config.clone(), device),
-            RunState::default(),
-        )
+        None
     };
-    let mut log = MetricsLog::open(dir, options.resume && resumable)?;
+    let (mut trainer, mut state) = match resumed {
+        Some(saved) => {
+            let model =
+                module_from_bytes(model_config.init(&device.clone().autodiff()), saved.weights)?;
+            let mut trainer =
+                GoalRankTrainer::with_model(dataset, reward, config.clone(), model, device);
+            trainer.resume(saved.state.step, saved.optimizer)?;
+            (trainer, saved.state)
+        }
+        None => {
+            if options.resume {
+                eprintln!("{}: nothing to resume, starting afresh", dir.display());
+            }
+            checkpoint::forget(dir)?;
+            save_json(
+                &serde_json::json!({
+                    "kind": "goalrank",
+                    "training": config,
+                    "model": model_config,
+                    "data": dataset.config,
+                    "dataset": dataset.name,
+                }),
+                &dir.join("config.json"),
+            )?;
+            (
+                GoalRankTrainer::new(dataset, reward, config.clone(), device),
+                RunState::default(),
+            )
+        }
+    };
+    let resuming = state.step > 0;
+    let mut log = MetricsLog::open(dir, resuming.then_some(state.log_bytes))?;
     // Time already spent before a resume is added to the time of this process.
     let earlier = state.seconds;
     let start = Instant::now();
@@ -332,9 +385,16 @@ pub fn fit_goalrank(
         let step = trainer.steps_done();
         if step % options.eval_every.max(1) == 0 || step == options.steps {
             let model = trainer.model();
+            if let Some(name) = first_non_finite(&model) {
+                return Err(Error::NonFinite(format!(
+                    "step {step}: weight `{name}` holds NaN or infinite values; training \
+                     stopped, the checkpoint of step {} is kept",
+                    state.step
+                )));
+            }
             let valid = dataset.split(Split::Valid);
             let rankings = generator_rankings(&model, dataset, valid, 256, device)?;
-            let metrics = score_rankings(valid, &rankings, dataset.config.list_len);
+            let metrics = score_rankings(valid, &rankings, dataset.config.list_len)?;
             let utility = exact
                 .as_ref()
                 .map(|world| mean_utility(world, valid, &rankings));
@@ -343,17 +403,22 @@ pub fn fit_goalrank(
                 "utility": utility}),
             )?;
             let value = utility.unwrap_or(metrics.ndcg);
+            // The best model is written before the checkpoint that records it.
             if state.best.is_none_or(|b| value > b) {
                 state.best = Some(value);
                 state.best_step = step;
-                save_module(&model, &dir.join("model.bpk"))?;
+                save_module(&model, &best_path)?;
                 best_model = model.clone();
             }
             state.step = step;
             state.seconds = earlier + start.elapsed().as_secs_f64();
-            save_module(&model, &dir.join("last.bpk"))?;
-            write_bytes(&dir.join("optimizer.bin"), &trainer.optimizer_bytes()?)?;
-            save_json(&state, &dir.join("state.json"))?;
+            state.log_bytes = log.sync()?;
+            checkpoint::save(
+                dir,
+                &state,
+                &module_bytes(&model)?,
+                &trainer.optimizer_bytes()?,
+            )?;
         }
     }
     progress.finish_and_clear();

@@ -26,11 +26,11 @@ use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use serde::Serialize;
 
+use super::profile::{Phase, PhaseTimer};
 use super::{BatchSampler, group};
 use crate::data::{Batch, Dataset, Request, World};
 use crate::model::{
     Decode, EncoderConfig, Generator, GeneratorConfig, RewardModel, block_on, read_f32, read_i64,
-    read_scalar,
 };
 
 /// What GoalRank minimises on a group.
@@ -103,6 +103,32 @@ pub struct GoalRankConfig {
 }
 
 impl GoalRankConfig {
+    /// Refuses a setting no run can train with, naming its command-line flag.
+    pub fn validate(&self) -> crate::Result<()> {
+        use crate::error::check;
+        check::at_least("--d-model", self.d_model, 1)?;
+        check::heads("--heads", self.d_model, self.heads)?;
+        check::at_least("--group-size", self.group_size, 1)?;
+        check::positive("--tau", self.tau as f64)?;
+        check::non_negative("--w-ref", self.w_ref as f64)?;
+        check::non_negative("--w-sup", self.w_sup as f64)?;
+        if self.w_ref == 0.0 && self.w_sup == 0.0 {
+            return Err(crate::Error::Setting {
+                name: "--w-ref",
+                value: "0".into(),
+                rule: "--w-ref and --w-sup cannot both be 0 (nothing to train)".into(),
+            });
+        }
+        check::non_negative("--reward-noise", self.reward_noise as f64)?;
+        check::at_least("--batch-size", self.batch_size, 1)?;
+        check::positive("--lr", self.learning_rate)?;
+        check::fraction("beta_1", self.beta_1 as f64)?;
+        check::fraction("beta_2", self.beta_2 as f64)?;
+        check::positive("epsilon", self.epsilon as f64)?;
+        check::non_negative("weight_decay", self.weight_decay as f64)?;
+        check::positive("clip", self.clip as f64)
+    }
+
     /// The generator config for `dataset`.
     pub fn model(&self, dataset: &Dataset) -> GeneratorConfig {
         GeneratorConfig::new(
@@ -161,6 +187,9 @@ pub struct StepRecord {
     /// Mean entropy of π_ref (ln K when all rewards tie).
     pub ref_entropy: Option<f32>,
     pub seconds: f64,
+    /// Time per phase of the step, when profiling is on ([`GoalRankTrainer::set_profile`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<Phase>,
 }
 
 /// A GoalRank generator being trained against a frozen reward.
@@ -171,11 +200,11 @@ pub struct GoalRankTrainer<'a> {
     reward: Reward,
     optim: ModuleOptimizer,
     sampler: BatchSampler,
-    /// Autodiff device of the generator.
-    device: Device,
-    /// Plain device of the frozen reward model.
+    /// The plain device: batches, group sampling and the frozen reward model (the generator
+    /// trains on its autodiff twin).
     plain: Device,
     step: usize,
+    profile: bool,
 }
 
 impl<'a> GoalRankTrainer<'a> {
@@ -223,10 +252,10 @@ impl<'a> GoalRankTrainer<'a> {
             reward,
             optim,
             sampler,
-            device,
             plain,
             config,
             step: 0,
+            profile: false,
         }
     }
 
@@ -237,6 +266,12 @@ impl<'a> GoalRankTrainer<'a> {
     /// The current generator for inference.
     pub fn model(&self) -> Generator {
         self.model.valid()
+    }
+
+    /// Times each phase of every following step (see [`StepRecord::phases`]). Each phase ends
+    /// with a device synchronisation, which slows a GPU down: for measurement only.
+    pub fn set_profile(&mut self, on: bool) {
+        self.profile = on;
     }
 
     /// Steps done so far.
@@ -259,53 +294,62 @@ impl<'a> GoalRankTrainer<'a> {
             .from_bytes(burn::tensor::Bytes::from_bytes_vec(optimizer))
             .map_err(|e| crate::Error::Backend(format!("optimizer state: {e:?}")))?;
         self.step = step;
-        // Skip the batches already seen, so a resumed run sees the same data as an unbroken one.
+        // Skip the batches already seen, so a resumed run sees the same data as an unbroken one
+        // (the step's random draws are seeded by the step: see `step_seed`).
         for _ in 0..step {
             self.sampler.next_batch();
         }
         Ok(())
     }
 
-    /// One GoalRank update on the next mini-batch of train requests. Errors only when the
-    /// device fails to hand values back.
+    /// One GoalRank update on the next mini-batch of train requests. Errors when the device
+    /// fails to hand values back, or when the loss is NaN or infinite (before the update).
     pub fn step(&mut self) -> crate::Result<StepRecord> {
         block_on(self.step_async())
     }
 
-    /// [`Self::step`] that awaits its read-backs (the browser's way).
+    /// [`Self::step`] that awaits its read-back (the browser's way).
     pub async fn step_async(&mut self) -> crate::Result<StepRecord> {
         let start = Instant::now();
+        let mut timer = PhaseTimer::new(self.profile.then_some(&self.plain));
         let config = &self.config;
+        // Every random draw of a step comes from a stream seeded by (seed, step), so a run
+        // resumed from a checkpoint continues exactly as the uninterrupted run.
+        self.plain.seed(step_seed(config.seed, self.step));
         let requests: Vec<&Request> = self
             .sampler
             .next_batch()
             .into_iter()
             .map(|i| &self.dataset.train[i])
             .collect();
-        let batch = Batch::new(self.dataset, &requests, &self.device);
+        // One batch on the plain device serves the generator (its inputs are constants of the
+        // graph) and the reward model.
+        let batch = Batch::new(self.dataset, &requests, &self.plain);
         let [b, l] = batch.logged.dims();
+        timer.mark("batch");
 
         // 1. Encode the users and candidates once, with gradient.
         let encoded = self.model.encode(&batch);
+        timer.mark("encode");
 
         // 2. The supervised target: the logged list, positives first (each part in logged
         //    order), weighted on the steps that hold a positive.
-        let (supervised, weights) = positives_first(&requests, l, &self.device);
+        let (supervised, weights) = positives_first(&requests, l, &self.plain);
         let supervised = supervised.reshape([b, 1, l]);
 
-        // 3. The group: K lists per request sampled from the current generator without
-        //    gradient, plus the logged list. No group when its weight is 0 (the
-        //    supervised-only baseline samples nothing).
+        // 3. The group: K lists per request sampled from the current generator outside the
+        //    autodiff graph (the plain twin of the model and of the encoding), plus the logged
+        //    list. No group when its weight is 0 (the supervised-only baseline samples nothing).
         let group = if config.w_ref > 0.0 {
+            let policy = self.model.valid();
+            let fixed = encoded.without_autodiff();
             let sampled = match config.sampling {
                 GroupSampling::Autoregressive => {
-                    self.model
-                        .decode(&encoded.detach(), config.group_size, Decode::Sample)
+                    policy
+                        .decode(&fixed, config.group_size, Decode::Sample)
                         .lists
                 }
-                GroupSampling::PlackettLuce => self
-                    .model
-                    .plackett_luce(&encoded.detach(), config.group_size),
+                GroupSampling::PlackettLuce => policy.plackett_luce(&fixed, config.group_size),
             };
             Some(if config.include_logged {
                 Tensor::cat(vec![sampled, batch.logged.clone().reshape([b, 1, l])], 1)
@@ -315,6 +359,7 @@ impl<'a> GoalRankTrainer<'a> {
         } else {
             None
         };
+        timer.mark("sample group");
 
         // log π_θ of every list in the group and of the supervised target, in one
         // teacher-forced decoder call.
@@ -324,31 +369,23 @@ impl<'a> GoalRankTrainer<'a> {
         };
         let k_all = lists.dims()[1];
         let (log_probs, steps) = self.model.teacher_forced(&encoded, lists);
+        timer.mark("teacher forcing");
         let sup_steps = steps.slice([0..b, k_all - 1..k_all, 0..l]).reshape([b, l]);
         let loss_sup = (sup_steps * weights.clone()).sum().neg() / weights.sum().clamp_min(1.0);
         let mut loss = loss_sup.clone().mul_scalar(config.w_sup);
-        let mut record = StepRecord {
-            step: self.step + 1,
-            loss: 0.0,
-            loss_ref: None,
-            loss_sup: read_scalar(loss_sup).await?,
-            reward_mean: None,
-            reward_std: None,
-            reward_best: None,
-            ref_entropy: None,
-            seconds: 0.0,
-        };
+        // The step's scalars, read back together once.
+        let mut scalars = vec![loss_sup];
 
         if let Some(group) = group {
             let k = group.dims()[1];
-            // 4. Rewards R(l) of every list from the frozen reward (one read-back of the lists).
-            let positions = read_i64(group).await?;
-            let rewards = self.rewards(&requests, positions, [b, k, l]).await?;
+            // 4. Rewards R(l) of every list from the frozen reward (constants).
+            let rewards = self.rewards(&batch, &requests, group, [b, k, l]).await?;
+            timer.mark("reward");
             // The reward-noise study perturbs what the reference policy sees:
             // R + λ · std_G(R) · ε, ε ~ N(0, 1) per list (the logged statistics stay clean).
             let seen = if config.reward_noise > 0.0 {
                 let noise =
-                    Tensor::<2>::random([b, k], Distribution::Normal(0.0, 1.0), &self.device);
+                    Tensor::<2>::random([b, k], Distribution::Normal(0.0, 1.0), &self.plain);
                 rewards.clone()
                     + noise * group::std(rewards.clone()).mul_scalar(config.reward_noise)
             } else {
@@ -370,63 +407,110 @@ impl<'a> GoalRankTrainer<'a> {
             loss = loss + loss_ref.clone().mul_scalar(config.w_ref);
 
             let sampled = rewards.slice([0..b, 0..config.group_size]);
-            record.loss_ref = Some(read_scalar(loss_ref).await?);
-            record.reward_mean = Some(read_scalar(sampled.clone().mean()).await?);
-            record.reward_std = Some(read_scalar(group::std(sampled.clone()).mean()).await?);
-            record.reward_best = Some(read_scalar(sampled.max_dim(1).mean()).await?);
-            record.ref_entropy = Some(read_scalar(group::entropy(pi_ref)).await?);
+            scalars.extend([
+                loss_ref,
+                sampled.clone().mean(),
+                group::std(sampled.clone()).mean(),
+                sampled.max_dim(1).mean(),
+                group::entropy(pi_ref),
+            ]);
+        }
+        scalars.insert(0, loss.clone());
+        let values = read_f32(Tensor::cat(
+            scalars.into_iter().map(|t| t.without_autodiff()).collect(),
+            0,
+        ))
+        .await?;
+        timer.mark("read-back");
+        let value = |i: usize| values.get(i).copied();
+        let record = StepRecord {
+            step: self.step + 1,
+            loss: value(0).unwrap_or(f32::NAN),
+            loss_ref: value(2),
+            loss_sup: value(1).unwrap_or(f32::NAN),
+            reward_mean: value(3),
+            reward_std: value(4),
+            reward_best: value(5),
+            ref_entropy: value(6),
+            seconds: 0.0,
+            phases: Vec::new(),
+        };
+        // A NaN or infinite loss stops training before the update, so the weights (and any
+        // checkpoint written from them) stay those of the last finite step.
+        if !record.loss.is_finite() {
+            return Err(crate::Error::NonFinite(format!(
+                "step {}: the loss is {} (supervised {}, reference {}); training stopped before \
+                 the update, with the weights of step {}",
+                record.step,
+                record.loss,
+                record.loss_sup,
+                record.loss_ref.map_or("-".into(), |v| v.to_string()),
+                self.step
+            )));
         }
 
         // 7. Backward, gradient clipping and the Adam step.
-        record.loss = read_scalar(loss.clone()).await?;
         let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+        timer.mark("backward");
         self.model = self
             .optim
             .step(config.learning_rate, self.model.clone(), grads);
+        timer.mark("optimizer");
         self.step += 1;
         Ok(StepRecord {
             seconds: start.elapsed().as_secs_f64(),
+            phases: timer.finish(),
             ..record
         })
     }
 
-    /// Rewards of `[B, K, L]` lists (candidate positions, row-major), on the autodiff device
-    /// as constants.
+    /// Rewards of the `[B, K, L]` lists (candidate positions) of `batch`'s requests, as
+    /// constants. The reward model scores them where they are; only the oracle, which runs on
+    /// the host, reads them back.
     ///
     /// # Shapes
+    /// - lists: `[B, K, L]`
     /// - output: `[B, K]`
     async fn rewards(
         &self,
+        batch: &Batch,
         requests: &[&Request],
-        positions: Vec<i64>,
+        lists: Tensor<3, Int>,
         [b, k, l]: [usize; 3],
     ) -> crate::Result<Tensor<2>> {
-        let values = match &self.reward {
-            Reward::Model(model) => {
-                let batch = Batch::new(self.dataset, requests, &self.plain);
-                let lists =
-                    Tensor::<3, Int>::from_data(TensorData::new(positions, [b, k, l]), &self.plain);
-                let (_, rewards) = model.score(&model.context(&batch), lists);
-                read_f32(rewards).await?
+        match &self.reward {
+            Reward::Model(model) => Ok(model.score(&model.context(batch), lists).1),
+            Reward::Oracle(world) => {
+                let positions = read_i64(lists).await?;
+                let values = positions
+                    .chunks(l)
+                    .enumerate()
+                    .map(|(i, list)| {
+                        let request = requests[i / k];
+                        let items: Vec<u32> = list
+                            .iter()
+                            .map(|&p| request.candidates[p as usize])
+                            .collect();
+                        world.utility(request.user, &items) as f32
+                    })
+                    .collect();
+                Ok(Tensor::from_data(
+                    TensorData::new(values, [b, k]),
+                    &self.plain,
+                ))
             }
-            Reward::Oracle(world) => positions
-                .chunks(l)
-                .enumerate()
-                .map(|(i, list)| {
-                    let request = requests[i / k];
-                    let items: Vec<u32> = list
-                        .iter()
-                        .map(|&p| request.candidates[p as usize])
-                        .collect();
-                    world.utility(request.user, &items) as f32
-                })
-                .collect(),
-        };
-        Ok(Tensor::from_data(
-            TensorData::new(values, [b, k]),
-            &self.device,
-        ))
+        }
     }
+}
+
+/// The seed of step `step`'s random draws (SplitMix64 of the run seed and the step).
+fn step_seed(seed: u64, step: usize) -> u64 {
+    let mut z = seed
+        .wrapping_add((step as u64).wrapping_add(1))
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// The logged list reordered positives first (each group in logged order), and a weight of 1

@@ -6,11 +6,13 @@
 mod goalrank;
 pub mod group;
 mod pointwise;
+mod profile;
 mod reward;
 mod sampler;
 
 pub use goalrank::{GoalRankConfig, GoalRankTrainer, GroupSampling, Objective, Reward, StepRecord};
 pub use pointwise::{PointwiseTrainer, PointwiseTrainingConfig};
+pub use profile::Phase;
 pub use reward::{
     RewardRecord, RewardTrainer, RewardTrainingConfig, bce_with_logits, bce_with_probs,
 };

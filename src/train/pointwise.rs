@@ -36,6 +36,17 @@ pub struct PointwiseTrainingConfig {
 }
 
 impl PointwiseTrainingConfig {
+    /// Refuses a setting no run can train with, naming its command-line flag.
+    pub fn validate(&self) -> crate::Result<()> {
+        use crate::error::check;
+        check::at_least("--d-model", self.d_model, 1)?;
+        check::heads("heads", self.d_model, self.heads)?;
+        check::at_least("--batch-size", self.batch_size, 1)?;
+        check::positive("--lr", self.learning_rate)?;
+        check::non_negative("weight_decay", self.weight_decay as f64)?;
+        check::at_least("--epochs", self.epochs, 1)
+    }
+
     pub fn model(&self, dataset: &Dataset) -> PointwiseConfig {
         PointwiseConfig::new(EncoderConfig::for_dataset(dataset, self.d_model))
             .with_context_layers(self.context_layers)

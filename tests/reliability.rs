@@ -1,0 +1,414 @@
+//! What goalrank promises when things go wrong: bad settings are refused before any file is
+//! written, a NaN stops training instead of being served, a checkpoint is one unit, a resumed
+//! run continues bit for bit, a killed run loses nothing, and output errors end cleanly.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::Tensor;
+use goalrank::data::{Dataset, RequestConfig, Split, simulator};
+use goalrank::model::GeneratorConfig;
+use goalrank::run::{FitOptions, fit_goalrank, run_config};
+use goalrank::train::{GoalRankConfig, GoalRankTrainer, Reward};
+
+fn goalrank(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_goalrank"))
+        .args(args)
+        .output()
+        .expect("run goalrank")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts exit code 2, no panic and exactly one `error:` line, which names `place`.
+fn assert_refused(out: &Output, place: &str) {
+    let text = stderr(out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "{text}");
+    assert!(errors[0].contains(place), "expected `{place}` in: {text}");
+}
+
+/// `train goalrank` on the tiny simulator against its exact utility: no reward model needed.
+fn oracle_run(run: &Path, artifacts: &Path, steps: usize, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "train",
+        "goalrank",
+        "--data",
+        "sim:tiny",
+        "--reward",
+        "oracle",
+        "--eval-every",
+        "2",
+        "--d-model",
+        "16",
+        "--layers",
+        "1",
+        "--heads",
+        "2",
+        "--batch-size",
+        "8",
+        "--group-size",
+        "4",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(["--steps".into(), steps.to_string()]);
+    args.extend(["--run".into(), run.display().to_string()]);
+    args.extend(["--artifacts".into(), artifacts.display().to_string()]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn run_oracle(run: &Path, artifacts: &Path, steps: usize, extra: &[&str]) -> Output {
+    let args = oracle_run(run, artifacts, steps, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    goalrank(&args)
+}
+
+/// The train records' steps in `metrics.jsonl`; every line must parse.
+fn logged_steps(run: &Path) -> Vec<u64> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .expect("metrics.jsonl")
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .unwrap_or_else(|e| panic!("torn line {line:?}: {e}"))
+        })
+        .filter(|v| v["kind"] == "train")
+        .map(|v| v["record"]["step"].as_u64().expect("step"))
+        .collect()
+}
+
+/// The current checkpoint folder of a run.
+fn checkpoint_dir(run: &Path) -> PathBuf {
+    let name = std::fs::read_to_string(run.join("checkpoint")).expect("checkpoint pointer");
+    run.join(name)
+}
+
+/// The tiny simulated world as the command line builds it.
+fn tiny_world() -> Dataset {
+    let defaults = RequestConfig::new();
+    let config = simulator::SimConfig::preset("tiny")
+        .expect("preset")
+        .with_history_len(defaults.history_len)
+        .with_seed(defaults.seed);
+    simulator::build(&config).expect("simulate")
+}
+
+/// Every weight of the generator saved in `weights` (of `run`), in module order. (The files
+/// themselves differ between processes: they record random parameter ids.)
+fn weight_values(run: &Path, weights: &Path) -> Vec<f32> {
+    struct Values(Vec<f32>);
+    impl ModuleVisitor for Values {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let data = param.val().into_data();
+            self.0
+                .extend(data.try_to_vec::<f32>().expect("f32 weights"));
+        }
+    }
+    let dataset = tiny_world();
+    let config = run_config(run, "goalrank", &dataset).expect("config.json");
+    let config: GeneratorConfig = serde_json::from_value(config["model"].clone()).expect("model");
+    let device = burn::tensor::Device::flex();
+    let model = goalrank::model::load_module(config.init(&device), weights).expect("weights");
+    let mut values = Values(Vec::new());
+    model.visit(&mut values);
+    assert!(!values.0.is_empty());
+    values.0
+}
+
+/// Names in `run` that an interrupted write would leave behind.
+fn leftovers(run: &Path) -> Vec<String> {
+    std::fs::read_dir(run)
+        .expect("run folder")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp"))
+        .collect()
+}
+
+#[test]
+fn bad_settings_are_refused_before_any_file_is_written() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let cases: &[(&[&str], &str)] = &[
+        (&["--group-size", "0"], "--group-size"),
+        (&["--heads", "0"], "--heads"),
+        (&["--d-model", "0"], "--d-model"),
+        (&["--heads", "3"], "--heads"),
+        (&["--tau", "0"], "--tau"),
+        (&["--tau", "inf"], "--tau"),
+        (&["--tau", "-1"], "--tau"),
+        (&["--lr", "NaN"], "--lr"),
+        (&["--lr=-1"], "--lr"),
+        (&["--w-sup", "inf"], "--w-sup"),
+        (&["--w-ref", "NaN"], "--w-ref"),
+        (&["--w-ref", "0", "--w-sup", "0"], "--w-ref"),
+        (&["--steps", "0"], "--steps"),
+        (&["--eval-every", "0"], "--eval-every"),
+        (&["--batch-size", "0"], "--batch-size"),
+        (&["--model-seed", "-1"], "--model-seed"),
+    ];
+    for (i, (flags, place)) in cases.iter().enumerate() {
+        let run = root.path().join(format!("run{i}"));
+        let out = run_oracle(&run, root.path(), 4, flags);
+        assert_refused(&out, place);
+        let written: Vec<_> = std::fs::read_dir(&run)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(written.is_empty(), "{flags:?} wrote {written:?}");
+    }
+    let art = root.path().to_str().expect("path");
+    let out = goalrank(&[
+        "eval",
+        "--data",
+        "sim:tiny",
+        "--artifacts",
+        art,
+        "--pick-k",
+        "0",
+    ]);
+    assert_refused(&out, "--pick-k");
+    let out = goalrank(&[
+        "experiment",
+        "main",
+        "--data",
+        "sim:tiny",
+        "--artifacts",
+        art,
+        "--results",
+        art,
+        "--seeds",
+        "0",
+    ]);
+    assert_refused(&out, "--seeds");
+}
+
+#[test]
+fn a_non_finite_loss_stops_training_before_the_update() {
+    let dataset =
+        simulator::build(&simulator::SimConfig::preset("tiny").expect("preset")).expect("simulate");
+    let device = burn::tensor::Device::flex();
+    // τ = 0 cannot pass `validate`; the trainer is built directly to reach the NaN path.
+    let config = GoalRankConfig::new()
+        .with_d_model(16)
+        .with_heads(2)
+        .with_batch_size(8)
+        .with_group_size(4)
+        .with_tau(0.0);
+    assert!(config.validate().is_err());
+    let reward = Reward::oracle(&dataset).expect("oracle");
+    let mut trainer = GoalRankTrainer::new(&dataset, reward, config, &device);
+    let before = goalrank::model::module_bytes(&trainer.model()).expect("bytes");
+    let err = trainer.step().expect_err("a NaN loss is an error");
+    assert!(matches!(err, goalrank::Error::NonFinite(_)), "{err}");
+    assert!(err.to_string().contains("step 1"), "{err}");
+    assert_eq!(trainer.steps_done(), 0);
+    let after = goalrank::model::module_bytes(&trainer.model()).expect("bytes");
+    assert!(before == after, "the weights changed");
+}
+
+#[test]
+fn an_empty_split_is_an_error_naming_it() {
+    let mut dataset =
+        simulator::build(&simulator::SimConfig::preset("tiny").expect("preset")).expect("simulate");
+    dataset.valid.clear();
+    let run = tempfile::tempdir().expect("tempdir");
+    let mut options = FitOptions::new(run.path().join("run"), burn::tensor::Device::flex());
+    options.steps = 2;
+    options.eval_every = 1;
+    options.progress = false;
+    let reward = Reward::oracle(&dataset).expect("oracle");
+    let config = GoalRankConfig::new().with_d_model(16).with_heads(2);
+    let err = fit_goalrank(&dataset, reward, &config, &options).expect_err("empty split");
+    assert!(
+        err.to_string().contains("valid split has no requests"),
+        "{err}"
+    );
+    assert!(!run.path().join("run").join("config.json").exists());
+    assert!(dataset.require(Split::Train).is_ok());
+}
+
+#[test]
+fn resume_cuts_the_log_back_removes_leftovers_and_continues_bit_for_bit() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let whole = root.path().join("whole");
+    let broken = root.path().join("broken");
+    let out = run_oracle(&whole, root.path(), 8, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run_oracle(&broken, root.path(), 4, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // What a crash after step 4 can leave: records past the checkpoint, a torn last line,
+    // a temporary file and an unfinished checkpoint folder.
+    let log = broken.join("metrics.jsonl");
+    let mut text = std::fs::read_to_string(&log).expect("log");
+    text.push_str("{\"kind\":\"train\",\"record\":{\"step\":5,\"loss\":1.0}}\n{\"kind\":\"tr");
+    std::fs::write(&log, text).expect("write");
+    std::fs::write(broken.join("model.tmp4242"), b"half").expect("write");
+    std::fs::create_dir_all(broken.join("checkpoint-00000006.tmp")).expect("mkdir");
+
+    let out = run_oracle(&broken, root.path(), 8, &["--resume"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(logged_steps(&broken), (1..=8).collect::<Vec<_>>());
+    assert!(leftovers(&broken).is_empty(), "{:?}", leftovers(&broken));
+    let losses = |run: &Path| -> Vec<String> {
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .expect("log")
+            .lines()
+            .filter(|l| l.contains("\"kind\":\"train\""))
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("json");
+                v["record"]["loss"].to_string()
+            })
+            .collect()
+    };
+    assert_eq!(losses(&whole), losses(&broken));
+    for file in [checkpoint_dir(&whole), whole.clone()] {
+        let other = broken.join(file.strip_prefix(&whole).expect("inside"));
+        assert!(
+            weight_values(&whole, &file.join("model.bpk"))
+                == weight_values(&broken, &other.join("model.bpk")),
+            "{} differs from the uninterrupted run's",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn a_checkpoint_whose_parts_do_not_belong_together_is_refused() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let run = root.path().join("run");
+    let out = run_oracle(&run, root.path(), 4, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let optimizer = checkpoint_dir(&run).join("optimizer.bin");
+    let mut bytes = std::fs::read(&optimizer).expect("optimizer");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    std::fs::write(&optimizer, bytes).expect("write");
+    let out = run_oracle(&run, root.path(), 6, &["--resume"]);
+    assert_refused(&out, "do not match its state.json");
+}
+
+#[test]
+fn corrupt_or_non_finite_weights_are_refused_with_one_line() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let run = root.path().join("run");
+    let out = run_oracle(&run, root.path(), 2, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let art = root.path().to_str().expect("path");
+    let run_s = run.to_str().expect("path");
+    let eval = || {
+        goalrank(&[
+            "eval",
+            "--data",
+            "sim:tiny",
+            "--artifacts",
+            art,
+            "--checkpoint",
+            run_s,
+        ])
+    };
+    let out = eval();
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let weights = run.join("model.bpk");
+    let good = std::fs::read(&weights).expect("weights");
+    // NaN in the last weights (burnpack keeps tensor data at the end of the file).
+    let mut nan = good.clone();
+    let n = nan.len();
+    nan[n - 64..].fill(0xff);
+    for (bytes, place) in [
+        (Vec::new(), "model.bpk: not a goalrank weights file"),
+        (good[..good.len() / 2].to_vec(), "model.bpk: "),
+        (nan, "NaN or infinite"),
+    ] {
+        std::fs::write(&weights, &bytes).expect("write");
+        let out = eval();
+        assert_refused(&out, place);
+        let text = stderr(&out);
+        assert!(text.len() < 400, "one short line: {text}");
+    }
+}
+
+#[test]
+fn a_closed_pipe_ends_quietly_and_a_full_disk_is_one_error() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_goalrank"))
+        .args(["data", "--data", "sim:tiny"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+
+    if let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") {
+        let out = Command::new(env!("CARGO_BIN_EXE_goalrank"))
+            .args(["data", "--data", "sim:tiny"])
+            .stdout(full)
+            .output()
+            .expect("run");
+        let text = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(!text.contains("panicked"), "{text}");
+        assert!(text.contains("error: writing to standard output"), "{text}");
+    }
+}
+
+/// Kills a training process at random moments, resumes it each time, and checks that the run
+/// ends as the uninterrupted one: a parseable log with steps 1..n, no leftovers, equal weights.
+#[test]
+fn a_run_killed_twenty_times_ends_as_the_uninterrupted_run() {
+    const STEPS: usize = 300;
+    const KILLS: usize = 20;
+    let root = tempfile::tempdir().expect("tempdir");
+    let whole = root.path().join("whole");
+    let killed = root.path().join("killed");
+    let out = run_oracle(&whole, root.path(), STEPS, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let args = oracle_run(&killed, root.path(), STEPS, &["--resume"]);
+
+    // Kill delays from a small deterministic generator (no extra dependency): each process
+    // lives 15-95 ms, enough to start and do a few steps (about 4 ms each, a checkpoint every
+    // 2), so the kills land in steps, validations and checkpoint writes alike.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut kills = 0;
+    while kills < KILLS {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_goalrank"))
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        std::thread::sleep(Duration::from_millis(15 + state % 80));
+        if child.try_wait().expect("poll").is_some() {
+            panic!("the run finished after {kills} kills; make it longer");
+        }
+        child.kill().expect("kill");
+        child.wait().expect("reap");
+        kills += 1;
+    }
+    let out = goalrank(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        logged_steps(&killed),
+        (1..=STEPS as u64).collect::<Vec<_>>()
+    );
+    assert!(leftovers(&killed).is_empty(), "{:?}", leftovers(&killed));
+    assert!(
+        weight_values(&whole, &checkpoint_dir(&whole).join("model.bpk"))
+            == weight_values(&killed, &checkpoint_dir(&killed).join("model.bpk")),
+        "final weights differ from the uninterrupted run's"
+    );
+}
