@@ -40,9 +40,19 @@ pub struct RankAnswer {
 
 /// Parses the JSON-lines file `path` into dataset requests (dense ids), checking every field.
 pub fn read_rank_requests(path: &Path, dataset: &Dataset) -> Result<Vec<(usize, Request)>> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+    let bytes = std::fs::read(path).map_err(|source| Error::Read {
         path: path.to_path_buf(),
         source,
+    })?;
+    // A leading UTF-8 byte-order mark is skipped, as the CSV loader skips it.
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let line = bytes[..e.valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1;
+        Error::parse(path, line, "json", "not valid UTF-8")
     })?;
     let l = dataset.config.list_len;
     let item = |raw: u64, line: usize, field: &'static str| -> Result<u32> {

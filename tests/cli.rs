@@ -255,6 +255,24 @@ fn train_resume_and_evaluate_a_checkpoint() {
         );
         assert_eq!(answer["user"], input["user"]);
     }
+    // A UTF-8 byte-order mark is skipped, as the CSV loader skips it.
+    let bom = root.join("bom.jsonl");
+    let mut bytes = b"\xEF\xBB\xBF".to_vec();
+    bytes.extend(std::fs::read(&requests).expect("fixture"));
+    std::fs::write(&bom, bytes).expect("write");
+    let out = goalrank(
+        &[
+            &["rank", "--checkpoint", run_s, "--requests"][..],
+            &[bom.to_str().expect("path")],
+            &common,
+        ]
+        .concat(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        inputs.len()
+    );
     let bad = root.join("bad.jsonl");
     std::fs::write(&bad, "{\"user\": 1, \"candidates\": [3, 6, 9, 12, 15, 18]}\n{\"user\": 1, \"candidates\": [3, 6, 9, 12, 15, 7]}\n").expect("write");
     let out = goalrank(

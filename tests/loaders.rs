@@ -103,3 +103,98 @@ fn missing_file_and_unknown_layout() {
     let gone = empty.path().join("nope");
     assert!(matches!(detect_layout(&gone), Err(Error::Read { .. })));
 }
+
+/// The `(line, field)` of a parse error, or a panic naming what came instead.
+fn place(result: goalrank::Result<movielens::RatingLog>) -> (String, usize, &'static str) {
+    match result {
+        Err(Error::Parse {
+            path, line, field, ..
+        }) => (
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            line,
+            field,
+        ),
+        other => panic!("expected a parse error, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_unclosed_quote_is_blamed_on_its_own_file_and_line() {
+    let dir = copy_fixture("ml-latest-tiny");
+    replace_line(
+        &dir.path().join("movies.csv"),
+        3,
+        "6,\"Broken (1995),Comedy",
+    );
+    assert_eq!(
+        place(movielens::load(dir.path())),
+        ("movies.csv".into(), 3, "title")
+    );
+}
+
+#[test]
+fn a_whitespace_line_is_skipped_and_later_lines_keep_their_numbers() {
+    let dir = copy_fixture("ml-latest-tiny");
+    let ratings = dir.path().join("ratings.csv");
+    replace_line(&ratings, 3, "   ");
+    replace_line(&ratings, 5, "1,3,4.0,yesterday");
+    assert_eq!(
+        place(movielens::load(dir.path())),
+        ("ratings.csv".into(), 5, "timestamp")
+    );
+}
+
+#[test]
+fn invalid_utf8_names_its_column() {
+    let dir = copy_fixture("ml-latest-tiny");
+    let movies = dir.path().join("movies.csv");
+    let mut bytes = std::fs::read(&movies).expect("read");
+    bytes.extend_from_slice(b"999,Caf\xe9 (1990),Comedy\n");
+    std::fs::write(&movies, bytes).expect("write");
+    let (file, _, field) = place(movielens::load(dir.path()));
+    assert_eq!((file.as_str(), field), ("movies.csv", "title"));
+}
+
+#[test]
+fn a_movie_listed_twice_is_refused_and_repeated_ratings_are_counted() {
+    let dir = copy_fixture("ml-latest-tiny");
+    let movies = dir.path().join("movies.csv");
+    let text = std::fs::read_to_string(&movies).expect("read");
+    let second = text.lines().nth(2).expect("a movie").to_string();
+    std::fs::write(&movies, format!("{text}{second}\n")).expect("write");
+    let lines = text.lines().count() + 1;
+    assert_eq!(
+        place(movielens::load(dir.path())),
+        ("movies.csv".into(), lines, "movieId")
+    );
+
+    let dir = copy_fixture("ml-latest-tiny");
+    let clean = movielens::load(dir.path()).expect("load");
+    assert_eq!(clean.repeated_ratings, 0);
+    let ratings = dir.path().join("ratings.csv");
+    let text = std::fs::read_to_string(&ratings).expect("read");
+    let first = text.lines().nth(1).expect("a rating").to_string();
+    std::fs::write(&ratings, format!("{text}{first}\n")).expect("write");
+    let log = movielens::load(dir.path()).expect("load");
+    assert_eq!(log.repeated_ratings, 1);
+    assert_eq!(log.ratings.len(), clean.ratings.len() + 1);
+}
+
+#[test]
+fn a_shortage_of_candidates_names_the_user_as_the_file_does() {
+    let log = movielens::load(&fixture("ml-latest-tiny")).expect("load");
+    let err = small_config()
+        .with_candidates(58)
+        .build(&log, "tiny", false)
+        .expect_err("too many candidates");
+    let text = err.to_string();
+    let user: u64 = text
+        .split("user ")
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(log.ratings.iter().any(|r| r.user == user), "{text}");
+}

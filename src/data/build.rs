@@ -83,6 +83,13 @@ impl RequestConfig {
     pub fn build(&self, log: &RatingLog, name: &str, progress: bool) -> crate::Result<Dataset> {
         self.validate()?;
         let l = self.list_len;
+        if progress && log.repeated_ratings > 0 {
+            eprintln!(
+                "{}: {} repeated (user, movie) ratings; requests keep the earliest of each",
+                log.files[0].display(),
+                log.repeated_ratings
+            );
+        }
 
         // Dense ids: movies in catalogue order (sorted by id), users sorted by id.
         let items: Vec<Item> = log
@@ -171,8 +178,8 @@ impl RequestConfig {
             for w in 0..windows {
                 let start = self.warmup + w * l;
                 let window = &seq[start..start + l];
-                let request =
-                    self.request(u as u32, seq, start, window, &ranking, &rated, &mut rng)?;
+                let user = (u as u32, users[u]);
+                let request = self.request(user, seq, start, window, &ranking, &rated, &mut rng)?;
                 if w < n_train {
                     train.push(request);
                 } else if w < n_train + n_valid {
@@ -203,11 +210,12 @@ impl RequestConfig {
         })
     }
 
-    /// One request: the window as logged list, retrieved candidates, shuffled.
+    /// One request: the window as logged list, retrieved candidates, shuffled. `user` is the
+    /// dense index and the id in the data files.
     #[allow(clippy::too_many_arguments)]
     fn request(
         &self,
-        user: u32,
+        user: (u32, u64),
         seq: &[(u32, u8, i64)],
         start: usize,
         window: &[(u32, u8, i64)],
@@ -226,14 +234,15 @@ impl RequestConfig {
         );
         if candidates.len() < self.candidates {
             return Err(Error::Invalid(format!(
-                "user {user}: only {} items are left to retrieve, {} needed; lower `candidates`",
+                "user {}: only {} items are left to retrieve, {} needed; lower `candidates`",
+                user.1,
                 candidates.len() - logged.len(),
                 self.candidates - self.list_len
             )));
         }
         candidates.shuffle(rng);
         Ok(Request {
-            user,
+            user: user.0,
             history: history.iter().map(|r| r.0).collect(),
             history_labels: history.iter().map(|r| r.1).collect(),
             candidates,

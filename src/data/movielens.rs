@@ -8,7 +8,7 @@
 //!
 //! Every parse error names the file, the 1-based line and the field.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -112,6 +112,9 @@ pub struct RatingLog {
     pub movies: Vec<Movie>,
     /// Genre vocabulary.
     pub genres: Vec<String>,
+    /// Ratings of a (user, movie) pair seen before in the file: requests keep only the earliest
+    /// rating of a movie per user (the loader says how many it left out).
+    pub repeated_ratings: usize,
 }
 
 /// Finds which layout `dir` holds.
@@ -174,7 +177,12 @@ pub fn load(dir: &Path) -> Result<RatingLog> {
         Layout::Simulator => Vec::new(),
     };
     let mut ratings = Vec::with_capacity(rows.len());
+    let mut pairs = HashSet::with_capacity(rows.len());
+    let mut repeated_ratings = 0;
     for (line, rating) in rows {
+        if !pairs.insert((rating.user, rating.movie)) {
+            repeated_ratings += 1;
+        }
         if !known.contains_key(&rating.movie) {
             return Err(Error::parse(
                 &ratings_path,
@@ -197,7 +205,27 @@ pub fn load(dir: &Path) -> Result<RatingLog> {
         ratings,
         movies,
         genres,
+        repeated_ratings,
     })
+}
+
+/// Refuses a movie id listed twice in a catalogue (its title and genres would be ambiguous).
+fn first_listing(
+    seen: &mut HashMap<u64, usize>,
+    id: u64,
+    path: &Path,
+    line: usize,
+    field: &'static str,
+) -> Result<()> {
+    if let Some(first) = seen.insert(id, line) {
+        return Err(Error::parse(
+            path,
+            line,
+            field,
+            format!("movie {id} is already listed on line {first}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Parses one field, naming the place on failure.
@@ -322,12 +350,60 @@ fn record_line(record: &csv::StringRecord, fallback: usize) -> usize {
         .unwrap_or(fallback)
 }
 
-fn csv_error(path: &Path, err: csv::Error, field: &'static str) -> Error {
+/// A CSV reader's error, naming the column it happened in (`columns` are the names and header
+/// positions of the columns read).
+fn csv_error(path: &Path, err: csv::Error, columns: &[(&'static str, usize)]) -> Error {
     let line = err
         .position()
         .map(|p| p.line() as usize)
         .unwrap_or_default();
-    Error::parse(path, line, field, err.to_string())
+    let first = columns.first().map_or("", |c| c.0);
+    match err.kind() {
+        csv::ErrorKind::Utf8 { err: utf8, .. } => {
+            let field = columns
+                .iter()
+                .find(|(_, i)| *i == utf8.field())
+                .map_or(first, |c| c.0);
+            Error::parse(
+                path,
+                line,
+                field,
+                "not valid UTF-8 (save the file as UTF-8)",
+            )
+        }
+        _ => Error::parse(path, line, first, err.to_string()),
+    }
+}
+
+/// The next data record of a CSV file: whitespace-only lines are skipped (as the other layouts
+/// skip blank lines), and a record whose quoted field runs over several lines is an error at
+/// the line where it starts (an unclosed quote would otherwise swallow the rest of the file).
+fn next_record(
+    records: &mut csv::StringRecordsIter<'_, std::fs::File>,
+    path: &Path,
+    columns: &[(&'static str, usize)],
+) -> Result<Option<(usize, csv::StringRecord)>> {
+    for record in records {
+        let record = record.map_err(|err| csv_error(path, err, columns))?;
+        if record.iter().all(|f| f.trim().is_empty()) {
+            continue;
+        }
+        let line = record_line(&record, 0);
+        if let Some(i) = record.iter().position(|f| f.contains('\n')) {
+            let field = columns
+                .iter()
+                .find(|(_, c)| *c == i)
+                .map_or(columns.first().map_or("", |c| c.0), |c| c.0);
+            return Err(Error::parse(
+                path,
+                line,
+                field,
+                "a quoted field runs over several lines (an unclosed quote?)",
+            ));
+        }
+        return Ok(Some((line, record)));
+    }
+    Ok(None)
 }
 
 fn get<'a>(
@@ -349,10 +425,15 @@ fn read_latest_ratings(path: &Path) -> Result<Vec<(usize, Rating)>> {
         path,
         ["userId", "movieId", "rating", "timestamp"],
     )?;
+    let named = [
+        ("userId", user),
+        ("movieId", movie),
+        ("rating", rating),
+        ("timestamp", timestamp),
+    ];
     let mut out = Vec::new();
-    for (i, record) in reader.records().enumerate() {
-        let record = record.map_err(|err| csv_error(path, err, "userId"))?;
-        let line = record_line(&record, i + 2);
+    let mut records = reader.records();
+    while let Some((line, record)) = next_record(&mut records, path, &named)? {
         out.push((
             line,
             Rating {
@@ -408,19 +489,22 @@ fn index_genres(raw: Vec<(Movie, String)>) -> (Vec<Movie>, Vec<String>) {
 fn read_latest_movies(path: &Path) -> Result<(Vec<Movie>, Vec<String>)> {
     let mut reader = csv_reader(path)?;
     let [id, title, genres] = columns(&mut reader, path, ["movieId", "title", "genres"])?;
+    let named = [("movieId", id), ("title", title), ("genres", genres)];
     let mut raw = Vec::new();
-    for (i, record) in reader.records().enumerate() {
-        let record = record.map_err(|err| csv_error(path, err, "movieId"))?;
-        let line = record_line(&record, i + 2);
+    let mut seen = HashMap::new();
+    let mut records = reader.records();
+    while let Some((line, record)) = next_record(&mut records, path, &named)? {
         let title = get(&record, title, path, line, "title")?.to_string();
+        let movie = parse_field(
+            get(&record, id, path, line, "movieId")?,
+            path,
+            line,
+            "movieId",
+        )?;
+        first_listing(&mut seen, movie, path, line, "movieId")?;
         raw.push((
             Movie {
-                id: parse_field(
-                    get(&record, id, path, line, "movieId")?,
-                    path,
-                    line,
-                    "movieId",
-                )?,
+                id: movie,
                 year: year_from_title(&title),
                 title,
                 genres: Vec::new(),
@@ -434,12 +518,15 @@ fn read_latest_movies(path: &Path) -> Result<(Vec<Movie>, Vec<String>)> {
 fn read_ml1m_movies(path: &Path) -> Result<(Vec<Movie>, Vec<String>)> {
     let text = latin1(&read_bytes(path)?);
     let mut raw = Vec::new();
+    let mut seen = HashMap::new();
     for (line, row) in numbered_lines(&text) {
         let fields = split_exact(row, "::", 3, path, line, "MovieID")?;
         let title = fields[1].to_string();
+        let movie = parse_field(fields[0], path, line, "MovieID")?;
+        first_listing(&mut seen, movie, path, line, "MovieID")?;
         raw.push((
             Movie {
-                id: parse_field(fields[0], path, line, "MovieID")?,
+                id: movie,
                 year: year_from_title(&title),
                 title,
                 genres: Vec::new(),
@@ -453,6 +540,7 @@ fn read_ml1m_movies(path: &Path) -> Result<(Vec<Movie>, Vec<String>)> {
 fn read_ml100k_movies(path: &Path) -> Result<(Vec<Movie>, Vec<String>)> {
     let text = latin1(&read_bytes(path)?);
     let mut movies = Vec::new();
+    let mut seen = HashMap::new();
     for (line, row) in numbered_lines(&text) {
         let fields = split_exact(row, "|", 5 + ML100K_GENRES.len(), path, line, "movie id")?;
         let title = fields[1].to_string();
@@ -471,8 +559,10 @@ fn read_ml100k_movies(path: &Path) -> Result<(Vec<Movie>, Vec<String>)> {
                 }
             }
         }
+        let movie = parse_field(fields[0], path, line, "movie id")?;
+        first_listing(&mut seen, movie, path, line, "movie id")?;
         movies.push(Movie {
-            id: parse_field(fields[0], path, line, "movie id")?,
+            id: movie,
             year: year_from_title(&title),
             title,
             genres,
