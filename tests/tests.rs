@@ -3,6 +3,7 @@
 mod app;
 mod cli;
 mod common;
+mod fuzz;
 mod gain;
 mod layout;
 mod loaders;
