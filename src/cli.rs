@@ -388,7 +388,7 @@ impl DataArgs {
         let start = Instant::now();
         if let Some(config) = self.simulator()? {
             let dataset = simulator::build(&config)?;
-            eprintln!(
+            goalrank::say!(
                 "{}: simulated in {:.1}s",
                 dataset.name,
                 start.elapsed().as_secs_f64()
@@ -401,7 +401,7 @@ impl DataArgs {
             Origin::Built => "built and cached",
             Origin::Cached => "loaded from cache",
         };
-        eprintln!(
+        goalrank::say!(
             "{}: {verb} in {:.1}s ({})",
             dataset.name,
             start.elapsed().as_secs_f64(),
@@ -431,7 +431,7 @@ pub fn main() -> ExitCode {
         // The reader went away (`| head`): stop quietly, as other Unix tools do.
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            goalrank::say!("error: {err:#}");
             let input = err
                 .downcast_ref::<goalrank::Error>()
                 .is_some_and(goalrank::Error::is_input);
@@ -505,6 +505,8 @@ fn run(cli: Cli) -> Result<()> {
             steps,
             tolerance,
         } => {
+            goalrank::error::check::at_least("--steps", steps, 1)?;
+            goalrank::error::check::positive("--tolerance", f64::from(tolerance))?;
             let dataset = data.load()?;
             let gpu = goalrank::device::vulkan_device()?;
             let config = RewardTrainingConfig::new()
@@ -528,7 +530,7 @@ fn run(cli: Cli) -> Result<()> {
                     check.max_relative_difference
                 );
             }
-            eprintln!(
+            goalrank::say!(
                 "wgpu matches flex (max relative difference {})",
                 check.max_relative_difference
             );
@@ -545,11 +547,13 @@ fn run(cli: Cli) -> Result<()> {
             profile,
             json,
         } => {
-            let dataset = data.load()?;
             let config = GoalRankConfig::new()
                 .with_d_model(d_model)
                 .with_layers(layers)
                 .with_group_size(group_size);
+            config.validate()?;
+            goalrank::error::check::at_least("--steps", steps, 1)?;
+            let dataset = data.load()?;
             let options = goalrank::experiment::BenchOptions {
                 batch_size,
                 train_steps: steps,
@@ -561,7 +565,7 @@ fn run(cli: Cli) -> Result<()> {
             let mut rows = Vec::new();
             for d in device {
                 let (name, dev) = (d.label(), d.init()?);
-                eprintln!("bench: {name} ...");
+                goalrank::say!("bench: {name} ...");
                 rows.push(goalrank::experiment::bench_device(
                     &dataset, &config, &reward, &options, name, &dev,
                 )?);
@@ -669,6 +673,7 @@ fn experiment(what: ExperimentCommand) -> Result<()> {
         ExperimentCommand::RewardNoise(args) => (Some(Study::RewardNoise), args),
         ExperimentCommand::Logging(args) => return logging_study(&args),
     };
+    args.config().validate()?;
     let dataset = args.data.load()?;
     let mut config = args.config();
     if dataset.world.is_some() {
@@ -684,6 +689,11 @@ fn experiment(what: ExperimentCommand) -> Result<()> {
     };
     let start = Instant::now();
     let dir = args.results.join(&dataset.name);
+    // The results folder must be writable before hours of training, not after.
+    std::fs::create_dir_all(&dir).map_err(|source| goalrank::Error::Write {
+        path: dir.clone(),
+        source,
+    })?;
     let name = study.map_or("main", Study::name);
     let report = match study {
         None => run_main(&dataset, &config, &options)?,
@@ -697,7 +707,7 @@ fn experiment(what: ExperimentCommand) -> Result<()> {
     report.write(&dir, name)?;
     goalrank::files::save_json(&config, &dir.join(format!("{name}.config.json")))?;
     out!("{}", report.markdown());
-    eprintln!(
+    goalrank::say!(
         "experiment {name}: {:.0} s; wrote {}/{name}.md, .csv, .json{}",
         start.elapsed().as_secs_f64(),
         dir.display(),
@@ -729,7 +739,7 @@ fn logging_study(args: &ExperimentArgs) -> Result<()> {
     report.write(&dir, "logging")?;
     goalrank::files::save_json(&config, &dir.join("logging.config.json"))?;
     out!("{}", report.markdown());
-    eprintln!(
+    goalrank::say!(
         "experiment logging: {:.0} s; wrote {}/logging.md, .csv, .json, .svg",
         start.elapsed().as_secs_f64(),
         dir.display()
@@ -811,6 +821,25 @@ fn split_name(split: Split) -> &'static str {
 }
 
 /// One row of an evaluation table.
+/// Refuses a `--run` that is a file, or a folder that already holds a run when not resuming
+/// (training there would replace it).
+fn check_run_folder(run: &std::path::Path, resume: bool) -> Result<()> {
+    if run.exists() && !run.is_dir() {
+        anyhow::bail!(goalrank::Error::Invalid(format!(
+            "--run {}: is a file, not a folder",
+            run.display()
+        )));
+    }
+    if !resume && run.join("config.json").is_file() {
+        anyhow::bail!(goalrank::Error::Invalid(format!(
+            "--run {}: already holds a run; continue it with --resume, or delete it or choose \
+             another folder to start afresh",
+            run.display()
+        )));
+    }
+    Ok(())
+}
+
 fn train(what: TrainCommand) -> Result<()> {
     let device = Device::flex();
     match what {
@@ -828,12 +857,6 @@ fn train(what: TrainCommand) -> Result<()> {
             random_lists,
             model_seed,
         } => {
-            let dataset = data.load()?;
-            let (default_name, check) = match split {
-                Split::Valid => ("reward-valid", Split::Train),
-                _ => ("reward", Split::Valid),
-            };
-            let run = run.unwrap_or_else(|| data.runs(&dataset).join(default_name));
             let config = RewardTrainingConfig::new()
                 .with_kind(kind)
                 .with_epochs(epochs)
@@ -844,6 +867,14 @@ fn train(what: TrainCommand) -> Result<()> {
                 .with_random_lists(random_lists)
                 .with_listwise(listwise)
                 .with_seed(model_seed);
+            config.validate()?;
+            let dataset = data.load()?;
+            let (default_name, check) = match split {
+                Split::Valid => ("reward-valid", Split::Train),
+                _ => ("reward", Split::Valid),
+            };
+            let run = run.unwrap_or_else(|| data.runs(&dataset).join(default_name));
+            check_run_folder(&run, false)?;
             let options = FitOptions::new(run.clone(), device);
             let device = options.device.clone();
             let (model, state) = fit_reward(&dataset, split, check, &config, &options)?;
@@ -876,13 +907,6 @@ fn train(what: TrainCommand) -> Result<()> {
             lr,
             model_seed,
         } => {
-            let dataset = data.load()?;
-            let name = if context_layers == 0 {
-                "pointwise"
-            } else {
-                "prm"
-            };
-            let run = run.unwrap_or_else(|| data.runs(&dataset).join(name));
             let config = PointwiseTrainingConfig::new()
                 .with_context_layers(context_layers)
                 .with_epochs(epochs)
@@ -890,6 +914,15 @@ fn train(what: TrainCommand) -> Result<()> {
                 .with_batch_size(batch_size)
                 .with_learning_rate(lr)
                 .with_seed(model_seed);
+            config.validate()?;
+            let dataset = data.load()?;
+            let name = if context_layers == 0 {
+                "pointwise"
+            } else {
+                "prm"
+            };
+            let run = run.unwrap_or_else(|| data.runs(&dataset).join(name));
+            check_run_folder(&run, false)?;
             let options = FitOptions::new(run.clone(), device);
             let (_, state) = fit_pointwise(&dataset, &config, &options)?;
             out!(
@@ -923,13 +956,6 @@ fn train(what: TrainCommand) -> Result<()> {
             lr,
             model_seed,
         } => {
-            let dataset = data.load()?;
-            let reward = if reward.as_os_str() == "oracle" {
-                Reward::oracle(&dataset)?
-            } else {
-                Reward::from(load_reward(&reward, &dataset, &device)?)
-            };
-            let run = run.unwrap_or_else(|| data.runs(&dataset).join("goalrank"));
             let config = GoalRankConfig::new()
                 .with_group_size(group_size)
                 .with_tau(tau)
@@ -945,6 +971,26 @@ fn train(what: TrainCommand) -> Result<()> {
                 .with_batch_size(batch_size)
                 .with_learning_rate(lr)
                 .with_seed(model_seed);
+            config.validate()?;
+            goalrank::error::check::at_least("--steps", steps, 1)?;
+            goalrank::error::check::at_least("--eval-every", eval_every, 1)?;
+            if no_logged && group_size < 2 {
+                anyhow::bail!(goalrank::Error::Setting {
+                    name: "--group-size",
+                    value: group_size.to_string(),
+                    rule: "must be at least 2 with --no-logged (a group of one list compares \
+                           nothing)"
+                        .into(),
+                });
+            }
+            let dataset = data.load()?;
+            let reward = if reward.as_os_str() == "oracle" {
+                Reward::oracle(&dataset)?
+            } else {
+                Reward::from(load_reward(&reward, &dataset, &device)?)
+            };
+            let run = run.unwrap_or_else(|| data.runs(&dataset).join("goalrank"));
+            check_run_folder(&run, resume)?;
             let options = FitOptions {
                 steps,
                 eval_every,

@@ -85,9 +85,28 @@ impl Error {
             path: path.into(),
             line,
             field,
-            message: message.into(),
+            message: one_line(&message.into()),
         }
     }
+}
+
+/// A message from the input (it may quote the input) made safe for one line of a terminal:
+/// control characters escaped, and cut at 200 characters.
+pub(crate) fn one_line(message: &str) -> String {
+    const MAX: usize = 200;
+    let mut out = String::new();
+    for (n, c) in message.chars().enumerate() {
+        if n == MAX {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Range checks of settings, shared by every config's `validate`: each names the setting as the
@@ -135,15 +154,31 @@ pub mod check {
         Ok(())
     }
 
-    /// Model width `d` split into `heads` attention heads.
+    /// Model width `d` split into `heads` attention heads. `name` is the setting the user
+    /// chose: the width (`--d-model`, checked to be a multiple of the heads) or the heads.
     pub fn heads(name: &'static str, d_model: usize, heads: usize) -> Result<()> {
-        at_least(name, heads, 1)?;
-        if !d_model.is_multiple_of(heads) {
+        let width = name.ends_with("d-model") || name.ends_with("d_model");
+        if heads == 0 {
             return Err(fail(
                 name,
-                heads,
-                format!("must divide the model width {d_model}"),
+                if width { d_model } else { heads },
+                "needs at least 1 attention head",
             ));
+        }
+        if !d_model.is_multiple_of(heads) {
+            return Err(if width {
+                fail(
+                    name,
+                    d_model,
+                    format!("must be a multiple of the {heads} attention heads"),
+                )
+            } else {
+                fail(
+                    name,
+                    heads,
+                    format!("must divide the model width {d_model}"),
+                )
+            });
         }
         Ok(())
     }

@@ -23,6 +23,16 @@
 //! - entries: `main.rs` + `cli.rs` (the binary) and [`web`] (the wasm entry); nothing imports
 //!   an entry.
 
+/// A line on standard error that never panics: a closed or full stderr (`2>/dev/full`,
+/// `2>&1 | head -1`) loses the message, not the run.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod app;
 pub mod data;
 pub mod device;

@@ -84,7 +84,7 @@ impl RequestConfig {
         self.validate()?;
         let l = self.list_len;
         if progress && log.repeated_ratings > 0 {
-            eprintln!(
+            crate::say!(
                 "{}: {} repeated (user, movie) ratings; requests keep the earliest of each",
                 log.files[0].display(),
                 log.repeated_ratings

@@ -184,10 +184,15 @@ pub fn load(dir: &Path) -> Result<RatingLog> {
             repeated_ratings += 1;
         }
         if !known.contains_key(&rating.movie) {
+            // The column as the ratings reader names it.
+            let field = match layout {
+                Layout::Latest => "movieId",
+                _ => "movie",
+            };
             return Err(Error::parse(
                 &ratings_path,
                 line,
-                "movie",
+                field,
                 format!("movie {} is not in {}", rating.movie, movies_path.display()),
             ));
         }

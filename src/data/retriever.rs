@@ -98,6 +98,12 @@ impl RetrieverConfig {
             ProgressStyle::with_template("retriever {bar:30} epoch {pos}/{len} {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
+        // A user who has seen every item of the universe has no negative to sample: their
+        // interactions teach nothing here (and the sampling below would never end).
+        let has_negative: Vec<bool> = seen
+            .iter()
+            .map(|s| universe.iter().any(|j| s.binary_search(j).is_err()))
+            .collect();
         let mut order: Vec<usize> = (0..interactions.len()).collect();
         let (lr, reg) = (self.learning_rate, self.regularization);
         let mut grad_u = vec![0.0f32; d];
@@ -107,6 +113,9 @@ impl RetrieverConfig {
             for &k in &order {
                 let (u, i) = interactions[k];
                 let (u, i) = (u as usize, i as usize);
+                if !has_negative[u] {
+                    continue;
+                }
                 let j = loop {
                     let j = universe[rng.random_range(0..universe.len())];
                     if seen[u].binary_search(&j).is_err() {

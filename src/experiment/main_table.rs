@@ -282,7 +282,7 @@ impl<'a> Runner<'a> {
 
     pub fn say(&self, msg: impl AsRef<str>) {
         if self.options.progress {
-            eprintln!("{}", msg.as_ref());
+            crate::say!("{}", msg.as_ref());
         }
     }
 
@@ -386,7 +386,9 @@ impl<'a> Runner<'a> {
                 let options = FitOptions {
                     steps,
                     eval_every,
-                    resume: crate::run::has_checkpoint(d),
+                    // Continue an interrupted run of these exact settings; anything else
+                    // in the folder is replaced.
+                    resume: crate::run::can_resume(d, self.dataset, training),
                     ..self.fit(d)
                 };
                 fit_goalrank(self.dataset, reward.clone(), training, &options)

@@ -92,6 +92,15 @@ pub struct Decoded {
 }
 
 impl GeneratorConfig {
+    /// Refuses sizes the model cannot be built with (a run's `config.json` may be edited).
+    pub fn validate(&self) -> crate::Result<()> {
+        use crate::error::check;
+        check::at_least("model.encoder.d_model", self.encoder.d_model, 1)?;
+        check::heads("model.heads", self.encoder.d_model, self.heads)?;
+        check::at_least("model.list_len", self.list_len, 1)?;
+        check::fraction("model.dropout", self.dropout)
+    }
+
     pub fn init(&self, device: &Device) -> Generator {
         let d = self.encoder.d_model;
         Generator {

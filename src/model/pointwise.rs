@@ -41,6 +41,14 @@ pub struct Pointwise {
 }
 
 impl PointwiseConfig {
+    /// Refuses sizes the model cannot be built with (a run's `config.json` may be edited).
+    pub fn validate(&self) -> crate::Result<()> {
+        use crate::error::check;
+        check::at_least("model.encoder.d_model", self.encoder.d_model, 1)?;
+        check::heads("model.heads", self.encoder.d_model, self.heads)?;
+        check::fraction("model.dropout", self.dropout)
+    }
+
     pub fn init(&self, device: &Device) -> Pointwise {
         let d = self.encoder.d_model;
         let context = (self.context_layers > 0).then(|| {

@@ -37,7 +37,7 @@ pub(crate) struct Checkpoint {
     pub optimizer: Vec<u8>,
 }
 
-fn sha256(bytes: &[u8]) -> String {
+pub(crate) fn sha256(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -57,7 +57,24 @@ fn folder_name(step: usize) -> String {
 
 /// True when `run_dir` holds a checkpoint to resume from.
 pub fn has_checkpoint(run_dir: &Path) -> bool {
-    run_dir.join(POINTER).is_file()
+    current(run_dir).is_some()
+}
+
+/// The name of the current checkpoint folder: the one the pointer names, or, when the pointer is
+/// missing (deleted by hand), the latest complete `checkpoint-<step>/` folder.
+fn current(run_dir: &Path) -> Option<String> {
+    if let Ok(name) = std::fs::read_to_string(run_dir.join(POINTER)) {
+        return Some(name.trim().to_string());
+    }
+    let mut complete: Vec<String> = std::fs::read_dir(run_dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("checkpoint-") && !n.contains(".tmp"))
+        .filter(|n| run_dir.join(n).join(STATE).is_file())
+        .collect();
+    complete.sort();
+    complete.pop()
 }
 
 /// Writes the checkpoint of `state.step` and makes it the current one.
@@ -95,10 +112,9 @@ pub(crate) fn save(
 /// The current checkpoint, verified; `None` when the run has none.
 pub(crate) fn load(run_dir: &Path) -> Result<Option<Checkpoint>> {
     let pointer = run_dir.join(POINTER);
-    if !pointer.is_file() {
+    let Some(name) = current(run_dir) else {
         return Ok(None);
-    }
-    let name = String::from_utf8(read_bytes(&pointer)?).unwrap_or_default();
+    };
     let broken = |message: String| Error::Checkpoint {
         path: pointer.clone(),
         message,
@@ -137,13 +153,28 @@ pub(crate) fn forget(run_dir: &Path) -> Result<()> {
     if pointer.exists() {
         std::fs::remove_file(&pointer).map_err(io_error(&pointer))?;
     }
+    if let Ok(entries) = std::fs::read_dir(run_dir) {
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("checkpoint-")
+            {
+                let path = entry.path();
+                std::fs::remove_dir_all(&path).map_err(io_error(&path))?;
+            }
+        }
+    }
     remove_stale(run_dir)
 }
 
 /// Removes what an interrupted write left behind: temporary files (`*.tmp<pid>`), unfinished
 /// checkpoint folders and checkpoint folders the pointer no longer names.
 pub(crate) fn remove_stale(run_dir: &Path) -> Result<()> {
-    let current = std::fs::read_to_string(run_dir.join(POINTER)).ok();
+    // Without a pointer, no checkpoint folder is removed: the newest complete one is current.
+    let current = std::fs::read_to_string(run_dir.join(POINTER))
+        .ok()
+        .map(|n| n.trim().to_string());
     let Ok(entries) = std::fs::read_dir(run_dir) else {
         return Ok(());
     };
@@ -153,8 +184,8 @@ pub(crate) fn remove_stale(run_dir: &Path) -> Result<()> {
         let temporary = name
             .rsplit_once(".tmp")
             .is_some_and(|(_, pid)| pid.chars().all(|c| c.is_ascii_digit()));
-        let old_checkpoint =
-            name.starts_with("checkpoint-") && current.as_deref() != Some(name.as_str());
+        let old_checkpoint = name.starts_with("checkpoint-")
+            && current.as_deref().is_some_and(|c| c != name.as_str());
         if !(temporary || old_checkpoint) {
             continue;
         }

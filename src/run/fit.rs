@@ -21,7 +21,7 @@ use crate::data::{Dataset, Split};
 use crate::eval::{
     Metrics, generator_rankings, mean_utility, pointwise_rankings, reward_quality, score_rankings,
 };
-use crate::files::save_json;
+use crate::files::{load_json, save_json};
 use crate::model::{Generator, Pointwise, RewardModel};
 use crate::model::{first_non_finite, load_module, module_bytes, module_from_bytes, save_module};
 use crate::train::{
@@ -70,6 +70,9 @@ pub struct RunState {
     /// Length of `metrics.jsonl` in bytes when the state was saved (what a resume keeps).
     #[serde(default)]
     pub log_bytes: u64,
+    /// SHA-256 of those bytes: a resume refuses a log damaged since.
+    #[serde(default)]
+    pub log_sha256: String,
 }
 
 fn bar(progress: bool, len: usize, label: &str) -> ProgressBar {
@@ -89,9 +92,11 @@ fn bar(progress: bool, len: usize, label: &str) -> ProgressBar {
 struct MetricsLog(std::fs::File, PathBuf);
 
 impl MetricsLog {
-    /// Opens the log: empty for a fresh run, or cut back to `keep` bytes for a resumed one
-    /// (dropping records of steps after the checkpoint and any torn last line).
-    fn open(dir: &Path, keep: Option<u64>) -> Result<Self> {
+    /// Opens the log: empty for a fresh run, or cut back to the checkpoint's length for a
+    /// resumed one (dropping records of steps after the checkpoint and any torn last line). A
+    /// log shorter than that, or whose kept part differs from what the checkpoint recorded, is
+    /// refused.
+    fn open(dir: &Path, resumed: Option<&RunState>) -> Result<Self> {
         let path = dir.join("metrics.jsonl");
         let error = |source| Error::Write {
             path: path.clone(),
@@ -102,8 +107,25 @@ impl MetricsLog {
             .append(true)
             .open(&path)
             .map_err(error)?;
-        let len = file.metadata().map_err(error)?.len();
-        file.set_len(keep.unwrap_or(0).min(len)).map_err(error)?;
+        let keep = match resumed {
+            None => 0,
+            Some(state) => {
+                let bytes = std::fs::read(&path).map_err(error)?;
+                let kept = bytes.get(..state.log_bytes as usize);
+                if kept.is_none_or(|k| checkpoint::sha256(k) != state.log_sha256) {
+                    return Err(Error::Checkpoint {
+                        path: path.clone(),
+                        message: format!(
+                            "does not hold the log of the checkpoint of step {} (damaged or \
+                             replaced); it cannot be resumed exactly: start a new run",
+                            state.step
+                        ),
+                    });
+                }
+                state.log_bytes
+            }
+        };
+        file.set_len(keep).map_err(error)?;
         Ok(Self(file, path))
     }
 
@@ -117,14 +139,15 @@ impl MetricsLog {
             })
     }
 
-    /// Flushes the log to disk and returns its length.
-    fn sync(&mut self) -> Result<u64> {
+    /// Flushes the log to disk and returns its length and SHA-256.
+    fn sync(&mut self) -> Result<(u64, String)> {
         let error = |source| Error::Write {
             path: self.1.clone(),
             source,
         };
         self.0.sync_data().map_err(error)?;
-        Ok(self.0.metadata().map_err(error)?.len())
+        let bytes = std::fs::read(&self.1).map_err(error)?;
+        Ok((bytes.len() as u64, checkpoint::sha256(&bytes)))
     }
 }
 
@@ -296,6 +319,47 @@ pub fn fit_pointwise(
     )
 }
 
+/// What a GoalRank run's `config.json` holds.
+fn goalrank_run_config(dataset: &Dataset, config: &GoalRankConfig) -> serde_json::Value {
+    serde_json::json!({
+        "kind": "goalrank",
+        "training": config,
+        "model": config.model(dataset),
+        "data": dataset.config,
+        "dataset": dataset.name,
+    })
+}
+
+/// True when `dir` holds a checkpoint of a GoalRank run with exactly these settings.
+pub fn can_resume(dir: &Path, dataset: &Dataset, config: &GoalRankConfig) -> bool {
+    checkpoint::has_checkpoint(dir)
+        && load_json::<serde_json::Value>(&dir.join("config.json"))
+            .is_ok_and(|saved| saved == goalrank_run_config(dataset, config))
+}
+
+/// The first setting in which `saved` and `asked` differ, as `path = saved, not asked`.
+fn first_difference(
+    saved: &serde_json::Value,
+    asked: &serde_json::Value,
+    path: &str,
+) -> Option<String> {
+    match (saved, asked) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            a.keys().chain(b.keys()).find_map(|k| {
+                let null = serde_json::Value::Null;
+                let key = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                first_difference(a.get(k).unwrap_or(&null), b.get(k).unwrap_or(&null), &key)
+            })
+        }
+        (a, b) if a != b => Some(format!("{path} = {a}, not {b}")),
+        _ => None,
+    }
+}
+
 /// Trains GoalRank for `options.steps`, validating N@L every `eval_every` steps and keeping the
 /// best checkpoint. With `resume`, continues from the run folder's last checkpoint.
 pub fn fit_goalrank(
@@ -324,11 +388,22 @@ pub fn fit_goalrank(
         source,
     })?;
     checkpoint::remove_stale(dir)?;
+    let run_config = goalrank_run_config(dataset, config);
     let resumed = if options.resume {
         checkpoint::load(dir)?
     } else {
         None
     };
+    if resumed.is_some() {
+        let saved: serde_json::Value = load_json(&dir.join("config.json"))?;
+        if let Some(difference) = first_difference(&saved, &run_config, "") {
+            return Err(Error::Invalid(format!(
+                "--resume: {} was trained with other settings ({difference}); resume with the \
+                 run's settings or train into another --run",
+                dir.display()
+            )));
+        }
+    }
     let (mut trainer, mut state) = match resumed {
         Some(saved) => {
             let model =
@@ -340,19 +415,10 @@ pub fn fit_goalrank(
         }
         None => {
             if options.resume {
-                eprintln!("{}: nothing to resume, starting afresh", dir.display());
+                crate::say!("{}: nothing to resume, starting afresh", dir.display());
             }
             checkpoint::forget(dir)?;
-            save_json(
-                &serde_json::json!({
-                    "kind": "goalrank",
-                    "training": config,
-                    "model": model_config,
-                    "data": dataset.config,
-                    "dataset": dataset.name,
-                }),
-                &dir.join("config.json"),
-            )?;
+            save_json(&run_config, &dir.join("config.json"))?;
             (
                 GoalRankTrainer::new(dataset, reward, config.clone(), device),
                 RunState::default(),
@@ -360,7 +426,7 @@ pub fn fit_goalrank(
         }
     };
     let resuming = state.step > 0;
-    let mut log = MetricsLog::open(dir, resuming.then_some(state.log_bytes))?;
+    let mut log = MetricsLog::open(dir, resuming.then_some(&state))?;
     // Time already spent before a resume is added to the time of this process.
     let earlier = state.seconds;
     let start = Instant::now();
@@ -412,7 +478,7 @@ pub fn fit_goalrank(
             }
             state.step = step;
             state.seconds = earlier + start.elapsed().as_secs_f64();
-            state.log_bytes = log.sync()?;
+            (state.log_bytes, state.log_sha256) = log.sync()?;
             checkpoint::save(
                 dir,
                 &state,

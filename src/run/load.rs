@@ -50,26 +50,37 @@ pub fn run_kind(dir: &Path) -> Result<String> {
 
 fn model_config<C: DeserializeOwned>(dir: &Path, kind: &str, dataset: &Dataset) -> Result<C> {
     let config = run_config(dir, kind, dataset)?;
-    serde_json::from_value(config["model"].clone()).map_err(|e| Error::Artifact {
+    serde_json::from_value(config["model"].clone()).map_err(|e| Error::Checkpoint {
         path: dir.join("config.json"),
         message: format!("field `model`: {e}"),
+    })
+}
+
+/// A setting of a run's `config.json` that no model can be built with, naming the file.
+fn refuse_sizes(dir: &Path, checked: Result<()>) -> Result<()> {
+    checked.map_err(|e| Error::Checkpoint {
+        path: dir.join("config.json"),
+        message: e.to_string(),
     })
 }
 
 /// The best checkpoint of a reward-model run.
 pub fn load_reward(dir: &Path, dataset: &Dataset, device: &Device) -> Result<RewardModel> {
     let config: RewardModelConfig = model_config(dir, "reward", dataset)?;
+    refuse_sizes(dir, config.validate())?;
     load_module(config.init(device), &dir.join("model.bpk"))
 }
 
 /// The best checkpoint of a GoalRank (or supervised-only) generator run.
 pub fn load_generator(dir: &Path, dataset: &Dataset, device: &Device) -> Result<Generator> {
     let config: GeneratorConfig = model_config(dir, "goalrank", dataset)?;
+    refuse_sizes(dir, config.validate())?;
     load_module(config.init(device), &dir.join("model.bpk"))
 }
 
 /// The best checkpoint of a pointwise (or PRM-style) run.
 pub fn load_pointwise(dir: &Path, dataset: &Dataset, device: &Device) -> Result<Pointwise> {
     let config: PointwiseConfig = model_config(dir, "pointwise", dataset)?;
+    refuse_sizes(dir, config.validate())?;
     load_module(config.init(device), &dir.join("model.bpk"))
 }

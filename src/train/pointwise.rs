@@ -40,7 +40,7 @@ impl PointwiseTrainingConfig {
     pub fn validate(&self) -> crate::Result<()> {
         use crate::error::check;
         check::at_least("--d-model", self.d_model, 1)?;
-        check::heads("heads", self.d_model, self.heads)?;
+        check::heads("--d-model", self.d_model, self.heads)?;
         check::at_least("--batch-size", self.batch_size, 1)?;
         check::positive("--lr", self.learning_rate)?;
         check::non_negative("weight_decay", self.weight_decay as f64)?;
