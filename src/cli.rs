@@ -449,8 +449,26 @@ fn parse() -> Cli {
             .allow_negative_numbers(true)
             .mut_subcommands(negatives)
     }
-    let matches = negatives(Cli::command()).get_matches();
-    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    let one_line = |e: clap::Error| -> ! {
+        use clap::error::ErrorKind;
+        if matches!(
+            e.kind(),
+            ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        ) {
+            e.exit();
+        }
+        // A usage error is one line, like every other input error (exit code 2).
+        let text = e.render().to_string();
+        let first = text.lines().next().unwrap_or("error: invalid arguments");
+        goalrank::say!("{first} (see --help)");
+        std::process::exit(2)
+    };
+    let matches = negatives(Cli::command())
+        .try_get_matches()
+        .unwrap_or_else(|e| one_line(e));
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| one_line(e))
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

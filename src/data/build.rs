@@ -51,13 +51,10 @@ pub struct RequestConfig {
 
 impl RequestConfig {
     fn validate(&self) -> crate::Result<()> {
+        use crate::error::check;
         let fail = |msg: &str| Err(Error::Invalid(msg.to_string()));
-        if self.list_len == 0 {
-            return fail("list_len must be at least 1");
-        }
-        if self.candidates <= self.list_len {
-            return fail("candidates (N) must be larger than list_len (L)");
-        }
+        check::at_least("--list-len", self.list_len, 1)?;
+        check::at_least("--candidates", self.candidates, self.list_len + 1)?;
         let ok = |f: f64| (0.0..1.0).contains(&f);
         if !ok(self.valid_fraction) || !ok(self.test_fraction) {
             return fail("valid_fraction and test_fraction must be in [0, 1)");

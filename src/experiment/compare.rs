@@ -56,6 +56,11 @@ pub fn compare(
     device: &Device,
 ) -> Result<Vec<CompareRow>> {
     crate::error::check::at_least("--pick-k", options.pick_k, 1)?;
+    if options.pick_with.is_some() && options.checkpoints.is_empty() {
+        return Err(Error::Invalid(
+            "--pick-with needs a generator to sample from: add --checkpoint RUN".into(),
+        ));
+    }
     if options.multi && options.pick_with.is_none() {
         return Err(Error::Invalid("--multi needs --pick-with".into()));
     }

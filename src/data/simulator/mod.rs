@@ -159,12 +159,12 @@ impl SimConfig {
     }
 
     fn validate(&self) -> crate::Result<()> {
+        use crate::error::check;
         let fail = |msg: String| Err(Error::Invalid(format!("simulator: {msg}")));
-        if self.users == 0 || self.categories == 0 || self.dim == 0 || self.list_len == 0 {
-            return fail("users, categories, dim and list_len must be positive".into());
-        }
-        if self.candidates <= self.list_len {
-            return fail("candidates (N) must be larger than list_len (L)".into());
+        check::at_least("--list-len", self.list_len, 1)?;
+        check::at_least("--candidates", self.candidates, self.list_len + 1)?;
+        if self.users == 0 || self.categories == 0 || self.dim == 0 {
+            return fail("users, categories and dim must be positive".into());
         }
         if self.items < self.candidates + self.warmup + self.requests_per_user * self.list_len {
             return fail(format!(
