@@ -412,3 +412,21 @@ fn a_run_killed_twenty_times_ends_as_the_uninterrupted_run() {
         "final weights differ from the uninterrupted run's"
     );
 }
+
+#[test]
+fn a_cache_with_indices_outside_the_catalogue_is_rebuilt_not_used() {
+    use goalrank::data::{Origin, load_or_build};
+    let artifacts = tempfile::tempdir().expect("tempdir");
+    let data = crate::common::fixture("ml-latest-tiny");
+    let config = crate::common::small_config();
+    let (_, origin, path) = load_or_build(&data, &config, artifacts.path(), false).expect("build");
+    assert!(matches!(origin, Origin::Built));
+    let mut cache: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("cache")).expect("json");
+    cache["train"][0]["history"] = serde_json::json!([99_999]);
+    std::fs::write(&path, serde_json::to_vec(&cache).expect("json")).expect("write");
+    let (dataset, origin, _) =
+        load_or_build(&data, &config, artifacts.path(), false).expect("rebuild");
+    assert!(matches!(origin, Origin::Built), "a damaged cache was used");
+    assert!(dataset.check().is_ok());
+}

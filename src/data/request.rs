@@ -148,9 +148,29 @@ pub struct Dataset {
 impl Dataset {
     /// Checks every request ([`Request::check`]); the error names the split and the request.
     pub fn check(&self) -> crate::Result<()> {
+        let (items, users) = (self.items.len(), self.users.len());
         for split in [Split::Train, Split::Valid, Split::Test] {
             for (i, r) in self.split(split).iter().enumerate() {
-                r.check(&format!("{}: {split:?} request {i}", self.name))?;
+                let what = format!("{}: {split:?} request {i}", self.name);
+                r.check(&what)?;
+                // Indices must point into the catalogue and the user list (a cache edited by
+                // hand would otherwise fail deep inside batching).
+                let bad_item = r
+                    .history
+                    .iter()
+                    .chain(&r.candidates)
+                    .find(|&&item| item as usize >= items);
+                if let Some(item) = bad_item {
+                    return Err(crate::Error::Invalid(format!(
+                        "{what}: item index {item} is outside the catalogue of {items}"
+                    )));
+                }
+                if r.user as usize >= users {
+                    return Err(crate::Error::Invalid(format!(
+                        "{what}: user index {} is outside the {users} users",
+                        r.user
+                    )));
+                }
             }
         }
         Ok(())
