@@ -1,19 +1,8 @@
 //! The `goalrank` binary: exit codes, one-line errors, JSON output.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-use crate::common::{copy_fixture, fixture, replace_line};
-
-fn goalrank(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_goalrank"))
-        .args(args)
-        .output()
-        .expect("run goalrank")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use crate::common::{copy_fixture, fixture, goalrank, replace_line, stderr};
 
 /// Asserts exit code 2 and a single `error:` line naming `place`.
 fn assert_input_error(out: &Output, place: &str) {

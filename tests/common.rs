@@ -1,8 +1,22 @@
 //! Shared fixtures.
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use goalrank::data::RequestConfig;
+
+/// Runs the `goalrank` binary with `args`.
+pub fn goalrank(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_goalrank"))
+        .args(args)
+        .output()
+        .expect("run goalrank")
+}
+
+/// A finished command's standard error as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
 
 /// A committed fixture folder under `tests/fixtures`.
 pub fn fixture(name: &str) -> PathBuf {

@@ -13,16 +13,7 @@ use goalrank::model::GeneratorConfig;
 use goalrank::run::{FitOptions, fit_goalrank, run_config};
 use goalrank::train::{GoalRankConfig, GoalRankTrainer, Reward};
 
-fn goalrank(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_goalrank"))
-        .args(args)
-        .output()
-        .expect("run goalrank")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use crate::common::{goalrank, stderr};
 
 /// Asserts exit code 2, no panic and exactly one `error:` line, which names `place`.
 fn assert_refused(out: &Output, place: &str) {

@@ -65,14 +65,10 @@ pub fn load_module<M: Module>(module: M, path: &Path) -> crate::Result<M> {
     Ok(module)
 }
 
-/// The first words of a backend's debug text, on one line.
+/// A backend's debug text on one line: whitespace runs (indentation, newlines) collapsed, then
+/// escaped and cut as any quoted text in an error.
 fn one_line(detail: &str) -> String {
-    const MAX: usize = 120;
-    let flat: String = detail.split_whitespace().collect::<Vec<_>>().join(" ");
-    match flat.char_indices().nth(MAX) {
-        Some((i, _)) => format!("{}…", &flat[..i]),
-        None => flat,
-    }
+    crate::error::one_line(&detail.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 /// The path of the first float parameter with a NaN or infinite value (reads every weight).

@@ -21,7 +21,7 @@ use crate::data::{Dataset, Split};
 use crate::eval::{
     Metrics, generator_rankings, mean_utility, pointwise_rankings, reward_quality, score_rankings,
 };
-use crate::files::{load_json, save_json};
+use crate::files::{load_json, save_json, write_bytes};
 use crate::model::{Generator, Pointwise, RewardModel};
 use crate::model::{first_non_finite, load_module, module_bytes, module_from_bytes, save_module};
 use crate::train::{
@@ -469,22 +469,19 @@ pub fn fit_goalrank(
                 "utility": utility}),
             )?;
             let value = utility.unwrap_or(metrics.ndcg);
-            // The best model is written before the checkpoint that records it.
+            // The weights are checked finite above and serialised once, for the best model
+            // (written before the checkpoint that records it) and the checkpoint.
+            let weights = module_bytes(&model)?;
             if state.best.is_none_or(|b| value > b) {
                 state.best = Some(value);
                 state.best_step = step;
-                save_module(&model, &best_path)?;
+                write_bytes(&best_path, &weights)?;
                 best_model = model.clone();
             }
             state.step = step;
             state.seconds = earlier + start.elapsed().as_secs_f64();
             (state.log_bytes, state.log_sha256) = log.sync()?;
-            checkpoint::save(
-                dir,
-                &state,
-                &module_bytes(&model)?,
-                &trainer.optimizer_bytes()?,
-            )?;
+            checkpoint::save(dir, &state, &weights, &trainer.optimizer_bytes()?)?;
         }
     }
     progress.finish_and_clear();
