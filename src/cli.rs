@@ -10,13 +10,13 @@ use anyhow::{Context, Result};
 use burn::tensor::Device;
 use clap::{Args, Parser, Subcommand};
 use goalrank::data::{
-    self, DataStats, Dataset, Origin, RequestConfig, SimConfig, Split, SplitStats, simulator,
+    self, DataStats, Dataset, Origin, RequestConfig, SimConfig, Split, simulator,
 };
 use goalrank::device::DeviceKind;
 use goalrank::eval::{SimplePolicy, reward_diagnostics};
 use goalrank::experiment::{
-    CompareOptions, CompareRow, ExperimentOptions, MainExperimentConfig, Study, compare,
-    run_logging_study, run_main, run_study,
+    CompareOptions, ExperimentOptions, MainExperimentConfig, Study, compare, compare_json,
+    compare_table, run_logging_study, run_main, run_study,
 };
 use goalrank::model::RewardKind;
 use goalrank::run::{
@@ -484,35 +484,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Data { data, json } => {
             let stats = DataStats::of(&data.load()?);
             if json {
-                out!("{}", data_json(&stats));
+                out!("{}", stats.json());
             } else {
-                print_data(&stats)?;
+                out!("{}", stats.table());
             }
         }
         Command::Train { what } => train(what)?,
         Command::Experiment { what } => experiment(what)?,
         Command::App { data, gpu } => {
-            let mut settings = data.map(|source| {
-                // sim:small opens with the browser demo's compiled-in models; another
-                // simulator preset opens without models (train live).
-                let (generator, reward) = match source.as_str() {
-                    goalrank::app::demo::DEMO_SOURCE => (
-                        goalrank::app::EMBEDDED.into(),
-                        goalrank::app::EMBEDDED.into(),
-                    ),
-                    s if s.starts_with("sim:") => (String::new(), String::new()),
-                    _ => (
-                        goalrank::app::SHIPPED_GENERATOR.into(),
-                        goalrank::app::SHIPPED_REWARD.into(),
-                    ),
-                };
-                goalrank::app::Settings {
-                    source,
-                    generator,
-                    reward,
-                    ..Default::default()
-                }
-            });
+            let mut settings = data.map(goalrank::app::Settings::for_source);
             if gpu {
                 settings.get_or_insert_with(Default::default).use_wgpu = true;
             }
@@ -523,31 +503,8 @@ fn run(cli: Cli) -> Result<()> {
             steps,
             tolerance,
         } => {
-            goalrank::error::check::at_least("--steps", steps, 1)?;
-            goalrank::error::check::positive("--tolerance", f64::from(tolerance))?;
-            let dataset = data.load()?;
-            let gpu = goalrank::device::vulkan_device()?;
-            let config = RewardTrainingConfig::new()
-                .with_d_model(16)
-                .with_layers(1)
-                .with_heads(2)
-                .with_batch_size(16);
-            let check = goalrank::experiment::check_device(
-                &dataset,
-                &config,
-                steps,
-                &Device::flex(),
-                &gpu,
-            )?;
+            let check = goalrank::experiment::check_wgpu(&data.load()?, steps, tolerance)?;
             out!("{}", serde_json::to_string(&check)?);
-            if check.max_relative_difference.is_nan() || check.max_relative_difference > tolerance {
-                anyhow::bail!(
-                    "wgpu losses {:?} differ from flex {:?} by {} (> {tolerance})",
-                    check.other,
-                    check.reference,
-                    check.max_relative_difference
-                );
-            }
             goalrank::say!(
                 "wgpu matches flex (max relative difference {})",
                 check.max_relative_difference
@@ -592,48 +549,9 @@ fn run(cli: Cli) -> Result<()> {
                 out!("{}", serde_json::to_string(&rows)?);
             } else {
                 out!(
-                    "GoalRank d {d_model}, {layers} layers, N {}, L {}, K {group_size}, batch {batch_size}",
-                    dataset.config.candidates,
-                    dataset.config.list_len
+                    "{}",
+                    goalrank::experiment::bench_table(&dataset, &config, &options, &rows)
                 );
-                out!(
-                    "{:<14} {:>8} {:>10} {:>11} {:>12} {:>13} {:>9} {:>9}",
-                    "device",
-                    "params",
-                    "step ms",
-                    "train rq/s",
-                    "greedy ms",
-                    "greedy rq/s",
-                    "p50 ms",
-                    "p90 ms"
-                );
-                for r in &rows {
-                    out!(
-                        "{:<14} {:>8} {:>10.1} {:>11.1} {:>12.1} {:>13.1} {:>9.2} {:>9.2}",
-                        r.device,
-                        r.generator_params,
-                        r.train_step_ms,
-                        r.train_requests_per_s,
-                        r.greedy_batch_ms,
-                        r.greedy_requests_per_s,
-                        r.latency_p50_ms,
-                        r.latency_p90_ms
-                    );
-                }
-                for r in rows.iter().filter(|r| !r.phases.is_empty()) {
-                    out!(
-                        "\ntraining step on {}, ms per phase (mean of {steps}):",
-                        r.device
-                    );
-                    for phase in &r.phases {
-                        out!(
-                            "  {:<16} {:>9.1} {:>5.1} %",
-                            phase.name,
-                            phase.ms,
-                            100.0 * phase.ms / r.train_step_ms
-                        );
-                    }
-                }
             }
         }
         Command::Rank {
@@ -674,9 +592,9 @@ fn run(cli: Cli) -> Result<()> {
             };
             let rows = compare(&dataset, &options, &Device::flex())?;
             if json {
-                out!("{}", eval_json(&dataset, split, &rows));
+                out!("{}", compare_json(&dataset, split, &rows));
             } else {
-                print_eval(&dataset, split, &rows)?;
+                out!("{}", compare_table(&dataset, split, &rows));
             }
         }
     }
@@ -765,80 +683,6 @@ fn logging_study(args: &ExperimentArgs) -> Result<()> {
     Ok(())
 }
 
-fn data_json(stats: &DataStats) -> serde_json::Value {
-    serde_json::json!({
-        "name": stats.name,
-        "layout": stats.layout,
-        "catalogue_items": stats.catalogue_items,
-        "requests": {
-            "train": stats.train.requests,
-            "valid": stats.valid.requests,
-            "test": stats.test.requests,
-        },
-        "positive_rate": stats.positive_rate,
-        "retriever_recall_at_50": stats.retriever_recall_at_50,
-        "popularity_recall_at_50": stats.popularity_recall_at_50,
-        "splits": {"train": stats.train, "valid": stats.valid, "test": stats.test},
-    })
-}
-
-fn print_data(stats: &DataStats) -> Result<()> {
-    out!(
-        "{} ({} layout), {} items in the catalogue",
-        stats.name,
-        stats.layout,
-        stats.catalogue_items
-    );
-    out!(
-        "{:<6} {:>6} {:>6} {:>9} {:>9} {:>12} {:>13}",
-        "split",
-        "users",
-        "items",
-        "requests",
-        "positive",
-        "no positive",
-        "mean history"
-    );
-    let row = |name: &str, s: &SplitStats| -> Result<()> {
-        out!(
-            "{:<6} {:>6} {:>6} {:>9} {:>9.4} {:>12} {:>13.1}",
-            name,
-            s.users,
-            s.items,
-            s.requests,
-            s.positive_rate,
-            s.requests_without_positives,
-            s.mean_history_len
-        );
-        Ok(())
-    };
-    row("train", &stats.train)?;
-    row("valid", &stats.valid)?;
-    row("test", &stats.test)?;
-    let total = stats.train.requests + stats.valid.requests + stats.test.requests;
-    out!(
-        "all    {total} requests, positive rate {:.4}",
-        stats.positive_rate
-    );
-    if stats.layout != "simulator" {
-        out!(
-            "retriever recall@50 of test positives: {:.4} (train popularity: {:.4})",
-            stats.retriever_recall_at_50,
-            stats.popularity_recall_at_50
-        );
-    }
-    Ok(())
-}
-
-fn split_name(split: Split) -> &'static str {
-    match split {
-        Split::Train => "train",
-        Split::Valid => "valid",
-        Split::Test => "test",
-    }
-}
-
-/// One row of an evaluation table.
 /// Refuses a `--run` that is a file, or a folder that already holds a run when not resuming
 /// (training there would replace it).
 fn check_run_folder(run: &std::path::Path, resume: bool) -> Result<()> {
@@ -898,7 +742,7 @@ fn train(what: TrainCommand) -> Result<()> {
             let (model, state) = fit_reward(&dataset, split, check, &config, &options)?;
             out!(
                 "reward model: best {} log-loss {:.4} at step {} ({:.0}s) -> {}",
-                split_name(check),
+                check.name(),
                 state.best.unwrap_or(f64::NAN),
                 state.best_step,
                 state.seconds,
@@ -911,7 +755,7 @@ fn train(what: TrainCommand) -> Result<()> {
             out!(
                 "reward model on {} {} requests: {}",
                 requests.len(),
-                split_name(check),
+                check.name(),
                 diagnostics.summary()
             );
         }
@@ -1025,94 +869,6 @@ fn train(what: TrainCommand) -> Result<()> {
                 run.display()
             );
         }
-    }
-    Ok(())
-}
-
-fn eval_json(dataset: &Dataset, split: Split, rows: &[CompareRow]) -> serde_json::Value {
-    let policies: serde_json::Map<String, serde_json::Value> = rows
-        .iter()
-        .map(|r| {
-            let mut value = serde_json::json!(r.metrics);
-            value["reward"] = serde_json::json!(r.reward);
-            if let Some(u) = &r.utility {
-                value["utility"] = serde_json::json!(u.utility);
-                value["regret"] = serde_json::json!(u.regret);
-                value["optimum"] = serde_json::json!(u.optimum);
-            }
-            (r.name.clone(), value)
-        })
-        .collect();
-
-    serde_json::json!({
-        "dataset": dataset.name,
-        "split": split_name(split),
-        "policies": policies,
-    })
-}
-
-fn print_eval(dataset: &Dataset, split: Split, rows: &[CompareRow]) -> Result<()> {
-    let k = dataset.config.list_len;
-    out!(
-        "{} / {}: N = {}, L = {k}",
-        dataset.name,
-        split_name(split),
-        dataset.config.candidates
-    );
-    let heads = [
-        format!("H@{k}"),
-        format!("N@{k}"),
-        format!("MAP@{k}"),
-        format!("F1@{k}"),
-        "AUC".to_string(),
-    ];
-    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(6).max(6);
-    let has_reward = rows.iter().any(|r| r.reward.is_some());
-    let has_utility = rows.iter().any(|r| r.utility.is_some());
-    out!(
-        "{:<width$} {:>8} {:>8} {:>8} {:>8} {:>8}{}{}",
-        "policy",
-        heads[0],
-        heads[1],
-        heads[2],
-        heads[3],
-        heads[4],
-        if has_reward { "   reward" } else { "" },
-        if has_utility {
-            "  utility   regret"
-        } else {
-            ""
-        }
-    );
-    for r in rows {
-        let m = &r.metrics;
-        let reward = r.reward.map(|v| format!(" {v:>8.4}")).unwrap_or_default();
-        let utility = r
-            .utility
-            .map(|u| format!(" {:>8.4} {:>8.4}", u.utility, u.regret))
-            .unwrap_or_default();
-        out!(
-            "{:<width$} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4}{reward}{utility}",
-            r.name,
-            m.hit_ratio,
-            m.ndcg,
-            m.map,
-            m.f1,
-            m.auc
-        );
-    }
-    if let Some(u) = rows.iter().find_map(|r| r.utility) {
-        out!(
-            "utility: exact expected clicks; regret: to the exact best list (mean utility {:.4})",
-            u.optimum
-        );
-    }
-    if let Some(CompareRow { metrics: m, .. }) = rows.first() {
-        out!(
-            "{} requests; {} without a logged positive are excluded from every metric",
-            m.requests,
-            m.without_positives
-        );
     }
     Ok(())
 }

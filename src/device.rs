@@ -21,8 +21,9 @@ impl DeviceKind {
             #[cfg(not(target_arch = "wasm32"))]
             DeviceKind::Wgpu => vulkan_device(),
             #[cfg(target_arch = "wasm32")]
-            DeviceKind::Wgpu => Err(crate::Error::Backend(
-                "in the browser the page picks WebGPU itself".into(),
+            DeviceKind::Wgpu => Err(crate::Error::backend_message(
+                "wgpu",
+                "in the browser the page picks WebGPU itself",
             )),
         }
     }
@@ -45,10 +46,11 @@ pub fn vulkan_device() -> crate::Result<Device> {
         .graphics_api(WgpuBackend::Vulkan)
         .init()
         .map_err(|err| {
-            crate::Error::Backend(format!(
-                "no Vulkan adapter for wgpu ({err:?}); install a Vulkan driver \
-                 (e.g. apt-get install mesa-vulkan-drivers)"
-            ))
+            crate::Error::backend_debug(
+                "no Vulkan adapter for wgpu; install a Vulkan driver \
+                 (e.g. apt-get install mesa-vulkan-drivers)",
+                err,
+            )
         })
 }
 

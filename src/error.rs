@@ -38,9 +38,13 @@ pub enum Error {
     /// The data or a config value makes the requested job impossible.
     #[error("invalid input: {0}")]
     Invalid(String),
-    /// A tensor could not be read back from the device.
-    #[error("backend: {0}")]
-    Backend(String),
+    /// The backend failed: a device, a read-back, or (de)serialising weights or optimiser state.
+    #[error("{what}")]
+    Backend {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Writing a file failed (the disk, not the input).
     #[error("{path}: cannot write")]
     Write {
@@ -61,17 +65,55 @@ pub enum Error {
     /// Training stopped: a loss or a weight became NaN or infinite.
     #[error("{0}")]
     NonFinite(String),
+    /// A check of the machine failed (e.g. wgpu and the CPU disagree).
+    #[error("{0}")]
+    Check(String),
     /// Writing or reading a cached artifact failed.
-    #[error("{path}: {message}")]
-    Artifact { path: PathBuf, message: String },
+    #[error("{path}: {what}")]
+    Artifact {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl Error {
+    /// A backend failure whose cause implements `std::error::Error`.
+    pub(crate) fn backend(
+        what: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Backend {
+            what: what.into(),
+            source: Box::new(source),
+        }
+    }
+
+    /// A backend failure whose cause only has a `Debug` form (some of Burn's error types).
+    pub(crate) fn backend_debug(what: impl Into<String>, cause: impl std::fmt::Debug) -> Self {
+        Error::Backend {
+            what: what.into(),
+            source: Box::new(Cause(debug_line(&cause))),
+        }
+    }
+
+    /// A backend failure with no underlying error value.
+    pub(crate) fn backend_message(what: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Backend {
+            what: what.into(),
+            source: Box::new(Cause(message.into())),
+        }
+    }
     /// True when the error is the user's input, not the machine: the CLI exits with code 2.
     pub fn is_input(&self) -> bool {
         !matches!(
             self,
-            Error::Artifact { .. } | Error::Backend(_) | Error::Write { .. } | Error::NonFinite(_)
+            Error::Artifact { .. }
+                | Error::Backend { .. }
+                | Error::Check(_)
+                | Error::Write { .. }
+                | Error::NonFinite(_)
         )
     }
 
@@ -88,6 +130,25 @@ impl Error {
             message: one_line(&message.into()),
         }
     }
+}
+
+/// The cause of an error, as text, for causes that are not `std::error::Error` values.
+#[derive(Debug)]
+pub struct Cause(pub String);
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Cause {}
+
+/// A value's debug text (a backend's error) on one line: whitespace runs (indentation,
+/// newlines) collapsed, then escaped and cut as in [`one_line`].
+pub(crate) fn debug_line(value: &impl std::fmt::Debug) -> String {
+    let text = format!("{value:?}");
+    one_line(&text.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 /// A message from the input (it may quote the input) made safe for one line of a terminal:
@@ -181,5 +242,36 @@ pub mod check {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn a_backend_error_keeps_its_cause_as_the_source() {
+        let io = std::io::Error::other("device lost");
+        let err = Error::backend("reading a tensor back", io);
+        assert_eq!(err.to_string(), "reading a tensor back");
+        let source = err.source().expect("a source");
+        assert_eq!(source.to_string(), "device lost");
+
+        #[derive(Debug)]
+        #[allow(dead_code)]
+        struct Opaque {
+            reason: &'static str,
+        }
+        let err = Error::backend_debug(
+            "optimizer state",
+            Opaque {
+                reason: "bad\nbytes",
+            },
+        );
+        let cause = err.source().expect("a source").to_string();
+        assert!(cause.contains("bad\\nbytes"), "{cause}");
+        assert!(!cause.contains('\n'), "one line: {cause}");
     }
 }

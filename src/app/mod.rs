@@ -72,6 +72,25 @@ impl Default for Settings {
     }
 }
 
+impl Settings {
+    /// Settings that open `source` with the models that belong to it: the compiled-in demo
+    /// models for the demo's simulator preset, none for another preset (train live), and the
+    /// shipped models for a MovieLens folder.
+    pub fn for_source(source: String) -> Self {
+        let (generator, reward) = match source.as_str() {
+            demo::DEMO_SOURCE => (EMBEDDED.into(), EMBEDDED.into()),
+            s if s.starts_with("sim:") => (String::new(), String::new()),
+            _ => (SHIPPED_GENERATOR.into(), SHIPPED_REWARD.into()),
+        };
+        Self {
+            source,
+            generator,
+            reward,
+            ..Default::default()
+        }
+    }
+}
+
 /// The central tab.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Tab {

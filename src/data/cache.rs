@@ -63,13 +63,14 @@ pub fn cache_key(files: &[PathBuf], config: &RequestConfig) -> Result<String> {
 }
 
 fn read(path: &Path) -> Result<Dataset> {
-    let artifact = |message: String| Error::Artifact {
+    let artifact = |what, source: Box<dyn std::error::Error + Send + Sync>| Error::Artifact {
         path: path.to_path_buf(),
-        message,
+        what,
+        source,
     };
-    let bytes = std::fs::read(path).map_err(|err| artifact(err.to_string()))?;
-    let dataset: Dataset =
-        serde_json::from_slice(&bytes).map_err(|err| artifact(err.to_string()))?;
+    let bytes = std::fs::read(path).map_err(|err| artifact("cannot read", err.into()))?;
+    let dataset: Dataset = serde_json::from_slice(&bytes)
+        .map_err(|err| artifact("not a cached dataset", err.into()))?;
     dataset.check()?;
     Ok(dataset)
 }

@@ -2,6 +2,8 @@
 
 use std::collections::HashSet;
 
+use std::fmt::Write;
+
 use serde::Serialize;
 
 use super::{Dataset, Request, Split};
@@ -76,5 +78,69 @@ impl DataStats {
             retriever_recall_at_50: dataset.retrieval.retriever_recall_at_50,
             popularity_recall_at_50: dataset.retrieval.popularity_recall_at_50,
         }
+    }
+}
+
+impl DataStats {
+    /// The statistics as `goalrank data --json` prints them.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "layout": self.layout,
+            "catalogue_items": self.catalogue_items,
+            "requests": {
+                "train": self.train.requests,
+                "valid": self.valid.requests,
+                "test": self.test.requests,
+            },
+            "positive_rate": self.positive_rate,
+            "retriever_recall_at_50": self.retriever_recall_at_50,
+            "popularity_recall_at_50": self.popularity_recall_at_50,
+            "splits": {"train": self.train, "valid": self.valid, "test": self.test},
+        })
+    }
+
+    /// The statistics as `goalrank data` prints them: a table with a row per split.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "{} ({} layout), {} items in the catalogue\n",
+            self.name, self.layout, self.catalogue_items
+        );
+        let _ = writeln!(
+            out,
+            "{:<6} {:>6} {:>6} {:>9} {:>9} {:>12} {:>13}",
+            "split", "users", "items", "requests", "positive", "no positive", "mean history"
+        );
+        for (name, s) in [
+            ("train", &self.train),
+            ("valid", &self.valid),
+            ("test", &self.test),
+        ] {
+            let _ = writeln!(
+                out,
+                "{:<6} {:>6} {:>6} {:>9} {:>9.4} {:>12} {:>13.1}",
+                name,
+                s.users,
+                s.items,
+                s.requests,
+                s.positive_rate,
+                s.requests_without_positives,
+                s.mean_history_len
+            );
+        }
+        let total = self.train.requests + self.valid.requests + self.test.requests;
+        let _ = write!(
+            out,
+            "all    {total} requests, positive rate {:.4}",
+            self.positive_rate
+        );
+        if self.layout != "simulator" {
+            let _ = write!(
+                out,
+                "\nretriever recall@50 of test positives: {:.4} (train popularity: {:.4})",
+                self.retriever_recall_at_50, self.popularity_recall_at_50
+            );
+        }
+        out
     }
 }

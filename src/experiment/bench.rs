@@ -3,6 +3,8 @@
 //! Inputs are the first requests of a dataset's train split (N, L and history as built). Numbers
 //! are wall-clock on a shared machine: compare devices or implementations measured in one run.
 
+use std::fmt::Write;
+
 use web_time::Instant;
 
 use burn::tensor::Device;
@@ -127,4 +129,59 @@ pub fn bench_device(
         latency_p90_ms: percentile(&latencies, 0.9),
         phases,
     })
+}
+
+/// The rows as `goalrank bench` prints them: the settings, a line per device, and the phases of
+/// the training step where they were profiled.
+pub fn bench_table(
+    dataset: &Dataset,
+    config: &GoalRankConfig,
+    options: &BenchOptions,
+    rows: &[BenchRow],
+) -> String {
+    let mut out = format!(
+        "GoalRank d {}, {} layers, N {}, L {}, K {}, batch {}\n",
+        config.d_model,
+        config.layers,
+        dataset.config.candidates,
+        dataset.config.list_len,
+        config.group_size,
+        options.batch_size
+    );
+    let _ = write!(
+        out,
+        "{:<14} {:>8} {:>10} {:>11} {:>12} {:>13} {:>9} {:>9}",
+        "device", "params", "step ms", "train rq/s", "greedy ms", "greedy rq/s", "p50 ms", "p90 ms"
+    );
+    for r in rows {
+        let _ = write!(
+            out,
+            "\n{:<14} {:>8} {:>10.1} {:>11.1} {:>12.1} {:>13.1} {:>9.2} {:>9.2}",
+            r.device,
+            r.generator_params,
+            r.train_step_ms,
+            r.train_requests_per_s,
+            r.greedy_batch_ms,
+            r.greedy_requests_per_s,
+            r.latency_p50_ms,
+            r.latency_p90_ms
+        );
+    }
+    for r in rows.iter().filter(|r| !r.phases.is_empty()) {
+        let _ = write!(
+            out,
+            "\n\ntraining step on {}, ms per phase (mean of {}):",
+            r.device, options.train_steps
+        );
+        for phase in &r.phases {
+            let _ = write!(
+                out,
+                "\n  {:<16} {:>9.1} {:>5.1} %",
+                phase.name,
+                phase.ms,
+                100.0 * phase.ms / r.train_step_ms
+            );
+        }
+    }
+    out
 }

@@ -2,6 +2,7 @@
 //! optional Generator–Evaluator and Multi-Generator–Evaluator rows and the mean reward of each
 //! chosen list under a given reward model.
 
+use std::fmt::Write;
 use std::path::PathBuf;
 
 use burn::tensor::Device;
@@ -175,4 +176,84 @@ fn row(
         reward,
         utility,
     })
+}
+
+/// The rows as `goalrank eval --json` prints them.
+pub fn compare_json(dataset: &Dataset, split: Split, rows: &[CompareRow]) -> serde_json::Value {
+    let policies: serde_json::Map<String, serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            let mut value = serde_json::json!(r.metrics);
+            value["reward"] = serde_json::json!(r.reward);
+            if let Some(u) = &r.utility {
+                value["utility"] = serde_json::json!(u.utility);
+                value["regret"] = serde_json::json!(u.regret);
+                value["optimum"] = serde_json::json!(u.optimum);
+            }
+            (r.name.clone(), value)
+        })
+        .collect();
+    serde_json::json!({
+        "dataset": dataset.name,
+        "split": split.name(),
+        "policies": policies,
+    })
+}
+
+/// The rows as `goalrank eval` prints them: a line per policy, metrics at k = L.
+pub fn compare_table(dataset: &Dataset, split: Split, rows: &[CompareRow]) -> String {
+    let k = dataset.config.list_len;
+    let mut out = format!(
+        "{} / {}: N = {}, L = {k}\n",
+        dataset.name,
+        split.name(),
+        dataset.config.candidates
+    );
+    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(6).max(6);
+    let has_reward = rows.iter().any(|r| r.reward.is_some());
+    let has_utility = rows.iter().any(|r| r.utility.is_some());
+    let _ = write!(
+        out,
+        "{:<width$} {:>8} {:>8} {:>8} {:>8} {:>8}{}{}",
+        "policy",
+        format!("H@{k}"),
+        format!("N@{k}"),
+        format!("MAP@{k}"),
+        format!("F1@{k}"),
+        "AUC",
+        if has_reward { "   reward" } else { "" },
+        if has_utility {
+            "  utility   regret"
+        } else {
+            ""
+        }
+    );
+    for r in rows {
+        let m = &r.metrics;
+        let reward = r.reward.map(|v| format!(" {v:>8.4}")).unwrap_or_default();
+        let utility = r
+            .utility
+            .map(|u| format!(" {:>8.4} {:>8.4}", u.utility, u.regret))
+            .unwrap_or_default();
+        let _ = write!(
+            out,
+            "\n{:<width$} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4}{reward}{utility}",
+            r.name, m.hit_ratio, m.ndcg, m.map, m.f1, m.auc
+        );
+    }
+    if let Some(u) = rows.iter().find_map(|r| r.utility) {
+        let _ = write!(
+            out,
+            "\nutility: exact expected clicks; regret: to the exact best list (mean utility {:.4})",
+            u.optimum
+        );
+    }
+    if let Some(CompareRow { metrics: m, .. }) = rows.first() {
+        let _ = write!(
+            out,
+            "\n{} requests; {} without a logged positive are excluded from every metric",
+            m.requests, m.without_positives
+        );
+    }
+    out
 }

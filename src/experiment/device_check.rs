@@ -50,3 +50,26 @@ pub fn check_device(
         max_relative_difference,
     })
 }
+
+/// `goalrank check-device`: a few reward-model steps on the CPU and on wgpu (Vulkan) from the
+/// same weights; an error when their losses differ by more than `tolerance` (relative).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn check_wgpu(dataset: &Dataset, steps: usize, tolerance: f32) -> Result<DeviceCheck> {
+    crate::error::check::at_least("--steps", steps, 1)?;
+    crate::error::check::positive("--tolerance", f64::from(tolerance))?;
+    let gpu = crate::device::vulkan_device()?;
+    let config = RewardTrainingConfig::new()
+        .with_d_model(16)
+        .with_layers(1)
+        .with_heads(2)
+        .with_batch_size(16);
+    let check = check_device(dataset, &config, steps, &Device::flex(), &gpu)?;
+    let difference = check.max_relative_difference;
+    if difference.is_nan() || difference > tolerance {
+        return Err(crate::Error::Check(format!(
+            "wgpu losses {:?} differ from flex {:?} by {difference} (> {tolerance})",
+            check.other, check.reference
+        )));
+    }
+    Ok(check)
+}

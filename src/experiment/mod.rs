@@ -13,8 +13,10 @@ mod plot;
 mod report;
 mod study;
 
-pub use bench::{BenchOptions, BenchRow, bench_device};
-pub use compare::{CompareOptions, CompareRow, compare};
+pub use bench::{BenchOptions, BenchRow, bench_device, bench_table};
+pub use compare::{CompareOptions, CompareRow, compare, compare_json, compare_table};
+#[cfg(not(target_arch = "wasm32"))]
+pub use device_check::check_wgpu;
 pub use device_check::{DeviceCheck, check_device};
 pub use logging::{EPSILONS, run_logging_study};
 pub use main_table::{ExperimentOptions, MainExperimentConfig, run_main};

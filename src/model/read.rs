@@ -19,7 +19,7 @@ pub async fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
         .await
         .map_err(read_error)?
         .try_into_vec_as::<f32>()
-        .map_err(|e| Error::Backend(format!("{e:?}")))
+        .map_err(|e| Error::backend("reading a tensor back", e))
 }
 
 /// An int tensor's values, row-major.
@@ -28,7 +28,7 @@ pub async fn read_i64<const D: usize>(t: Tensor<D, Int>) -> Result<Vec<i64>> {
         .await
         .map_err(read_error)?
         .try_into_vec_as::<i64>()
-        .map_err(|e| Error::Backend(format!("{e:?}")))
+        .map_err(|e| Error::backend("reading a tensor back", e))
 }
 
 /// The single value of a one-element tensor.
@@ -37,9 +37,9 @@ pub async fn read_scalar(t: Tensor<1>) -> Result<f32> {
         .await?
         .first()
         .copied()
-        .ok_or_else(|| Error::Backend("reading a scalar: the tensor is empty".into()))
+        .ok_or_else(|| Error::backend_message("reading a scalar", "the tensor is empty"))
 }
 
-fn read_error(e: impl std::fmt::Debug) -> Error {
-    Error::Backend(format!("reading a tensor back: {e:?}"))
+fn read_error(e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::backend("reading a tensor back", e)
 }

@@ -7,6 +7,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Tensor};
 
+use crate::error::debug_line;
 use crate::{Error, files};
 
 /// A module's weights as burnpack bytes.
@@ -16,16 +17,16 @@ pub fn module_bytes<M: Module>(module: &M) -> crate::Result<Vec<u8>> {
         .into_record()
         .into_bytes()
         .map(|b| b.to_vec())
-        .map_err(|e| Error::Backend(format!("serialising weights: {e:?}")))
+        .map_err(|e| Error::backend_debug("serialising weights", e))
 }
 
 /// Loads burnpack bytes from [`module_bytes`] into a freshly initialised `module`.
 pub fn module_from_bytes<M: Module>(module: M, bytes: Vec<u8>) -> crate::Result<M> {
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
-        .map_err(|e| Error::Backend(format!("not burnpack weights: {e:?}")))?;
+        .map_err(|e| Error::backend_debug("not burnpack weights", e))?;
     module
         .try_load_record(record)
-        .map_err(|e| Error::Backend(format!("weights do not fit the model: {e:?}")))
+        .map_err(|e| Error::backend_debug("weights do not fit the model", e))
 }
 
 /// Saves a module's weights (burnpack) to `path`; refuses weights that are NaN or infinite, so a
@@ -46,14 +47,14 @@ pub fn save_module<M: Module>(module: &M, path: &Path) -> crate::Result<()> {
 pub fn load_module<M: Module>(module: M, path: &Path) -> crate::Result<M> {
     let refuse = |what: &str, detail: String| Error::Checkpoint {
         path: path.to_path_buf(),
-        message: format!("{what}{}", one_line(&detail)),
+        message: format!("{what}{detail}"),
     };
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(files::read_bytes(path)?))
-        .map_err(|e| refuse("not a goalrank weights file (burnpack): ", format!("{e:?}")))?;
+        .map_err(|e| refuse("not a goalrank weights file (burnpack): ", debug_line(&e)))?;
     let module = module.try_load_record(record).map_err(|e| {
         refuse(
             "weights do not fit the model its config.json describes: ",
-            format!("{e:?}"),
+            debug_line(&e),
         )
     })?;
     if let Some(name) = first_non_finite(&module) {
@@ -63,12 +64,6 @@ pub fn load_module<M: Module>(module: M, path: &Path) -> crate::Result<M> {
         });
     }
     Ok(module)
-}
-
-/// A backend's debug text on one line: whitespace runs (indentation, newlines) collapsed, then
-/// escaped and cut as any quoted text in an error.
-fn one_line(detail: &str) -> String {
-    crate::error::one_line(&detail.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 /// The path of the first float parameter with a NaN or infinite value (reads every weight).

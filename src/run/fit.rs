@@ -112,7 +112,11 @@ impl MetricsLog {
             Some(state) => {
                 let bytes = std::fs::read(&path).map_err(error)?;
                 let kept = bytes.get(..state.log_bytes as usize);
-                if kept.is_none_or(|k| checkpoint::sha256(k) != state.log_sha256) {
+                // A checkpoint written before logs were hashed records only the length.
+                let differs = |k: &[u8]| {
+                    !state.log_sha256.is_empty() && checkpoint::sha256(k) != state.log_sha256
+                };
+                if kept.is_none_or(differs) {
                     return Err(Error::Checkpoint {
                         path: path.clone(),
                         message: format!(

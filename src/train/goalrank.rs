@@ -284,7 +284,7 @@ impl<'a> GoalRankTrainer<'a> {
         self.optim
             .into_bytes()
             .map(|b| b.to_vec())
-            .map_err(|e| crate::Error::Backend(format!("optimizer state: {e:?}")))
+            .map_err(|e| crate::Error::backend_debug("optimizer state", e))
     }
 
     /// Restores the step counter and the optimiser state of a checkpoint.
@@ -292,7 +292,7 @@ impl<'a> GoalRankTrainer<'a> {
         let optim = std::mem::replace(&mut self.optim, AdamConfig::new().init());
         self.optim = optim
             .from_bytes(burn::tensor::Bytes::from_bytes_vec(optimizer))
-            .map_err(|e| crate::Error::Backend(format!("optimizer state: {e:?}")))?;
+            .map_err(|e| crate::Error::backend_debug("optimizer state", e))?;
         self.step = step;
         // Skip the batches already seen, so a resumed run sees the same data as an unbroken one
         // (the step's random draws are seeded by the step: see `step_seed`).
