@@ -192,25 +192,39 @@ struct ExperimentArgs {
     /// Folder for the tables (a subfolder per dataset).
     #[arg(long, default_value = "results")]
     results: PathBuf,
-    #[arg(long, default_value_t = MainExperimentConfig::new().seeds)]
-    seeds: usize,
-    /// GoalRank and supervised-only generator steps.
-    #[arg(long, default_value_t = MainExperimentConfig::new().steps)]
-    steps: usize,
-    /// A tiny configuration (2 seeds, d 16, a few steps) to check the pipeline end to end.
+    /// Seeds [default: 3, or 2 with --smoke].
+    #[arg(long)]
+    seeds: Option<usize>,
+    /// GoalRank and supervised-only generator steps [default: 500, or 4 with --smoke].
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Steps of the exact-reward (oracle) GoalRank rows on the simulator [default: 2000, or 4
+    /// with --smoke].
+    #[arg(long)]
+    oracle_steps: Option<usize>,
+    /// A tiny configuration (2 seeds, d 16, a few steps) to check the pipeline end to end;
+    /// --seeds, --steps and --oracle-steps still apply.
     #[arg(long)]
     smoke: bool,
 }
 
 impl ExperimentArgs {
     fn config(&self) -> MainExperimentConfig {
-        if self.smoke {
+        let mut config = if self.smoke {
             MainExperimentConfig::smoke()
         } else {
             MainExperimentConfig::new()
-                .with_seeds(self.seeds)
-                .with_steps(self.steps)
+        };
+        if let Some(seeds) = self.seeds {
+            config.seeds = seeds;
         }
+        if let Some(steps) = self.steps {
+            config.steps = steps;
+        }
+        if let Some(steps) = self.oracle_steps {
+            config.oracle_steps = steps;
+        }
+        config
     }
 }
 

@@ -38,6 +38,29 @@ pub struct RankAnswer {
     pub scores: Vec<f32>,
 }
 
+/// The field of a line that does not parse as a [`RankRequest`]: the first one whose value does
+/// not have its type, or `json` when the line itself is at fault (syntax, not an object, an
+/// unknown or missing field).
+fn blame_field(row: &str) -> &'static str {
+    use serde_json::Value;
+    fn fits<T: serde::de::DeserializeOwned>(value: &Value) -> bool {
+        serde_json::from_value::<T>(value.clone()).is_ok()
+    }
+    let Ok(Value::Object(object)) = serde_json::from_str::<Value>(row) else {
+        return "json";
+    };
+    let checks: [(&'static str, fn(&Value) -> bool); 4] = [
+        ("user", fits::<u64>),
+        ("history", fits::<Vec<u64>>),
+        ("history_labels", fits::<Option<Vec<u8>>>),
+        ("candidates", fits::<Vec<u64>>),
+    ];
+    checks
+        .into_iter()
+        .find(|(name, fits)| object.get(*name).is_some_and(|v| !fits(v)))
+        .map_or("json", |(name, _)| name)
+}
+
 /// Parses the JSON-lines file `path` into dataset requests (dense ids), checking every field.
 pub fn read_rank_requests(path: &Path, dataset: &Dataset) -> Result<Vec<(usize, Request)>> {
     let bytes = std::fs::read(path).map_err(|source| Error::Read {
@@ -76,7 +99,7 @@ pub fn read_rank_requests(path: &Path, dataset: &Dataset) -> Result<Vec<(usize, 
             continue;
         }
         let raw: RankRequest = serde_json::from_str(row)
-            .map_err(|e| Error::parse(path, line, "json", e.to_string()))?;
+            .map_err(|e| Error::parse(path, line, blame_field(row), e.to_string()))?;
         let user = dataset.users.binary_search(&raw.user).map_err(|_| {
             Error::parse(
                 path,

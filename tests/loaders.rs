@@ -198,3 +198,59 @@ fn a_shortage_of_candidates_names_the_user_as_the_file_does() {
         .unwrap_or_else(|| panic!("{text}"));
     assert!(log.ratings.iter().any(|r| r.user == user), "{text}");
 }
+
+#[test]
+fn a_rank_request_of_the_wrong_type_is_blamed_on_its_field() {
+    let log = movielens::load(&fixture("ml-latest-tiny")).expect("load");
+    let dataset = small_config().build(&log, "tiny", false).expect("build");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("requests.jsonl");
+    let good = r#"{"user": 1, "history": [3, 6], "candidates": [18, 21, 24, 27, 30, 33, 36, 39]}"#;
+    for (row, field) in [
+        (r#"{"user": "one", "candidates": [18]}"#, "user"),
+        (
+            r#"{"user": 1, "history": 3, "candidates": [18]}"#,
+            "history",
+        ),
+        (
+            r#"{"user": 1, "history_labels": [1, -1], "candidates": [18]}"#,
+            "history_labels",
+        ),
+        (r#"{"user": 1, "candidates": [18, "x"]}"#, "candidates"),
+        (r#"{"user": 1, "candidates": [18"#, "json"),
+        (r#"{"user": 1}"#, "json"),
+        (r#"[1, 2]"#, "json"),
+    ] {
+        std::fs::write(&path, format!("{good}\n{row}\n")).expect("write");
+        match goalrank::rank::read_rank_requests(&path, &dataset) {
+            Err(Error::Parse {
+                line, field: got, ..
+            }) => {
+                assert_eq!((line, got), (2, field), "{row}");
+            }
+            other => panic!("{row}: expected a parse error, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_rating_off_the_scale_or_a_row_with_extra_fields_is_refused() {
+    let dir = copy_fixture("ml-latest-tiny");
+    replace_line(&dir.path().join("ratings.csv"), 4, "3,159,99,1000006354");
+    assert_eq!(
+        place(movielens::load(dir.path())),
+        ("ratings.csv".into(), 4, "rating")
+    );
+    let dir = copy_fixture("ml-1m-tiny");
+    replace_line(&dir.path().join("ratings.dat"), 7, "3::9::4::1000000000::5");
+    assert_eq!(
+        place(movielens::load(dir.path())),
+        ("ratings.dat".into(), 7, "user")
+    );
+    let dir = copy_fixture("ml-100k-tiny");
+    replace_line(&dir.path().join("u.data"), 2, "2\t99\t-1\t1000008932");
+    assert_eq!(
+        place(movielens::load(dir.path())),
+        ("u.data".into(), 2, "rating")
+    );
+}

@@ -252,12 +252,12 @@ fn parse_field<T: FromStr>(
 
 fn parse_rating(value: &str, path: &Path, line: usize) -> Result<f32> {
     let rating: f32 = parse_field(value, path, line, "rating")?;
-    if !rating.is_finite() || rating < 0.0 {
+    if !rating.is_finite() || !(0.0..=5.0).contains(&rating) {
         return Err(Error::parse(
             path,
             line,
             "rating",
-            format!("rating {value:?} is not a finite, non-negative number"),
+            format!("rating {value:?} is outside MovieLens's 0 to 5 stars"),
         ));
     }
     Ok(rating)
@@ -283,17 +283,18 @@ fn numbered_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
         .filter(|(_, line)| !line.trim().is_empty())
 }
 
-/// Splits a line into exactly `expected` fields.
-fn split_exact<'a>(
+/// Splits a line into exactly `expected` fields (at least, with `at_least`).
+fn split_fields<'a>(
     line: &'a str,
     separator: &str,
     expected: usize,
     path: &Path,
     number: usize,
     first_field: &'static str,
+    at_least: bool,
 ) -> Result<Vec<&'a str>> {
     let fields: Vec<&str> = line.split(separator).collect();
-    if fields.len() < expected {
+    if fields.len() < expected || (!at_least && fields.len() > expected) {
         return Err(Error::parse(
             path,
             number,
@@ -525,7 +526,7 @@ fn read_ml1m_movies(path: &Path) -> Result<(Vec<Movie>, Vec<String>)> {
     let mut raw = Vec::new();
     let mut seen = HashMap::new();
     for (line, row) in numbered_lines(&text) {
-        let fields = split_exact(row, "::", 3, path, line, "MovieID")?;
+        let fields = split_fields(row, "::", 3, path, line, "MovieID", true)?;
         let title = fields[1].to_string();
         let movie = parse_field(fields[0], path, line, "MovieID")?;
         first_listing(&mut seen, movie, path, line, "MovieID")?;
@@ -547,7 +548,15 @@ fn read_ml100k_movies(path: &Path) -> Result<(Vec<Movie>, Vec<String>)> {
     let mut movies = Vec::new();
     let mut seen = HashMap::new();
     for (line, row) in numbered_lines(&text) {
-        let fields = split_exact(row, "|", 5 + ML100K_GENRES.len(), path, line, "movie id")?;
+        let fields = split_fields(
+            row,
+            "|",
+            5 + ML100K_GENRES.len(),
+            path,
+            line,
+            "movie id",
+            true,
+        )?;
         let title = fields[1].to_string();
         let mut genres = Vec::new();
         for (g, flag) in fields[5..5 + ML100K_GENRES.len()].iter().enumerate() {
@@ -584,7 +593,7 @@ fn read_separated_ratings(path: &Path, separator: &str) -> Result<Vec<(usize, Ra
     let text = latin1(&read_bytes(path)?);
     let mut out = Vec::new();
     for (line, row) in numbered_lines(&text) {
-        let fields = split_exact(row, separator, 4, path, line, "user")?;
+        let fields = split_fields(row, separator, 4, path, line, "user", false)?;
         out.push((
             line,
             Rating {
