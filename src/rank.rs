@@ -49,7 +49,8 @@ fn blame_field(row: &str) -> &'static str {
     let Ok(Value::Object(object)) = serde_json::from_str::<Value>(row) else {
         return "json";
     };
-    let checks: [(&'static str, fn(&Value) -> bool); 4] = [
+    type Fits = fn(&Value) -> bool;
+    let checks: [(&'static str, Fits); 4] = [
         ("user", fits::<u64>),
         ("history", fits::<Vec<u64>>),
         ("history_labels", fits::<Option<Vec<u8>>>),
