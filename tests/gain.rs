@@ -6,7 +6,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use goalrank::data::simulator::{self, SimConfig};
 use goalrank::data::{Batch, Split};
 use goalrank::eval::metrics::spearman;
-use goalrank::eval::reward_diagnostics;
+use goalrank::eval::{pair_measures, reward_diagnostics};
 use goalrank::model::RewardKind;
 use goalrank::train::{GoalRankTrainer, Objective, Reward, RewardTrainer};
 
@@ -127,13 +127,34 @@ fn reward_diagnostics_compare_against_the_exact_utility() {
     assert!((-1.0..=1.0).contains(&exact.spearman));
     // The attraction-sorted list beats random lists in exact utility on this world.
     assert!(exact.utility_gap > 0.0, "{exact:?}");
-    assert!(d.summary().contains("Spearman"));
+    assert!((0.0..=1.0).contains(&exact.pair_accuracy), "{exact:?}");
+    assert!((0.0..=1.0).contains(&exact.gap_exceeds_error), "{exact:?}");
+    assert!(d.summary().contains("Spearman") && d.summary().contains("pairs ordered"));
     // Logged data has no exact part.
     let logged = crate::models::dataset();
     let model = RewardTrainer::new(&logged, Split::Train, &tiny_reward(), &device).model();
     let d = reward_diagnostics(&model, &logged, &logged.valid, 16, 0, &device).expect("logged");
     assert!(d.exact.is_none());
     assert_eq!(spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]), Some(-1.0));
+}
+
+#[test]
+fn pair_measures_count_right_orders_and_gaps_beyond_the_error() {
+    // R = U + 10: offsets do not count, every pair is right, no error.
+    let (right, error, wide) = pair_measures(&[11.0, 12.0, 13.0], &[1.0, 2.0, 3.0]);
+    assert_eq!((right, error, wide), (1.0, 0.0, 1.0));
+    // R reversed: no pair right; centred error (2 + 0 + 2) / 3, and no gap exceeds 2 · 4/3.
+    let (right, error, wide) = pair_measures(&[3.0, 2.0, 1.0], &[1.0, 2.0, 3.0]);
+    assert_eq!((right, wide), (0.0, 0.0));
+    assert!((error - 4.0 / 3.0).abs() < 1e-12);
+    // The two close lists swapped: error 2/3; the two wide pairs are right and exceed 4/3.
+    let (right, error, wide) = pair_measures(&[1.0, 0.0, 10.0], &[0.0, 1.0, 10.0]);
+    assert!((right - 2.0 / 3.0).abs() < 1e-12);
+    assert!((error - 2.0 / 3.0).abs() < 1e-12);
+    assert!((wide - 2.0 / 3.0).abs() < 1e-12);
+    // Pairs tied in U are left out.
+    let (right, _, _) = pair_measures(&[1.0, 2.0, 0.0], &[1.0, 1.0, 0.0]);
+    assert_eq!(right, 1.0);
 }
 
 #[test]

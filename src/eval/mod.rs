@@ -25,7 +25,7 @@ pub use inspect::{
 pub use policy::SimplePolicy;
 pub use ranking::Ranking;
 pub use reward_diagnostics::{
-    ExactDiagnostics, RANDOM_LISTS, RewardDiagnostics, reward_diagnostics,
+    ExactDiagnostics, RANDOM_LISTS, RewardDiagnostics, pair_measures, reward_diagnostics,
 };
 pub use simulated::{
     UtilityMetrics, mean_utility, optimal_lists, optimum_rankings, utility_metrics,

@@ -8,7 +8,11 @@
 //! - on the simulator, against the exact utility U: the mean within-request Spearman
 //!   correlation of R and U over a fixed set of lists per request (random lists, the
 //!   attraction-sorted list, the exact optimum, the logged list), and R's relative gap between
-//!   the attraction-sorted list and random lists beside U's.
+//!   the attraction-sorted list and random lists beside U's;
+//! - on the simulator, the paper's condition for the group-relative step to help: over the pairs
+//!   of one request's lists, how often R orders them as U does, and how often their gap in U
+//!   exceeds twice R's error (R and U centred on the request's mean, since the group's z-score
+//!   discards offsets): such a pair is ordered right whatever the error does.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::SeedableRng;
@@ -47,6 +51,41 @@ pub struct ExactDiagnostics {
     pub reward_gap: f64,
     /// The same gap in exact utility.
     pub utility_gap: f64,
+    /// Share of a request's pairs of lists (U not tied) that R orders as U does.
+    pub pair_accuracy: f64,
+    /// Mean |(R − mean R) − (U − mean U)| over a request's lists: R's error, offsets removed.
+    pub centred_error: f64,
+    /// Share of a request's pairs whose U gap exceeds twice [`Self::centred_error`].
+    pub gap_exceeds_error: f64,
+}
+
+/// Within one request: (share of pairs R orders as U, R's centred error, share of pairs whose U
+/// gap exceeds twice that error). Pairs tied in U are left out.
+pub fn pair_measures(rewards: &[f64], utilities: &[f64]) -> (f64, f64, f64) {
+    let n = rewards.len().min(utilities.len());
+    if n == 0 {
+        return (0.0, 0.0, 0.0);
+    }
+    let mean = |v: &[f64]| v[..n].iter().sum::<f64>() / n as f64;
+    let (mr, mu) = (mean(rewards), mean(utilities));
+    let error = (0..n)
+        .map(|i| ((rewards[i] - mr) - (utilities[i] - mu)).abs())
+        .sum::<f64>()
+        / n as f64;
+    let (mut pairs, mut right, mut wide) = (0usize, 0usize, 0usize);
+    for a in 0..n {
+        for b in a + 1..n {
+            let du = utilities[a] - utilities[b];
+            if du == 0.0 {
+                continue;
+            }
+            pairs += 1;
+            right += usize::from((rewards[a] - rewards[b]) * du > 0.0);
+            wide += usize::from(du.abs() > 2.0 * error);
+        }
+    }
+    let share = |k: usize| k as f64 / pairs.max(1) as f64;
+    (share(right), error, share(wide))
 }
 
 /// The lists scored per request: the logged list, [`RANDOM_LISTS`] random lists, and on the
@@ -91,6 +130,7 @@ pub fn reward_diagnostics(
     let mut beats = 0.0;
     let (mut rho, mut rho_n) = (0.0, 0usize);
     let (mut reward_gap, mut utility_gap) = (0.0, 0.0);
+    let (mut pair_accuracy, mut centred_error, mut gap_exceeds_error) = (0.0, 0.0, 0.0);
     for chunk in requests.chunks(batch_size.max(1)) {
         let refs: Vec<&Request> = chunk.iter().collect();
         let lists: Vec<Vec<Vec<usize>>> = chunk
@@ -136,6 +176,10 @@ pub fn reward_diagnostics(
                     rho += s;
                     rho_n += 1;
                 }
+                let (right, error, wide) = pair_measures(&rewards, &utilities);
+                pair_accuracy += right;
+                centred_error += error;
+                gap_exceeds_error += wide;
                 let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
                 let sorted = RANDOM_LISTS + 1;
                 reward_gap += rewards[sorted] / mean(random).max(1e-9) - 1.0;
@@ -157,6 +201,9 @@ pub fn reward_diagnostics(
             spearman: rho / rho_n.max(1) as f64,
             reward_gap: reward_gap / n,
             utility_gap: utility_gap / n,
+            pair_accuracy: pair_accuracy / n,
+            centred_error: centred_error / n,
+            gap_exceeds_error: gap_exceeds_error / n,
         }),
     })
 }
@@ -174,10 +221,15 @@ impl RewardDiagnostics {
         );
         if let Some(e) = &self.exact {
             line.push_str(&format!(
-                ", Spearman(R, U) {:.3}, gap sorted vs random: R {:+.1}% / U {:+.1}%",
+                ", Spearman(R, U) {:.3}, gap sorted vs random: R {:+.1}% / U {:+.1}%, pairs \
+                 ordered as U {:.3}, R's centred error {:.4}, pairs whose U gap exceeds twice \
+                 it {:.3}",
                 e.spearman,
                 100.0 * e.reward_gap,
-                100.0 * e.utility_gap
+                100.0 * e.utility_gap,
+                e.pair_accuracy,
+                e.centred_error,
+                e.gap_exceeds_error
             ));
         }
         line

@@ -642,11 +642,16 @@ pub fn run_main(
         quality.push_str(&format!(
             ", within-request Spearman(R, exact U) over the logged, {} random, \
              attraction-sorted and optimal lists {}, relative gap attraction-sorted vs random: \
-             R {} / U {}",
+             R {} / U {}; over the pairs of these lists, R orders {} of them as U does, and \
+             {} have a U gap above twice R's error (|R − U| after removing each request's \
+             mean: {}), the pairs the paper's condition says a reward model ranks right",
             crate::eval::RANDOM_LISTS,
             spread(&|d| d.exact.map(|e| e.spearman)),
             spread(&|d| d.exact.map(|e| e.reward_gap)),
             spread(&|d| d.exact.map(|e| e.utility_gap)),
+            spread(&|d| d.exact.map(|e| e.pair_accuracy)),
+            spread(&|d| d.exact.map(|e| e.gap_exceeds_error)),
+            spread(&|d| d.exact.map(|e| e.centred_error)),
         ));
     }
     quality.push('.');
