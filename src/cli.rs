@@ -336,6 +336,11 @@ enum TrainCommand {
         lr: f64,
         #[arg(long, default_value_t = GoalRankConfig::new().seed)]
         model_seed: u64,
+        /// Devices to train on, data-parallel (comma-separated, e.g. `flex,flex` or
+        /// `wgpu,wgpu`): each takes a share of every batch and the gradients are summed on the
+        /// first; the same checkpoint either way.
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [DeviceKind::Flex])]
+        devices: Vec<DeviceKind>,
     },
 }
 
@@ -831,6 +836,7 @@ fn train(what: TrainCommand) -> Result<()> {
             batch_size,
             lr,
             model_seed,
+            devices,
         } => {
             let config = GoalRankConfig::new()
                 .with_group_size(group_size)
@@ -860,10 +866,13 @@ fn train(what: TrainCommand) -> Result<()> {
                 });
             }
             let dataset = data.load()?;
+            // The first device holds the batches, the frozen reward model and the optimiser.
+            let mut devices = devices.into_iter().map(DeviceKind::init);
+            let main = devices.next().unwrap_or(Ok(device))?;
             let reward = if reward.as_os_str() == "oracle" {
                 Reward::oracle(&dataset)?
             } else {
-                Reward::from(load_reward(&reward, &dataset, &device)?)
+                Reward::from(load_reward(&reward, &dataset, &main)?)
             };
             let run = run.unwrap_or_else(|| data.runs(&dataset).join("goalrank"));
             check_run_folder(&run, resume)?;
@@ -871,7 +880,8 @@ fn train(what: TrainCommand) -> Result<()> {
                 steps,
                 eval_every,
                 resume,
-                ..FitOptions::new(run.clone(), device)
+                replicas: devices.collect::<goalrank::Result<_>>()?,
+                ..FitOptions::new(run.clone(), main)
             };
             let (_, state) = fit_goalrank(&dataset, reward, &config, &options)?;
             out!(

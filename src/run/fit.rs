@@ -42,6 +42,9 @@ pub struct FitOptions {
     pub resume: bool,
     pub progress: bool,
     pub device: Device,
+    /// More devices for data-parallel GoalRank steps (native only; see
+    /// [`GoalRankTrainer::set_replicas`]); empty: one device.
+    pub replicas: Vec<Device>,
 }
 
 impl FitOptions {
@@ -55,6 +58,7 @@ impl FitOptions {
             resume: false,
             progress: true,
             device,
+            replicas: Vec::new(),
         }
     }
 }
@@ -429,6 +433,14 @@ pub fn fit_goalrank(
             )
         }
     };
+    if !options.replicas.is_empty() {
+        #[cfg(not(target_arch = "wasm32"))]
+        trainer.set_replicas(options.replicas.clone());
+        #[cfg(target_arch = "wasm32")]
+        return Err(Error::Invalid(
+            "data-parallel training needs threads: native only".into(),
+        ));
+    }
     let resuming = state.step > 0;
     let mut log = MetricsLog::open(dir, resuming.then_some(&state))?;
     // Time already spent before a resume is added to the time of this process.

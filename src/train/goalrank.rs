@@ -13,6 +13,10 @@
 //!    [`Objective::PolicyGradient`] the group-normalised REINFORCE loss −(1/K) Σ A(l) log π_θ(l) / L;
 //! 7. backward, gradient clipping, Adam.
 //!
+//! Data-parallel ([`GoalRankTrainer::set_replicas`]): 1–5 stay on the main device for the whole
+//! batch; in 6–7 every device back-propagates its share of the batch on its own copy of the
+//! generator, and Burn's `GradientsAccumulator` sums the gradients before the one Adam step.
+//!
 //! log π_θ(l) is divided by L (a per-decoding-step log-likelihood), so that the reference and
 //! supervised terms have the same scale and `w_ref` means the same at any list length.
 
@@ -22,7 +26,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{AdamConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use serde::Serialize;
 
@@ -30,7 +34,8 @@ use super::profile::{Phase, PhaseTimer};
 use super::{BatchSampler, group};
 use crate::data::{Batch, Dataset, Request, World};
 use crate::model::{
-    Decode, EncoderConfig, Generator, GeneratorConfig, RewardModel, block_on, read_f32, read_i64,
+    Decode, Encoded, EncoderConfig, Generator, GeneratorConfig, RewardModel, block_on, read_f32,
+    read_i64,
 };
 
 /// What GoalRank minimises on a group.
@@ -203,6 +208,9 @@ pub struct GoalRankTrainer<'a> {
     /// The plain device: batches, group sampling and the frozen reward model (the generator
     /// trains on its autodiff twin).
     plain: Device,
+    /// More devices for data-parallel steps: each takes a share of the batch (see
+    /// [`Self::set_replicas`]). Empty: the whole step runs on `plain`.
+    replicas: Vec<Device>,
     step: usize,
     profile: bool,
 }
@@ -253,10 +261,23 @@ impl<'a> GoalRankTrainer<'a> {
             optim,
             sampler,
             plain,
+            replicas: Vec::new(),
             config,
             step: 0,
             profile: false,
         }
+    }
+
+    /// Trains data-parallel on the plain device and `replicas` (plain devices; the same device
+    /// may be named twice): every step, each device takes a contiguous share of the batch,
+    /// computes its share of the loss and its gradients on a copy of the generator, and the
+    /// gradients are summed on the plain device with Burn's [`GradientsAccumulator`] before one
+    /// optimiser step there. The group is still sampled and scored on the plain device for the
+    /// whole batch, so a step's lists, and hence its result, are those of the one-device step
+    /// up to float rounding. Native only (one thread per device).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn set_replicas(&mut self, replicas: Vec<Device>) {
+        self.replicas = replicas;
     }
 
     pub fn steps_per_epoch(&self) -> usize {
@@ -328,13 +349,18 @@ impl<'a> GoalRankTrainer<'a> {
         let [b, l] = batch.logged.dims();
         timer.mark("batch");
 
-        // 1. Encode the users and candidates once, with gradient.
-        let encoded = self.model.encode(&batch);
+        // 1. Encode the users and candidates once, with gradient. With replicas each device
+        //    encodes its own share of the batch instead (step 6), and the main device only
+        //    while the generator's weights are still lazy (the first step of a fresh run): Burn
+        //    draws a weight when it is first used, so the replicated step uses them in the
+        //    one-device order and draws the same weights.
+        let encoded = (self.replicas.is_empty() || !materialised(&self.model))
+            .then(|| self.model.encode(&batch));
         timer.mark("encode");
 
         // 2. The supervised target: the logged list, positives first (each part in logged
         //    order), weighted on the steps that hold a positive.
-        let (supervised, weights) = positives_first(&requests, l, &self.plain);
+        let (supervised, weights, positives) = positives_first(&requests, l, &self.plain);
         let supervised = supervised.reshape([b, 1, l]);
 
         // 3. The group: K lists per request sampled from the current generator outside the
@@ -342,7 +368,10 @@ impl<'a> GoalRankTrainer<'a> {
         //    list. No group when its weight is 0 (the supervised-only baseline samples nothing).
         let group = if config.w_ref > 0.0 {
             let policy = self.model.valid();
-            let fixed = encoded.without_autodiff();
+            let fixed = match &encoded {
+                Some(encoded) => encoded.without_autodiff(),
+                None => policy.encode(&batch),
+            };
             let sampled = match config.sampling {
                 GroupSampling::Autoregressive => {
                     policy
@@ -361,25 +390,16 @@ impl<'a> GoalRankTrainer<'a> {
         };
         timer.mark("sample group");
 
-        // log π_θ of every list in the group and of the supervised target, in one
-        // teacher-forced decoder call.
-        let lists = match &group {
-            Some(g) => Tensor::cat(vec![g.clone(), supervised], 1),
-            None => supervised,
-        };
-        let k_all = lists.dims()[1];
-        let (log_probs, steps) = self.model.teacher_forced(&encoded, lists);
-        timer.mark("teacher forcing");
-        let sup_steps = steps.slice([0..b, k_all - 1..k_all, 0..l]).reshape([b, l]);
-        let loss_sup = (sup_steps * weights.clone()).sum().neg() / weights.sum().clamp_min(1.0);
-        let mut loss = loss_sup.clone().mul_scalar(config.w_sup);
-        // The step's scalars, read back together once.
-        let mut scalars = vec![loss_sup];
-
-        if let Some(group) = group {
+        // The step's scalars, read back together once: [loss_sup, loss_ref] first, then the
+        // group's statistics.
+        let mut statistics = Vec::new();
+        let mut group_weights = None;
+        if let Some(group) = &group {
             let k = group.dims()[1];
             // 4. Rewards R(l) of every list from the frozen reward (constants).
-            let rewards = self.rewards(&batch, &requests, group, [b, k, l]).await?;
+            let rewards = self
+                .rewards(&batch, &requests, group.clone(), [b, k, l])
+                .await?;
             timer.mark("reward");
             // The reward-noise study perturbs what the reference policy sees:
             // R + λ · std_G(R) · ε, ε ~ N(0, 1) per list (the logged statistics stay clean).
@@ -392,75 +412,81 @@ impl<'a> GoalRankTrainer<'a> {
                 rewards.clone()
             };
 
-            // 5. Advantages and the group-relative reference policy (constants).
+            // 5. Advantages and the group-relative reference policy (constants): what each
+            //    list's log-likelihood is weighted by in the loss.
             let advantages = group::z_scores(seen);
             let pi_ref = group::softmax_policy(advantages.clone(), config.tau);
-
-            // 6. The reference loss on per-step log-likelihoods (or the policy gradient).
-            let group_log_probs = log_probs.slice([0..b, 0..k]).div_scalar(l as f32);
-            let loss_ref = match config.objective {
-                Objective::Reference => group::reference_loss(pi_ref.clone(), group_log_probs),
-                Objective::PolicyGradient => {
-                    group::policy_gradient_loss(advantages, group_log_probs)
-                }
-            };
-            loss = loss + loss_ref.clone().mul_scalar(config.w_ref);
-
             let sampled = rewards.slice([0..b, 0..config.group_size]);
-            scalars.extend([
-                loss_ref,
+            statistics.extend([
                 sampled.clone().mean(),
                 group::std(sampled.clone()).mean(),
                 sampled.max_dim(1).mean(),
-                group::entropy(pi_ref),
+                group::entropy(pi_ref.clone()),
             ]);
-        }
-        scalars.insert(0, loss.clone());
-        let values = read_f32(Tensor::cat(
-            scalars.into_iter().map(|t| t.without_autodiff()).collect(),
-            0,
-        ))
-        .await?;
-        timer.mark("read-back");
-        let value = |i: usize| values.get(i).copied();
-        let record = StepRecord {
-            step: self.step + 1,
-            loss: value(0).unwrap_or(f32::NAN),
-            loss_ref: value(2),
-            loss_sup: value(1).unwrap_or(f32::NAN),
-            reward_mean: value(3),
-            reward_std: value(4),
-            reward_best: value(5),
-            ref_entropy: value(6),
-            seconds: 0.0,
-            phases: Vec::new(),
-        };
-        // A NaN or infinite loss stops training before the update, so the weights (and any
-        // checkpoint written from them) stay those of the last finite step.
-        if !record.loss.is_finite() {
-            return Err(crate::Error::NonFinite(format!(
-                "step {}: the loss is {} (supervised {}, reference {}); training stopped before \
-                 the update, with the weights of step {}",
-                record.step,
-                record.loss,
-                record.loss_sup,
-                record.loss_ref.map_or("-".into(), |v| v.to_string()),
-                self.step
-            )));
+            group_weights = Some(match config.objective {
+                Objective::Reference => pi_ref,
+                Objective::PolicyGradient => advantages,
+            });
         }
 
-        // 7. Backward, gradient clipping and the Adam step.
-        let grads = GradientsParams::from_grads(loss.backward(), &self.model);
-        timer.mark("backward");
+        // 6. log π_θ of every list in the group and of the supervised target, in one
+        //    teacher-forced decoder call, and the loss: on this device, or each replica on its
+        //    share of the batch.
+        let targets = Targets {
+            lists: match group {
+                Some(g) => Tensor::cat(vec![g, supervised], 1),
+                None => supervised,
+            },
+            weights,
+            group_weights,
+        };
+        let (terms, grads) = match encoded {
+            Some(encoded) if self.replicas.is_empty() => {
+                let loss = loss(config, &self.model, &encoded, targets, positives, 1.0);
+                timer.mark("teacher forcing");
+                let terms = read_terms(&loss, statistics).await?;
+                timer.mark("read-back");
+                check_finite(&terms, self.step)?;
+                // 7. Backward, gradient clipping and the Adam step.
+                let grads = GradientsParams::from_grads(loss.total.backward(), &self.model);
+                timer.mark("backward");
+                (terms, grads)
+            }
+            lazy => {
+                if let Some(encoded) = lazy {
+                    // The one-device step's forward pass, for its first use of every weight.
+                    loss(
+                        config,
+                        &self.model,
+                        &encoded,
+                        targets.clone(),
+                        positives,
+                        1.0,
+                    );
+                }
+                let (terms, grads) =
+                    self.replica_gradients(&requests, targets, positives, statistics)?;
+                timer.mark("replicas");
+                check_finite(&terms, self.step)?;
+                (terms, grads)
+            }
+        };
         self.model = self
             .optim
             .step(config.learning_rate, self.model.clone(), grads);
         timer.mark("optimizer");
         self.step += 1;
         Ok(StepRecord {
+            step: self.step,
+            loss: terms.loss,
+            loss_ref: terms.loss_ref,
+            loss_sup: terms.loss_sup,
+            reward_mean: terms.statistics.first().copied(),
+            reward_std: terms.statistics.get(1).copied(),
+            reward_best: terms.statistics.get(2).copied(),
+            ref_entropy: terms.statistics.get(3).copied(),
             seconds: start.elapsed().as_secs_f64(),
             phases: timer.finish(),
-            ..record
         })
     }
 
@@ -501,6 +527,244 @@ impl<'a> GoalRankTrainer<'a> {
             }
         }
     }
+    /// 6–7 on several devices: each device's copy of the generator encodes its share of the
+    /// batch, computes its share of the loss and back-propagates it, in a thread of its own;
+    /// the gradients are moved to the plain device and summed in device order.
+    fn replica_gradients(
+        &self,
+        requests: &[&Request],
+        targets: Targets,
+        positives: f32,
+        statistics: Vec<Tensor<1>>,
+    ) -> crate::Result<(Terms, GradientsParams)> {
+        let devices: Vec<Device> = std::iter::once(self.plain.clone())
+            .chain(self.replicas.iter().cloned())
+            .collect();
+        let b = requests.len();
+        let (config, dataset, plain) = (&self.config, self.dataset, &self.plain);
+        let results: Vec<crate::Result<(GradientsParams, Vec<f32>)>> =
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = devices
+                    .iter()
+                    .zip(shares(b, devices.len()))
+                    .filter(|(_, rows)| !rows.is_empty())
+                    .map(|(device, rows)| {
+                        let model = self.model.clone();
+                        let targets = targets.rows(rows.clone(), device);
+                        let share = &requests[rows.clone()];
+                        scope.spawn(move || {
+                            let replica = model.fork(&device.clone().autodiff());
+                            let batch = Batch::new(dataset, share, device);
+                            let encoded = replica.encode(&batch);
+                            let fraction = share.len() as f32 / b as f32;
+                            let loss =
+                                loss(config, &replica, &encoded, targets, positives, fraction);
+                            let values = block_on(read_f32(Tensor::cat(loss.scalars(), 0)))?;
+                            let grads =
+                                GradientsParams::from_grads(loss.total.backward(), &replica)
+                                    .to_device(plain, &replica);
+                            Ok((grads, values))
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|handle| {
+                        handle.join().unwrap_or_else(|_| {
+                            Err(crate::Error::backend_message(
+                                "data-parallel step",
+                                "a replica's thread panicked",
+                            ))
+                        })
+                    })
+                    .collect()
+            });
+        let mut accumulator = GradientsAccumulator::<Generator>::new();
+        let mut sums = [0.0f32; 3];
+        let mut with_reference = false;
+        for result in results {
+            let (grads, values) = result?;
+            accumulator.accumulate(&self.model, grads);
+            for (sum, value) in sums.iter_mut().zip(&values) {
+                *sum += value;
+            }
+            with_reference = values.len() == 3;
+        }
+        let statistics = if statistics.is_empty() {
+            Vec::new()
+        } else {
+            block_on(read_f32(Tensor::cat(statistics, 0)))?
+        };
+        let terms = Terms {
+            loss: sums[0],
+            loss_sup: sums[1],
+            loss_ref: with_reference.then_some(sums[2]),
+            statistics,
+        };
+        Ok((terms, accumulator.grads()))
+    }
+}
+
+/// What a step's loss compares the generator with, for the whole batch or a share of it.
+///
+/// # Shapes
+/// - lists: `[B, K + 1, L]`, the group's K lists (none without a group) and the supervised
+///   target last
+/// - weights: `[B, L]`, 1 on the supervised steps that hold a positive
+/// - group_weights: `[B, K]`, π_ref (GoalRank) or the advantages (policy gradient)
+#[derive(Clone)]
+struct Targets {
+    lists: Tensor<3, Int>,
+    weights: Tensor<2>,
+    group_weights: Option<Tensor<2>>,
+}
+
+impl Targets {
+    /// The requests `rows` of the batch, moved to `device`.
+    fn rows(&self, rows: std::ops::Range<usize>, device: &Device) -> Self {
+        let [_, k, l] = self.lists.dims();
+        let take = |t: &Tensor<2>| {
+            let cols = t.dims()[1];
+            t.clone().slice([rows.clone(), 0..cols]).to_device(device)
+        };
+        Self {
+            lists: self
+                .lists
+                .clone()
+                .slice([rows.clone(), 0..k, 0..l])
+                .to_device(device),
+            weights: take(&self.weights),
+            group_weights: self.group_weights.as_ref().map(take),
+        }
+    }
+}
+
+/// A step's loss: the total that is differentiated and its two terms.
+struct Loss {
+    total: Tensor<1>,
+    supervised: Tensor<1>,
+    reference: Option<Tensor<1>>,
+}
+
+impl Loss {
+    /// `[total, supervised, reference]` (the last only with a group), for one read-back.
+    fn scalars(&self) -> Vec<Tensor<1>> {
+        let mut out = vec![
+            self.total.clone().without_autodiff(),
+            self.supervised.clone().without_autodiff(),
+        ];
+        out.extend(self.reference.clone().map(|r| r.without_autodiff()));
+        out
+    }
+}
+
+/// Step 6's loss on `targets`' requests: the supervised term over the whole batch's
+/// `positives` (so that the shares of a data-parallel step add up to it) and the reference (or
+/// policy-gradient) term on per-step log-likelihoods, a mean over the batch of which these
+/// requests hold the fraction `share`.
+fn loss(
+    config: &GoalRankConfig,
+    model: &Generator,
+    encoded: &Encoded,
+    targets: Targets,
+    positives: f32,
+    share: f32,
+) -> Loss {
+    let [b, k_all, l] = targets.lists.dims();
+    let (log_probs, steps) = model.teacher_forced(encoded, targets.lists);
+    let sup_steps = steps.slice([0..b, k_all - 1..k_all, 0..l]).reshape([b, l]);
+    let supervised = (sup_steps * targets.weights)
+        .sum()
+        .neg()
+        .div_scalar(positives);
+    let mut total = supervised.clone().mul_scalar(config.w_sup);
+    let reference = targets.group_weights.map(|weights| {
+        let group_log_probs = log_probs.slice([0..b, 0..k_all - 1]).div_scalar(l as f32);
+        let loss = match config.objective {
+            Objective::Reference => group::reference_loss(weights, group_log_probs),
+            Objective::PolicyGradient => group::policy_gradient_loss(weights, group_log_probs),
+        };
+        if share == 1.0 {
+            loss
+        } else {
+            loss.mul_scalar(share)
+        }
+    });
+    if let Some(reference) = &reference {
+        total = total + reference.clone().mul_scalar(config.w_ref);
+    }
+    Loss {
+        total,
+        supervised,
+        reference,
+    }
+}
+
+/// A step's scalars on the host.
+struct Terms {
+    loss: f32,
+    loss_sup: f32,
+    loss_ref: Option<f32>,
+    /// The group's mean, std and best reward and π_ref's entropy (empty without a group).
+    statistics: Vec<f32>,
+}
+
+/// Reads `loss`'s scalars and the group's `statistics` back in one transfer.
+async fn read_terms(loss: &Loss, statistics: Vec<Tensor<1>>) -> crate::Result<Terms> {
+    let mut scalars = loss.scalars();
+    let n = scalars.len();
+    scalars.extend(statistics);
+    let values = read_f32(Tensor::cat(scalars, 0)).await?;
+    Ok(Terms {
+        loss: values.first().copied().unwrap_or(f32::NAN),
+        loss_sup: values.get(1).copied().unwrap_or(f32::NAN),
+        loss_ref: (n == 3).then(|| values.get(2).copied().unwrap_or(f32::NAN)),
+        statistics: values.get(n..).unwrap_or_default().to_vec(),
+    })
+}
+
+/// A NaN or infinite loss stops training before the update, so the weights (and any
+/// checkpoint written from them) stay those of the last finite step.
+fn check_finite(terms: &Terms, done: usize) -> crate::Result<()> {
+    if terms.loss.is_finite() {
+        return Ok(());
+    }
+    Err(crate::Error::NonFinite(format!(
+        "step {}: the loss is {} (supervised {}, reference {}); training stopped before the \
+         update, with the weights of step {done}",
+        done + 1,
+        terms.loss,
+        terms.loss_sup,
+        terms.loss_ref.map_or("-".into(), |v| v.to_string()),
+    )))
+}
+
+/// True when every weight of `module` has been drawn (Burn initialises a weight lazily, on its
+/// first use).
+fn materialised<M: Module>(module: &M) -> bool {
+    struct Lazy(bool);
+    impl burn::module::ModuleVisitor for Lazy {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            self.0 |= !param.is_initialized();
+        }
+    }
+    let mut lazy = Lazy(false);
+    module.visit(&mut lazy);
+    !lazy.0
+}
+
+/// `n` contiguous shares of `b` rows, as equal as can be (the first ones one longer).
+fn shares(b: usize, n: usize) -> Vec<std::ops::Range<usize>> {
+    let n = n.max(1);
+    let mut start = 0;
+    (0..n)
+        .map(|i| {
+            let len = b / n + usize::from(i < b % n);
+            let range = start..start + len;
+            start += len;
+            range
+        })
+        .collect()
 }
 
 /// The seed of step `step`'s random draws (SplitMix64 of the run seed and the step).
@@ -513,8 +777,8 @@ fn step_seed(seed: u64, step: usize) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The logged list reordered positives first (each group in logged order), and a weight of 1
-/// on the steps that hold a positive.
+/// The logged list reordered positives first (each group in logged order), a weight of 1 on
+/// the steps that hold a positive, and their count (at least 1).
 ///
 /// # Shapes
 /// - output: positions `[B, L]`, weights `[B, L]`
@@ -522,7 +786,7 @@ fn positives_first(
     requests: &[&Request],
     l: usize,
     device: &Device,
-) -> (Tensor<2, Int>, Tensor<2>) {
+) -> (Tensor<2, Int>, Tensor<2>, f32) {
     let mut order = Vec::with_capacity(requests.len() * l);
     let mut weights = Vec::with_capacity(requests.len() * l);
     for r in requests {
@@ -534,8 +798,11 @@ fn positives_first(
         weights.extend((0..l).map(|t| if t < pos.len() { 1.0f32 } else { 0.0 }));
     }
     let b = requests.len();
+    // The supervised term's denominator: the positives of the batch, at least 1.
+    let positives = weights.iter().sum::<f32>().max(1.0);
     (
         Tensor::from_data(TensorData::new(order, [b, l]), device),
         Tensor::from_data(TensorData::new(weights, [b, l]), device),
+        positives,
     )
 }
