@@ -336,6 +336,9 @@ enum TrainCommand {
         lr: f64,
         #[arg(long, default_value_t = GoalRankConfig::new().seed)]
         model_seed: u64,
+        /// Validate on the first this many validation requests [default: all].
+        #[arg(long)]
+        valid_requests: Option<usize>,
         /// Devices to train on, data-parallel (comma-separated, e.g. `flex,flex` or
         /// `wgpu,wgpu`): each takes a share of every batch and the gradients are summed on the
         /// first; the same checkpoint either way.
@@ -836,6 +839,7 @@ fn train(what: TrainCommand) -> Result<()> {
             batch_size,
             lr,
             model_seed,
+            valid_requests,
             devices,
         } => {
             let config = GoalRankConfig::new()
@@ -880,13 +884,18 @@ fn train(what: TrainCommand) -> Result<()> {
                 steps,
                 eval_every,
                 resume,
+                valid_requests,
                 replicas: devices.collect::<goalrank::Result<_>>()?,
                 ..FitOptions::new(run.clone(), main)
             };
+            // A run on the exact utility is selected on it; any other on N@L.
+            let measure = match &reward {
+                Reward::Oracle(_) => "utility".to_string(),
+                Reward::Model(_) => format!("N@{}", dataset.config.list_len),
+            };
             let (_, state) = fit_goalrank(&dataset, reward, &config, &options)?;
             out!(
-                "goalrank: best valid N@{} {:.4} at step {} ({:.0}s) -> {}",
-                dataset.config.list_len,
+                "goalrank: best valid {measure} {:.4} at step {} ({:.0}s) -> {}",
                 state.best.unwrap_or(f64::NAN),
                 state.best_step,
                 state.seconds,

@@ -117,3 +117,22 @@ fn a_few_goalrank_steps_raise_the_mean_group_reward() {
         );
     }
 }
+
+/// Burn 0.22.1's own gradient all-reduce (`DistributedOps`, behind `DistributedContext` and
+/// `Tensor::set_distributed`) is implemented for CUDA only: starting it for CPU devices
+/// panics. So goalrank's data-parallel step sums its replicas' gradients with
+/// Burn's `GradientsAccumulator` instead (README, "Scale"). When this test fails, Burn syncs
+/// gradients on the CPU backend and the step can use it.
+#[test]
+#[should_panic(expected = "Distributed operations are not supported for device Flex")]
+fn burn_cannot_all_reduce_gradients_on_the_cpu_backend() {
+    let device = Device::flex().autodiff();
+    let _context = burn::tensor::distributed::DistributedContext::init(
+        vec![device.clone(), device.clone()],
+        burn::tensor::distributed::DistributedConfig {
+            all_reduce_op: burn::tensor::distributed::ReduceOperation::Mean,
+        },
+    );
+    let weight = Tensor::<1>::zeros([2], &device).require_grad();
+    let _ = weight.set_distributed(burn::module::ParamId::new());
+}

@@ -42,6 +42,9 @@ pub struct FitOptions {
     pub resume: bool,
     pub progress: bool,
     pub device: Device,
+    /// Validate GoalRank runs on the first this many validation requests (all when `None`): a
+    /// large data set's validation split can take longer than the steps between checks.
+    pub valid_requests: Option<usize>,
     /// More devices for data-parallel GoalRank steps (native only; see
     /// [`GoalRankTrainer::set_replicas`]); empty: one device.
     pub replicas: Vec<Device>,
@@ -58,6 +61,7 @@ impl FitOptions {
             resume: false,
             progress: true,
             device,
+            valid_requests: None,
             replicas: Vec::new(),
         }
     }
@@ -379,6 +383,9 @@ pub fn fit_goalrank(
     config.validate()?;
     crate::error::check::at_least("--steps", options.steps, 1)?;
     crate::error::check::at_least("--eval-every", options.eval_every, 1)?;
+    if let Some(n) = options.valid_requests {
+        crate::error::check::at_least("--valid-requests", n, 1)?;
+    }
     dataset.require(Split::Train)?;
     dataset.require(Split::Valid)?;
     let dir = &options.run_dir;
@@ -475,6 +482,10 @@ pub fn fit_goalrank(
                 )));
             }
             let valid = dataset.split(Split::Valid);
+            let valid = &valid[..options
+                .valid_requests
+                .unwrap_or(valid.len())
+                .min(valid.len())];
             let rankings = generator_rankings(&model, dataset, valid, 256, device)?;
             let metrics = score_rankings(valid, &rankings, dataset.config.list_len)?;
             let utility = exact

@@ -48,6 +48,11 @@ pub struct SimConfig {
     /// Requests per user, in time order.
     #[config(default = 12)]
     pub requests_per_user: usize,
+    /// Items each user can meet: 0 for the whole catalogue, or this many drawn at random per
+    /// user (warm-up history and retrieval look only at them), so that a large catalogue builds
+    /// in time proportional to the pool, not to the catalogue.
+    #[config(default = 0)]
+    pub item_pool: usize,
     /// Items in each user's history before the first request.
     #[config(default = 5)]
     pub warmup: usize,
@@ -140,8 +145,17 @@ impl SimConfig {
                 .with_list_len(4)
                 .with_requests_per_user(8)),
             "small" => Ok(Self::new().with_name("small".into())),
+            // 100,000 users, 20,000 items, 1.2M requests; N 50 as on MovieLens.
+            "large" => Ok(Self::new()
+                .with_name("large".into())
+                .with_users(100_000)
+                .with_items(20_000)
+                .with_categories(40)
+                .with_dim(16)
+                .with_candidates(50)
+                .with_item_pool(1000)),
             other => Err(Error::Invalid(format!(
-                "unknown simulator preset `sim:{other}`: expected sim:tiny or sim:small"
+                "unknown simulator preset `sim:{other}`: expected sim:tiny, sim:small or sim:large"
             ))),
         }
     }
@@ -166,10 +180,18 @@ impl SimConfig {
         if self.users == 0 || self.categories == 0 || self.dim == 0 {
             return fail("users, categories and dim must be positive".into());
         }
-        if self.items < self.candidates + self.warmup + self.requests_per_user * self.list_len {
+        let needed = self.candidates + self.warmup + self.requests_per_user * self.list_len;
+        if self.items < needed {
             return fail(format!(
                 "{} items are too few: each user needs N + warmup + requests × L distinct items",
                 self.items
+            ));
+        }
+        if self.item_pool > 0 && !(needed..=self.items).contains(&self.item_pool) {
+            return fail(format!(
+                "an item pool of {} must hold N + warmup + requests × L = {needed} items and at \
+                 most the catalogue's {}",
+                self.item_pool, self.items
             ));
         }
         for (name, v) in [
@@ -292,24 +314,38 @@ pub fn build(config: &SimConfig) -> crate::Result<Dataset> {
     let (n_train, n_valid, _) = request_config.split_counts(config.requests_per_user);
     let (mut train, mut valid, mut test) = (Vec::new(), Vec::new(), Vec::new());
     let mut popularity = vec![0u32; config.items];
+    // Whether an item is in the current user's history (cleared after each user).
+    let mut in_history = vec![false; config.items];
     for u in 0..config.users as u32 {
+        // The items this user can meet: all of them, or a pool drawn for the user.
+        let drawn: Vec<u32>;
+        let pool: &[u32] = if config.item_pool == 0 {
+            &all_items
+        } else {
+            drawn = rand::seq::index::sample(&mut rng, config.items, config.item_pool)
+                .into_iter()
+                .map(|i| i as u32)
+                .collect();
+            &drawn
+        };
         // Warm-up history: items drawn in proportion to attraction, labelled by one click draw.
         let mut history: Vec<u32> = Vec::new();
         let mut history_labels: Vec<u8> = Vec::new();
-        let mut warm: Vec<(f64, u32)> = all_items
+        let mut warm: Vec<(f64, u32)> = pool
             .iter()
             .map(|&i| (world.logit(u, i) + gumbel(&mut rng), i))
             .collect();
         warm.sort_by(|a, b| b.0.total_cmp(&a.0));
         for &(_, i) in warm.iter().take(config.warmup) {
             history.push(i);
+            in_history[i as usize] = true;
             history_labels.push(u8::from(rng.random::<f64>() < world.attraction(u, i)));
         }
         for r in 0..config.requests_per_user {
             // Candidates: the N best noisy retrieval scores among items not in the history.
-            let mut scored: Vec<(f64, u32)> = all_items
+            let mut scored: Vec<(f64, u32)> = pool
                 .iter()
-                .filter(|i| !history.contains(i))
+                .filter(|&&i| !in_history[i as usize])
                 .map(|&i| {
                     let s = f64::from(retriever.score(u, i));
                     (s + config.retrieval_noise * normal(&mut rng), i)
@@ -356,6 +392,12 @@ pub fn build(config: &SimConfig) -> crate::Result<Dataset> {
             }
             history.extend(&logged);
             history_labels.extend(&labels);
+            for &i in &logged {
+                in_history[i as usize] = true;
+            }
+        }
+        for &i in &history {
+            in_history[i as usize] = false;
         }
     }
     Ok(Dataset {
