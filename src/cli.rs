@@ -98,6 +98,10 @@ enum Command {
         /// phase boundary, which slows a GPU's step).
         #[arg(long)]
         profile: bool,
+        /// Train data-parallel on this many copies of each device (as `train goalrank
+        /// --devices flex,flex`).
+        #[arg(long, default_value_t = 1)]
+        data_parallel: usize,
         #[arg(long)]
         json: bool,
     },
@@ -542,6 +546,7 @@ fn run(cli: Cli) -> Result<()> {
             steps,
             latency_requests,
             profile,
+            data_parallel,
             json,
         } => {
             let config = GoalRankConfig::new()
@@ -550,6 +555,7 @@ fn run(cli: Cli) -> Result<()> {
                 .with_group_size(group_size);
             config.validate()?;
             goalrank::error::check::at_least("--steps", steps, 1)?;
+            goalrank::error::check::at_least("--data-parallel", data_parallel, 1)?;
             let dataset = data.load()?;
             let options = goalrank::experiment::BenchOptions {
                 batch_size,
@@ -557,6 +563,7 @@ fn run(cli: Cli) -> Result<()> {
                 warmup_steps: 1,
                 latency_requests,
                 profile,
+                data_parallel,
             };
             let reward = RewardTrainingConfig::new();
             let mut rows = Vec::new();

@@ -25,6 +25,8 @@ pub struct BenchOptions {
     pub latency_requests: usize,
     /// Times each phase of the training step (synchronising the device at each boundary).
     pub profile: bool,
+    /// Copies of the device the training step runs on, data-parallel (1: one).
+    pub data_parallel: usize,
 }
 
 /// One device's figures.
@@ -67,6 +69,11 @@ pub fn bench_device(
     let reward: RewardModel = reward.model(dataset).init(device);
     let config = config.clone().with_batch_size(options.batch_size);
     let mut trainer = GoalRankTrainer::new(dataset, reward, config, device);
+    #[cfg(not(target_arch = "wasm32"))]
+    trainer.set_replicas(vec![
+        device.clone();
+        options.data_parallel.saturating_sub(1)
+    ]);
 
     for _ in 0..options.warmup_steps {
         trainer.step()?;
@@ -140,13 +147,21 @@ pub fn bench_table(
     rows: &[BenchRow],
 ) -> String {
     let mut out = format!(
-        "GoalRank d {}, {} layers, N {}, L {}, K {}, batch {}\n",
+        "GoalRank d {}, {} layers, N {}, L {}, K {}, batch {}{}\n",
         config.d_model,
         config.layers,
         dataset.config.candidates,
         dataset.config.list_len,
         config.group_size,
-        options.batch_size
+        options.batch_size,
+        if options.data_parallel > 1 {
+            format!(
+                ", training on {} copies of each device",
+                options.data_parallel
+            )
+        } else {
+            String::new()
+        }
     );
     let _ = write!(
         out,
