@@ -12,9 +12,24 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::fit::RunState;
 use crate::files::{load_json, read_bytes, save_json, write_bytes};
 use crate::{Error, Result};
+
+/// Progress of a run, saved next to its last checkpoint.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunState {
+    pub step: usize,
+    pub best_step: usize,
+    /// Best validation value (N@L for GoalRank, log-loss for reward models).
+    pub best: Option<f64>,
+    pub seconds: f64,
+    /// Length of `metrics.jsonl` in bytes when the state was saved (what a resume keeps).
+    #[serde(default)]
+    pub log_bytes: u64,
+    /// SHA-256 of those bytes: a resume refuses a log damaged since.
+    #[serde(default)]
+    pub log_sha256: String,
+}
 
 /// The pointer file naming the current checkpoint folder.
 const POINTER: &str = "checkpoint";

@@ -14,9 +14,8 @@ use web_time::Instant;
 use burn::module::Module;
 use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::{Deserialize, Serialize};
 
-use super::checkpoint;
+use super::checkpoint::{self, RunState};
 use crate::data::{Dataset, Split};
 use crate::eval::{
     Metrics, generator_rankings, mean_utility, pointwise_rankings, reward_quality, score_rankings,
@@ -65,22 +64,6 @@ impl FitOptions {
             replicas: Vec::new(),
         }
     }
-}
-
-/// Progress of a run, saved next to its last checkpoint.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct RunState {
-    pub step: usize,
-    pub best_step: usize,
-    /// Best validation value (N@L for GoalRank, log-loss for reward models).
-    pub best: Option<f64>,
-    pub seconds: f64,
-    /// Length of `metrics.jsonl` in bytes when the state was saved (what a resume keeps).
-    #[serde(default)]
-    pub log_bytes: u64,
-    /// SHA-256 of those bytes: a resume refuses a log damaged since.
-    #[serde(default)]
-    pub log_sha256: String,
 }
 
 fn bar(progress: bool, len: usize, label: &str) -> ProgressBar {

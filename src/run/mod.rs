@@ -7,10 +7,8 @@ mod checkpoint;
 mod fit;
 mod load;
 
-pub use checkpoint::has_checkpoint;
-pub use fit::{
-    FitOptions, RunState, can_resume, fit_goalrank, fit_pointwise, fit_reward, generator_metrics,
-};
+pub use checkpoint::{RunState, has_checkpoint};
+pub use fit::{FitOptions, can_resume, fit_goalrank, fit_pointwise, fit_reward, generator_metrics};
 pub use load::{
     check_run_config, load_generator, load_pointwise, load_reward, run_config, run_kind,
 };
