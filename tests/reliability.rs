@@ -155,6 +155,19 @@ fn bad_settings_are_refused_before_any_file_is_written() {
             .unwrap_or_default();
         assert!(written.is_empty(), "{flags:?} wrote {written:?}");
     }
+    // Sizes no machine can hold are refused by name, not left to abort on allocation.
+    for (flag, value) in [
+        ("--batch-size", "100000000"),
+        ("--group-size", "100000000"),
+        ("--d-model", "1000000"),
+    ] {
+        let run = root.path().join(format!("huge{flag}"));
+        let mut args = oracle_run(&run, root.path(), 4, &[]);
+        let at = args.iter().position(|a| a == flag).expect("flag") + 1;
+        args[at] = value.into();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_refused(&goalrank(&args), &format!("{flag} = {value}: too large"));
+    }
     let art = root.path().to_str().expect("path");
     let out = goalrank(&[
         "eval",

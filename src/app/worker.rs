@@ -196,6 +196,7 @@ async fn run(
         .with_d_model(settings.d_model)
         .with_learning_rate(settings.learning_rate);
     config.validate()?;
+    config.check_size(dataset)?;
     let reward: RewardModel = match reward {
         Some(model) => model,
         None => {

@@ -68,6 +68,7 @@ pub fn bench_device(
     device.seed(config.seed);
     let reward: RewardModel = reward.model(dataset).init(device);
     let config = config.clone().with_batch_size(options.batch_size);
+    config.check_size(dataset)?;
     let mut trainer = GoalRankTrainer::new(dataset, reward, config, device);
     #[cfg(not(target_arch = "wasm32"))]
     trainer.set_replicas(vec![

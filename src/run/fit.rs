@@ -371,6 +371,7 @@ pub fn fit_goalrank(
     }
     dataset.require(Split::Train)?;
     dataset.require(Split::Valid)?;
+    config.check_size(dataset)?;
     let dir = &options.run_dir;
     let device = &options.device;
     let model_config = config.model(dataset);

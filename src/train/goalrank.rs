@@ -38,6 +38,21 @@ use crate::model::{
     read_i64,
 };
 
+/// The most elements a single tensor of a training step may hold (8 GiB of f32).
+pub const MAX_TENSOR_ELEMENTS: u128 = 1 << 31;
+
+fn too_large(name: &'static str, value: usize, elements: u128) -> crate::Error {
+    crate::Error::Setting {
+        name,
+        value: value.to_string(),
+        rule: format!(
+            "too large: a tensor of {elements} values ({:.0} GiB) would be needed, above the \
+             {MAX_TENSOR_ELEMENTS} (8 GiB) allowed; lower --batch-size, --group-size or --d-model",
+            elements as f64 * 4.0 / (1u64 << 30) as f64
+        ),
+    }
+}
+
 /// What GoalRank minimises on a group.
 #[derive(Config, Debug, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Objective {
@@ -132,6 +147,38 @@ impl GoalRankConfig {
         check::positive("epsilon", self.epsilon as f64)?;
         check::non_negative("weight_decay", self.weight_decay as f64)?;
         check::positive("clip", self.clip as f64)
+    }
+
+    /// Refuses sizes whose largest tensor on `dataset` would exceed [`MAX_TENSOR_ELEMENTS`]
+    /// (8 GiB of f32): a mistyped `--batch-size 10000000` is one line naming the flag, not an
+    /// allocation failure that aborts the process. Within the bound, a step can still need more
+    /// memory than the machine has.
+    pub fn check_size(&self, dataset: &Dataset) -> crate::Result<()> {
+        let (n, l) = (
+            dataset.config.candidates as u128,
+            dataset.config.list_len as u128,
+        );
+        let d = self.d_model as u128;
+        let rows = (dataset.items.len() + dataset.users.len()) as u128;
+        // Weights: the embeddings and a feed-forward layer (d × 4d).
+        let weights = (rows * d).max(4 * d * d);
+        if weights > MAX_TENSOR_ELEMENTS {
+            return Err(too_large("--d-model", self.d_model, weights));
+        }
+        // A step: the encoder's feed-forward over N + 1 tokens, and the decoder's scores and
+        // prefix means of K + 1 lists of L steps.
+        let b = self.batch_size as u128;
+        let lists = b * (self.group_size as u128 + 1) * l;
+        let step = (b * (n + 1) * 4 * d).max(lists * n.max(d));
+        if step > MAX_TENSOR_ELEMENTS {
+            // Blame the larger of the two factors the user set.
+            return Err(if self.group_size > self.batch_size {
+                too_large("--group-size", self.group_size, step)
+            } else {
+                too_large("--batch-size", self.batch_size, step)
+            });
+        }
+        Ok(())
     }
 
     /// The generator config for `dataset`.
