@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::Result;
 use crate::data::{Dataset, Request};
 use crate::eval::generator_rankings;
-use crate::model::RewardModel;
+use crate::model::{RewardModel, read_backs};
 use crate::train::{GoalRankConfig, GoalRankTrainer, Phase, RewardTrainingConfig};
 
 /// What `goalrank bench` measures and on how much.
@@ -40,6 +40,13 @@ pub struct BenchRow {
     pub greedy_requests_per_s: f64,
     pub latency_p50_ms: f64,
     pub latency_p90_ms: f64,
+    /// GPU kernel launches per training step and per greedy batch (CubeCL's launch observer;
+    /// `None` where none were seen: the CPU backend launches no kernels).
+    pub train_launches_per_step: Option<f64>,
+    pub greedy_launches: Option<u64>,
+    /// Tensors read back to the host per training step and per greedy batch.
+    pub train_read_backs_per_step: f64,
+    pub greedy_read_backs: u64,
     /// Mean time per phase of a training step, when profiled.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub phases: Vec<Phase>,
@@ -82,6 +89,8 @@ pub fn bench_device(
     trainer.set_profile(options.profile);
     let steps = options.train_steps.max(1);
     let mut phases: Vec<Phase> = Vec::new();
+    let launches = Launches::observe();
+    let counts = Counts::start(device, &launches);
     let start = Instant::now();
     for _ in 0..steps {
         let record = trainer.step()?;
@@ -92,6 +101,7 @@ pub fn bench_device(
             }
         }
     }
+    let (train_launches, train_read_backs) = counts.finish(device, &launches);
     let train_step_ms = start.elapsed().as_secs_f64() * 1e3 / steps as f64;
     for phase in &mut phases {
         phase.ms /= steps as f64;
@@ -105,9 +115,11 @@ pub fn bench_device(
         .cloned()
         .collect();
     generator_rankings(&model, dataset, &batch, batch.len(), device)?;
+    let counts = Counts::start(device, &launches);
     let start = Instant::now();
     generator_rankings(&model, dataset, &batch, batch.len(), device)?;
     let greedy_batch_ms = start.elapsed().as_secs_f64() * 1e3;
+    let (greedy_launches, greedy_read_backs) = counts.finish(device, &launches);
 
     let mut latencies = Vec::with_capacity(options.latency_requests);
     for (i, request) in dataset
@@ -135,8 +147,70 @@ pub fn bench_device(
         greedy_requests_per_s: batch.len() as f64 / (greedy_batch_ms / 1e3),
         latency_p50_ms: percentile(&latencies, 0.5),
         latency_p90_ms: percentile(&latencies, 0.9),
+        train_launches_per_step: (train_launches > 0).then(|| train_launches as f64 / steps as f64),
+        greedy_launches: (greedy_launches > 0).then_some(greedy_launches),
+        train_read_backs_per_step: train_read_backs as f64 / steps as f64,
+        greedy_read_backs,
         phases,
     })
+}
+
+/// Counts GPU kernel launches with CubeCL's process-wide launch observer while it lives (on
+/// native builds; the browser build counts none).
+struct Launches {
+    count: std::sync::Arc<LaunchCount>,
+    #[cfg(not(target_arch = "wasm32"))]
+    _observation: cubecl_runtime::logging::LaunchObservation,
+}
+
+#[derive(Default)]
+struct LaunchCount(std::sync::atomic::AtomicU64);
+
+#[cfg(not(target_arch = "wasm32"))]
+impl cubecl_runtime::logging::LaunchObserver for LaunchCount {
+    fn launched(&self, _kernel: &'static str) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Launches {
+    fn observe() -> Self {
+        let count = std::sync::Arc::new(LaunchCount::default());
+        Self {
+            #[cfg(not(target_arch = "wasm32"))]
+            _observation: cubecl_runtime::logging::LaunchObservation::new(count.clone()),
+            count,
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.count.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Launches and read-backs from `start` to `finish`, each taken once the device has finished
+/// the work queued before it.
+struct Counts {
+    launches: u64,
+    read_backs: u64,
+}
+
+impl Counts {
+    fn start(device: &Device, launches: &Launches) -> Self {
+        let _ = device.sync();
+        Self {
+            launches: launches.now(),
+            read_backs: read_backs(),
+        }
+    }
+
+    fn finish(self, device: &Device, launches: &Launches) -> (u64, u64) {
+        let _ = device.sync();
+        (
+            launches.now() - self.launches,
+            read_backs() - self.read_backs,
+        )
+    }
 }
 
 /// The rows as `goalrank bench` prints them: the settings, a line per device, and the phases of
@@ -181,6 +255,27 @@ pub fn bench_table(
             r.greedy_requests_per_s,
             r.latency_p50_ms,
             r.latency_p90_ms
+        );
+    }
+    let count = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.0}"));
+    let _ = write!(
+        out,
+        "\n\n{:<14} {:>16} {:>16} {:>17} {:>17}",
+        "device",
+        "launches / step",
+        "read-backs / step",
+        "launches / greedy",
+        "read-backs / greedy"
+    );
+    for r in rows {
+        let _ = write!(
+            out,
+            "\n{:<14} {:>16} {:>16.0} {:>17} {:>17}",
+            r.device,
+            count(r.train_launches_per_step),
+            r.train_read_backs_per_step,
+            count(r.greedy_launches.map(|v| v as f64)),
+            r.greedy_read_backs
         );
     }
     for r in rows.iter().filter(|r| !r.phases.is_empty()) {

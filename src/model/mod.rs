@@ -13,6 +13,6 @@ pub use encoder::{EncoderConfig, ItemEncoder, UserEncoder};
 pub use gather::{gather_rows, gumbel, one_hot, plackett_luce, repeat_group, top_indices};
 pub use generator::{Decode, Decoded, Encoded, Generator, GeneratorConfig};
 pub use pointwise::{Pointwise, PointwiseConfig};
-pub use read::{block_on, read_f32, read_i64, read_scalar};
+pub use read::{block_on, read_backs, read_f32, read_i64, read_scalar};
 pub use reward::{RewardContext, RewardKind, RewardModel, RewardModelConfig, discounts};
 pub use store::{first_non_finite, load_module, module_bytes, module_from_bytes, save_module};

@@ -3,10 +3,20 @@
 //! that have nothing else to do block on them with [`block_on`].
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use burn::tensor::{Int, Tensor};
 
 use crate::{Error, Result};
+
+/// Tensors read back through this module since the process started.
+static READ_BACKS: AtomicU64 = AtomicU64::new(0);
+
+/// How many tensors goalrank has read back to the host through [`read_f32`] and [`read_i64`]
+/// (what `goalrank bench` counts per step; Burn's own host reads are not seen).
+pub fn read_backs() -> u64 {
+    READ_BACKS.load(Ordering::Relaxed)
+}
 
 /// Runs a future to completion on this thread (native read-backs; ready at once on flex).
 pub fn block_on<F: Future>(future: F) -> F::Output {
@@ -15,6 +25,7 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
 
 /// A float tensor's values, row-major.
 pub async fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    READ_BACKS.fetch_add(1, Ordering::Relaxed);
     t.into_data_async()
         .await
         .map_err(read_error)?
@@ -24,6 +35,7 @@ pub async fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
 
 /// An int tensor's values, row-major.
 pub async fn read_i64<const D: usize>(t: Tensor<D, Int>) -> Result<Vec<i64>> {
+    READ_BACKS.fetch_add(1, Ordering::Relaxed);
     t.into_data_async()
         .await
         .map_err(read_error)?
