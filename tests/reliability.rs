@@ -63,8 +63,8 @@ fn run_oracle(run: &Path, artifacts: &Path, steps: usize, extra: &[&str]) -> Out
     goalrank(&args)
 }
 
-/// The train records' steps in `metrics.jsonl`; every line must parse.
-fn logged_steps(run: &Path) -> Vec<u64> {
+/// The train records of `metrics.jsonl`; every line must parse.
+fn train_records(run: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
         .expect("metrics.jsonl")
         .lines()
@@ -73,7 +73,15 @@ fn logged_steps(run: &Path) -> Vec<u64> {
                 .unwrap_or_else(|e| panic!("torn line {line:?}: {e}"))
         })
         .filter(|v| v["kind"] == "train")
-        .map(|v| v["record"]["step"].as_u64().expect("step"))
+        .map(|v| v["record"].clone())
+        .collect()
+}
+
+/// The train records' steps in `metrics.jsonl`.
+fn logged_steps(run: &Path) -> Vec<u64> {
+    train_records(run)
+        .iter()
+        .map(|r| r["step"].as_u64().expect("step"))
         .collect()
 }
 
@@ -437,12 +445,9 @@ fn a_cache_with_indices_outside_the_catalogue_is_rebuilt_not_used() {
 
 /// The train losses of `run`'s `metrics.jsonl`, by step.
 fn train_losses(run: &Path) -> Vec<f64> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .expect("metrics.jsonl")
-        .lines()
-        .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("json"))
-        .filter(|v| v["kind"] == "train")
-        .map(|v| v["record"]["loss"].as_f64().expect("loss"))
+    train_records(run)
+        .iter()
+        .map(|r| r["loss"].as_f64().expect("loss"))
         .collect()
 }
 
