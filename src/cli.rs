@@ -77,8 +77,9 @@ enum Command {
     Bench {
         #[command(flatten)]
         data: DataArgs,
-        /// Devices to measure (comma-separated); `wgpu` needs a Vulkan adapter.
-        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [DeviceKind::Flex])]
+        /// Devices to measure (comma-separated): `flex`, `wgpu` (needs a Vulkan adapter) or
+        /// `remote:ws://HOST:PORT` (a `goalrank serve` process).
+        #[arg(long, value_delimiter = ',', default_value = "flex")]
         device: Vec<DeviceKind>,
         #[arg(long, default_value_t = 512)]
         batch_size: usize,
@@ -104,6 +105,23 @@ enum Command {
         data_parallel: usize,
         #[arg(long)]
         json: bool,
+    },
+    /// Serve this machine's CPU (flex) or wgpu device to other goalrank processes over
+    /// WebSocket: they train on it with `--devices remote:ws://HOST:PORT`. Runs until Ctrl+C or
+    /// SIGTERM. WebSocket is unencrypted; serve on a network you trust.
+    Serve {
+        /// The device to serve: `flex` or `wgpu`.
+        #[arg(long, default_value = "flex")]
+        device: DeviceKind,
+        /// Address to listen on (`0.0.0.0` for every interface).
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: String,
+        /// Port to listen on (0: any free port, printed at start).
+        #[arg(long, default_value_t = 3000)]
+        port: u16,
+        /// Accept only clients that present this token (they set GOALRANK_REMOTE_TOKEN).
+        #[arg(long)]
+        token: Option<String>,
     },
     /// Train a small reward model for a few steps on the CPU and on wgpu (Vulkan) from the same
     /// weights and compare the losses; exits 1 when they differ.
@@ -210,6 +228,11 @@ struct ExperimentArgs {
     /// --seeds, --steps and --oracle-steps still apply.
     #[arg(long)]
     smoke: bool,
+    /// Studies on the simulator: GoalRank learns from the exact utility (settings of the
+    /// exact-reward rows, --oracle-steps steps) instead of the reward model; files and runs get
+    /// an `-exact` suffix.
+    #[arg(long)]
+    exact_reward: bool,
 }
 
 impl ExperimentArgs {
@@ -345,8 +368,9 @@ enum TrainCommand {
         valid_requests: Option<usize>,
         /// Devices to train on, data-parallel (comma-separated, e.g. `flex,flex` or
         /// `wgpu,wgpu`): each takes a share of every batch and the gradients are summed on the
-        /// first; the same checkpoint either way.
-        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [DeviceKind::Flex])]
+        /// first; the same checkpoint either way. `remote:ws://HOST:PORT` is the device a
+        /// `goalrank serve` process hosts, on this machine or another.
+        #[arg(long, value_delimiter = ',', default_value = "flex")]
         devices: Vec<DeviceKind>,
     },
 }
@@ -569,6 +593,7 @@ fn run(cli: Cli) -> Result<()> {
             let mut rows = Vec::new();
             for d in device {
                 let (name, dev) = (d.label(), d.init()?);
+                let name = name.as_str();
                 goalrank::say!("bench: {name} ...");
                 rows.push(goalrank::experiment::bench_device(
                     &dataset, &config, &reward, &options, name, &dev,
@@ -582,6 +607,34 @@ fn run(cli: Cli) -> Result<()> {
                     goalrank::experiment::bench_table(&dataset, &config, &options, &rows)
                 );
             }
+        }
+        Command::Serve {
+            device,
+            bind,
+            port,
+            token,
+        } => {
+            if matches!(device, DeviceKind::Remote(_)) {
+                anyhow::bail!(goalrank::Error::Setting {
+                    name: "--device",
+                    value: device.to_string(),
+                    rule: "must be flex or wgpu (a server hosts one of its own devices)".into(),
+                });
+            }
+            let listener = std::net::TcpListener::bind((bind.as_str(), port)).map_err(|err| {
+                goalrank::Error::Setting {
+                    name: "--port",
+                    value: format!("{bind}:{port}"),
+                    rule: format!("cannot listen there: {err}"),
+                }
+            })?;
+            let address = listener.local_addr()?;
+            let dev = device.init()?;
+            out!(
+                "serving {} on ws://{address} (Ctrl+C stops); clients: --devices remote:ws://{address}",
+                device.label()
+            );
+            goalrank::device::serve(dev, listener, token)?;
         }
         Command::Rank {
             data,
@@ -630,14 +683,35 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// `--exact-reward` belongs to the studies (main has its exact-reward rows already).
+fn refuse_exact_reward(args: &ExperimentArgs, command: &str) -> Result<()> {
+    if args.exact_reward {
+        anyhow::bail!(goalrank::Error::Setting {
+            name: "--exact-reward",
+            value: "true".into(),
+            rule: format!(
+                "applies to the studies (scaling, group-size, reward-noise), not to experiment \
+                 {command}"
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn experiment(what: ExperimentCommand) -> Result<()> {
     let (study, args) = match what {
         ExperimentCommand::Main(args) => (None, args),
         ExperimentCommand::Scaling(args) => (Some(Study::Scaling), args),
         ExperimentCommand::GroupSize(args) => (Some(Study::GroupSize), args),
         ExperimentCommand::RewardNoise(args) => (Some(Study::RewardNoise), args),
-        ExperimentCommand::Logging(args) => return logging_study(&args),
+        ExperimentCommand::Logging(args) => {
+            refuse_exact_reward(&args, "logging")?;
+            return logging_study(&args);
+        }
     };
+    if study.is_none() {
+        refuse_exact_reward(&args, "main")?;
+    }
     args.config().validate()?;
     let dataset = args.data.load()?;
     let mut config = args.config();
@@ -659,11 +733,14 @@ fn experiment(what: ExperimentCommand) -> Result<()> {
         path: dir.clone(),
         source,
     })?;
-    let name = study.map_or("main", Study::name);
+    let name = study.map_or("main".to_string(), |s| {
+        goalrank::experiment::study_file_name(s, args.exact_reward)
+    });
+    let name = name.as_str();
     let report = match study {
         None => run_main(&dataset, &config, &options)?,
         Some(study) => {
-            let (report, plot) = run_study(&dataset, study, &config, &options)?;
+            let (report, plot) = run_study(&dataset, study, &config, args.exact_reward, &options)?;
             let svg = dir.join(format!("{name}.svg"));
             goalrank::files::write_bytes(&svg, plot.svg().as_bytes())?;
             report
@@ -878,7 +955,7 @@ fn train(what: TrainCommand) -> Result<()> {
             }
             let dataset = data.load()?;
             // The first device holds the batches, the frozen reward model and the optimiser.
-            let mut devices = devices.into_iter().map(DeviceKind::init);
+            let mut devices = devices.iter().map(DeviceKind::init);
             let main = devices.next().unwrap_or(Ok(device))?;
             let reward = if reward.as_os_str() == "oracle" {
                 Reward::oracle(&dataset)?

@@ -4,37 +4,113 @@
 
 use burn::tensor::Device;
 
-/// A device the command line and the app can ask for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// A device the command line and the app can ask for: `flex`, `wgpu`, or
+/// `remote:ws://HOST:PORT` (a device that `goalrank serve` hosts on another process or machine).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeviceKind {
     /// Burn's CPU backend.
     Flex,
     /// Burn's wgpu backend on a Vulkan adapter (a GPU, or Mesa's software driver).
     Wgpu,
+    /// The first device of a `goalrank serve` server, reached over WebSocket at this URL.
+    Remote(String),
 }
+
+/// The environment variable that holds the token a `goalrank serve --token` server checks.
+pub const REMOTE_TOKEN_VAR: &str = "GOALRANK_REMOTE_TOKEN";
 
 impl DeviceKind {
     /// The device, or a clear error when there is none of that kind.
-    pub fn init(self) -> crate::Result<Device> {
+    pub fn init(&self) -> crate::Result<Device> {
         match self {
             DeviceKind::Flex => Ok(Device::flex()),
             #[cfg(not(target_arch = "wasm32"))]
             DeviceKind::Wgpu => vulkan_device(),
+            #[cfg(not(target_arch = "wasm32"))]
+            DeviceKind::Remote(url) => remote_device(url),
             #[cfg(target_arch = "wasm32")]
-            DeviceKind::Wgpu => Err(crate::Error::backend_message(
-                "wgpu",
+            DeviceKind::Wgpu | DeviceKind::Remote(_) => Err(crate::Error::backend_message(
+                "device",
                 "in the browser the page picks WebGPU itself",
             )),
         }
     }
 
     /// The device's name in tables and status lines.
-    pub fn label(self) -> &'static str {
+    pub fn label(&self) -> String {
         match self {
-            DeviceKind::Flex => "flex (CPU)",
-            DeviceKind::Wgpu => "wgpu (Vulkan)",
+            DeviceKind::Flex => "flex (CPU)".into(),
+            DeviceKind::Wgpu => "wgpu (Vulkan)".into(),
+            DeviceKind::Remote(url) => format!("remote ({url})"),
         }
     }
+}
+
+impl std::fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceKind::Flex => f.write_str("flex"),
+            DeviceKind::Wgpu => f.write_str("wgpu"),
+            DeviceKind::Remote(url) => write!(f, "remote:{url}"),
+        }
+    }
+}
+
+impl std::str::FromStr for DeviceKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "flex" => Ok(DeviceKind::Flex),
+            "wgpu" => Ok(DeviceKind::Wgpu),
+            _ => match s.strip_prefix("remote:") {
+                Some(url) if url.starts_with("ws://") && url.len() > "ws://".len() => {
+                    Ok(DeviceKind::Remote(url.to_string()))
+                }
+                Some(_) => Err("a remote device is written remote:ws://HOST:PORT".into()),
+                None => Err("expected flex, wgpu or remote:ws://HOST:PORT".into()),
+            },
+        }
+    }
+}
+
+/// The first device of the `goalrank serve` server at `url` (`ws://HOST:PORT`), with the token
+/// in `GOALRANK_REMOTE_TOKEN` when it is set. Tensors live on the server; the autodiff graph and
+/// the optimiser's bookkeeping stay in this process.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn remote_device(url: &str) -> crate::Result<Device> {
+    use burn::tensor::remote::RemoteHost;
+    let mut host = RemoteHost::websocket(url);
+    if let Some(token) = std::env::var_os(REMOTE_TOKEN_VAR) {
+        host = host.with_credential(token.to_string_lossy().into_owned());
+    }
+    Device::remote_options(&host).init().map_err(|err| {
+        crate::Error::backend(
+            "cannot reach the remote device (is `goalrank serve` running there?)",
+            err,
+        )
+    })
+}
+
+/// Serves `device` to remote clients over WebSocket on `listener` until the process gets
+/// Ctrl+C or SIGTERM; with `token`, only clients that present it (`GOALRANK_REMOTE_TOKEN`).
+/// WebSocket is unencrypted: use it on a network you trust.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn serve(
+    device: Device,
+    listener: std::net::TcpListener,
+    token: Option<String>,
+) -> crate::Result<()> {
+    use burn::server::{RemoteServer, TokenAuthorizer, WebSocketTransport};
+    let mut server = RemoteServer::new([device]);
+    if let Some(token) = token {
+        let authorizer = TokenAuthorizer::new(token)
+            .map_err(|err| crate::Error::backend_debug("the --token is not usable", err))?;
+        server = server.with_authorizer(authorizer);
+    }
+    server
+        .serve(WebSocketTransport::from_listener(listener))
+        .map_err(|err| crate::Error::backend("the remote server stopped", err))
 }
 
 /// A wgpu device pinned to Vulkan, or a clear error (wgpu would otherwise fall back to OpenGL on

@@ -500,3 +500,105 @@ fn data_parallel_training_equals_one_device_and_its_checkpoints_move_between_the
         "one device, then two",
     );
 }
+
+/// A `goalrank serve` process on a free local port, killed when dropped.
+struct Server {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_goalrank"))
+            .args(["serve", "--port", "0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn serve");
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut first)
+            .expect("read the server's first line");
+        // "serving flex (CPU) on ws://127.0.0.1:PORT (Ctrl+C stops); ..."
+        let url = first
+            .split_whitespace()
+            .find(|w| w.starts_with("ws://"))
+            .unwrap_or_else(|| panic!("no address in {first:?}"))
+            .to_string();
+        Server { child, url }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Training on a device another process serves (`goalrank serve`, `--devices
+/// remote:ws://...`) gives the local run's losses and weights, alone or beside a local device,
+/// and its checkpoint resumes locally; a server with a token refuses a client without it.
+#[test]
+fn a_run_on_a_served_device_equals_the_local_run() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&[]);
+    let remote = format!("remote:{}", server.url);
+    let train = |name: &str, steps: usize, extra: &[&str]| {
+        let run = root.path().join(name);
+        let out = run_oracle(&run, root.path(), steps, extra);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        run
+    };
+    let last_weights = |run: &Path| weight_values(run, &checkpoint_dir(run).join("model.bpk"));
+    let local = train("local", 4, &[]);
+    for (name, devices) in [
+        ("remote", remote.clone()),
+        ("flex-and-remote", format!("flex,{remote}")),
+    ] {
+        let run = train(name, 4, &["--devices", &devices]);
+        let (a, b) = (train_losses(&local), train_losses(&run));
+        assert_eq!(a.len(), 4, "{name}");
+        for (x, y) in a.iter().zip(&b) {
+            assert!(
+                (x - y).abs() <= 1e-5 * x.abs().max(1.0),
+                "{name}: loss {x} vs {y}"
+            );
+        }
+        let (a, b) = (last_weights(&local), last_weights(&run));
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(worst < 1e-5, "{name}: weights differ by up to {worst}");
+    }
+    // The served run's checkpoint continues on the local CPU as the local run does.
+    let longer = train("local", 6, &["--resume"]);
+    let moved = train("remote", 6, &["--resume"]);
+    let (a, b) = (last_weights(&longer), last_weights(&moved));
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
+    assert!(
+        worst < 1e-5,
+        "resumed locally: weights differ by up to {worst}"
+    );
+
+    // A server that checks a token: a client without it gets one line naming the device.
+    let guarded = Server::start(&["--token", "s3cret-token"]);
+    let out = run_oracle(
+        &root.path().join("refused"),
+        root.path(),
+        2,
+        &["--devices", &format!("remote:{}", guarded.url)],
+    );
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    assert!(text.contains("remote device"), "{text}");
+}

@@ -12,7 +12,10 @@
 //! - on the simulator, the paper's condition for the group-relative step to help: over the pairs
 //!   of one request's lists, how often R orders them as U does, and how often their gap in U
 //!   exceeds twice R's error (R and U centred on the request's mean, since the group's z-score
-//!   discards offsets): such a pair is ordered right whatever the error does.
+//!   discards offsets): such a pair is ordered right whatever the error does;
+//! - on the simulator, the same measures on the lists the step itself compares: groups of K
+//!   lists sampled from a generator ([`group_diagnostics`]), which are far closer to each other
+//!   than random lists are to the optimum.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::SeedableRng;
@@ -23,7 +26,7 @@ use serde::Serialize;
 use super::metrics;
 use crate::Result;
 use crate::data::{Batch, Dataset, Request};
-use crate::model::{RewardModel, block_on, read_f32};
+use crate::model::{Decode, Generator, RewardModel, block_on, read_f32, read_i64};
 
 /// Random lists per request in the list-ranking measures.
 pub const RANDOM_LISTS: usize = 16;
@@ -234,4 +237,89 @@ impl RewardDiagnostics {
         }
         line
     }
+}
+
+/// A reward model on the lists GoalRank's step compares: groups sampled from a generator.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct GroupDiagnostics {
+    /// Lists per request.
+    pub group_size: usize,
+    /// Mean within-group Spearman correlation of R and U (groups with distinct lists).
+    pub spearman: f64,
+    /// Share of a group's pairs of lists (U not tied) that R orders as U does.
+    pub pair_accuracy: f64,
+    /// R's error with each group's mean removed (as the group's z-score removes it).
+    pub centred_error: f64,
+    /// Share of a group's pairs whose U gap exceeds twice [`Self::centred_error`].
+    pub gap_exceeds_error: f64,
+    /// Mean within-group standard deviation of U: the differences the step must see.
+    pub utility_spread: f64,
+}
+
+/// `reward` against the exact utility on `group_size` lists per request sampled from
+/// `generator` (the step's autoregressive sampling), on the simulator only (`None` elsewhere).
+/// The device's random draws are seeded with `seed`.
+#[allow(clippy::too_many_arguments)]
+pub fn group_diagnostics(
+    generator: &Generator,
+    reward: &RewardModel,
+    dataset: &Dataset,
+    requests: &[Request],
+    group_size: usize,
+    batch_size: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<Option<GroupDiagnostics>> {
+    let Some(world) = &dataset.world else {
+        return Ok(None);
+    };
+    let (k, l) = (group_size.max(2), dataset.config.list_len);
+    device.seed(seed);
+    let mut sums = GroupDiagnostics {
+        group_size: k,
+        ..GroupDiagnostics::default()
+    };
+    let mut rho_n = 0usize;
+    for chunk in requests.chunks(batch_size.max(1)) {
+        let refs: Vec<&Request> = chunk.iter().collect();
+        let batch = Batch::new(dataset, &refs, device);
+        let lists = generator
+            .decode(&generator.encode(&batch), k, Decode::Sample)
+            .lists;
+        let (_, r) = reward.score(&reward.context(&batch), lists.clone());
+        let (r, lists) = (block_on(read_f32(r))?, block_on(read_i64(lists))?);
+        for (i, request) in chunk.iter().enumerate() {
+            let rewards: Vec<f64> = (0..k).map(|j| f64::from(r[i * k + j])).collect();
+            let utilities: Vec<f64> = (0..k)
+                .map(|j| {
+                    let at = (i * k + j) * l;
+                    let items: Vec<u32> = lists[at..at + l]
+                        .iter()
+                        .map(|&p| request.candidates[p as usize])
+                        .collect();
+                    world.utility(request.user, &items)
+                })
+                .collect();
+            if let Some(s) = metrics::spearman(&rewards, &utilities) {
+                sums.spearman += s;
+                rho_n += 1;
+            }
+            let (right, error, wide) = pair_measures(&rewards, &utilities);
+            sums.pair_accuracy += right;
+            sums.centred_error += error;
+            sums.gap_exceeds_error += wide;
+            let mean = utilities.iter().sum::<f64>() / k as f64;
+            let var = utilities.iter().map(|u| (u - mean).powi(2)).sum::<f64>() / k as f64;
+            sums.utility_spread += var.sqrt();
+        }
+    }
+    let n = requests.len().max(1) as f64;
+    Ok(Some(GroupDiagnostics {
+        spearman: sums.spearman / rho_n.max(1) as f64,
+        pair_accuracy: sums.pair_accuracy / n,
+        centred_error: sums.centred_error / n,
+        gap_exceeds_error: sums.gap_exceeds_error / n,
+        utility_spread: sums.utility_spread / n,
+        ..sums
+    }))
 }

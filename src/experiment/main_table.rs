@@ -19,9 +19,10 @@ use super::{Column, Goal, Report};
 use crate::data::simulator::Optimum;
 use crate::data::{Dataset, Split};
 use crate::eval::{
-    ListSource, Picker, Proposer, Ranking, RewardDiagnostics, SimplePolicy, best_of_rankings,
-    generator_ladder, generator_rankings, mean_reward, optimal_lists, optimum_rankings,
-    pointwise_rankings, reward_diagnostics, reward_quality, score_rankings, utility_metrics,
+    GroupDiagnostics, ListSource, Picker, Proposer, Ranking, RewardDiagnostics, SimplePolicy,
+    best_of_rankings, generator_ladder, generator_rankings, group_diagnostics, mean_reward,
+    optimal_lists, optimum_rankings, pointwise_rankings, reward_diagnostics, reward_quality,
+    score_rankings, utility_metrics,
 };
 use crate::files::{load_json, save_json};
 use crate::model::{Decode, Generator, Pointwise, RewardKind, RewardModel};
@@ -449,6 +450,7 @@ pub fn run_main(
     let optima = runner.optima();
     let mut reward_auc = Vec::new();
     let mut diagnostics = Vec::new();
+    let mut group_measures: Vec<Vec<Option<GroupDiagnostics>>> = Vec::new();
     for s in 0..config.seeds {
         let seed = 1000 * s as u64;
         let dir = root.join(format!("seed-{s}"));
@@ -522,6 +524,26 @@ pub fn run_main(
             )?),
             Err(_) => None,
         };
+
+        // The reward model on the lists the step compares: groups sampled from the trained
+        // generators, on the validation requests of the diagnostics above.
+        let mut on_groups = Vec::new();
+        for model in [Some(&sup), Some(&goalrank), oracle.as_ref().map(|(m, _)| m)]
+            .into_iter()
+            .flatten()
+        {
+            on_groups.push(group_diagnostics(
+                model,
+                &reward,
+                dataset,
+                probe,
+                config.group_size,
+                128,
+                seed,
+                device,
+            )?);
+        }
+        group_measures.push(on_groups);
 
         runner.say(format!("{tag}: scoring on test"));
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(s as u64);
@@ -662,6 +684,42 @@ pub fn run_main(
         ));
     }
     quality.push('.');
+    let mut groups = String::new();
+    for (i, source) in [
+        "the supervised-only generator",
+        "the trained GoalRank generator",
+        "the exact-reward GoalRank generator",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let measures: Vec<GroupDiagnostics> = group_measures
+            .iter()
+            .filter_map(|seed| seed.get(i).copied().flatten())
+            .collect();
+        if measures.is_empty() {
+            continue;
+        }
+        let spread = |f: &dyn Fn(&GroupDiagnostics) -> f64| {
+            let values: Vec<Option<f64>> = measures.iter().map(|g| Some(f(g))).collect();
+            super::mean_std(&values).map_or("–".into(), |(m, s)| format!("{m:.3} ± {s:.3}"))
+        };
+        groups.push_str(&format!(
+            " Groups of {} lists sampled from {source}: Spearman(R, U) {}, pairs ordered as U {}, \
+             U's within-group spread {} against R's centred error {}, pairs whose U gap exceeds \
+             twice that error {}.",
+            measures[0].group_size,
+            spread(&|g| g.spearman),
+            spread(&|g| g.pair_accuracy),
+            spread(&|g| g.utility_spread),
+            spread(&|g| g.centred_error),
+            spread(&|g| g.gap_exceeds_error),
+        ));
+    }
+    if !groups.is_empty() {
+        quality.push_str(" On the lists the step compares (same validation requests):");
+        quality.push_str(&groups);
+    }
     report.notes =
         vec![
         format!(

@@ -22,4 +22,4 @@ pub use logging::{EPSILONS, run_logging_study};
 pub use main_table::{ExperimentOptions, MainExperimentConfig, run_main};
 pub use plot::{LinePlot, Series};
 pub use report::{Column, Goal, Report, ReportRow, mean_std};
-pub use study::{GROUP_SIZES, NOISE_LEVELS, SCALING_SIZES, Study, run_study};
+pub use study::{GROUP_SIZES, NOISE_LEVELS, SCALING_SIZES, Study, run_study, study_file_name};

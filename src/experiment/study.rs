@@ -8,7 +8,10 @@
 //!
 //! Every other setting is `experiment main`'s, and each seed reuses that experiment's reward
 //! model (and, at the same number of steps, its supervised-only generator for the reference
-//! row) when it has been run.
+//! row) when it has been run. With `exact` (simulator only) GoalRank learns from the exact
+//! utility instead of the reward model, with the settings of experiment main's exact-reward
+//! rows: the study of the method itself against a known truth (for reward noise: how much
+//! error in the reward the step tolerates).
 
 use burn::module::Module;
 
@@ -44,6 +47,9 @@ pub const SCALING_SIZES: [(usize, usize, usize); 5] =
 pub const GROUP_SIZES: [usize; 6] = [2, 4, 8, 16, 32, 64];
 /// Noise strengths of the reward-noise study.
 pub const NOISE_LEVELS: [f32; 4] = [0.0, 0.25, 0.5, 1.0];
+/// Noise strengths of the reward-noise study on the exact reward, which reach further: up to
+/// noise four times the real spread of rewards within a group.
+pub const EXACT_NOISE_LEVELS: [f32; 5] = [0.0, 0.5, 1.0, 2.0, 4.0];
 
 /// One setting of a study: its row name, x value and the GoalRank config it trains.
 struct Setting {
@@ -53,8 +59,17 @@ struct Setting {
     config: GoalRankConfig,
 }
 
-fn settings(study: Study, base: &MainExperimentConfig, seed: u64) -> Vec<Setting> {
-    let goalrank = || base.goalrank(base.w_ref, seed);
+fn settings(study: Study, base: &MainExperimentConfig, seed: u64, exact: bool) -> Vec<Setting> {
+    let goalrank = || {
+        if exact {
+            base.goalrank(1.0, seed)
+                .with_group_size(base.oracle_group_size)
+                .with_tau(base.oracle_tau)
+                .with_w_sup(base.oracle_w_sup)
+        } else {
+            base.goalrank(base.w_ref, seed)
+        }
+    };
     match study {
         Study::Scaling => SCALING_SIZES
             .iter()
@@ -77,36 +92,65 @@ fn settings(study: Study, base: &MainExperimentConfig, seed: u64) -> Vec<Setting
                 config: goalrank().with_group_size(k),
             })
             .collect(),
-        Study::RewardNoise => NOISE_LEVELS
-            .iter()
-            .map(|&l| Setting {
-                name: format!("λ = {l}"),
-                folder: format!("noise{l}"),
-                x: Some(f64::from(l)),
-                config: goalrank().with_reward_noise(l),
-            })
-            .collect(),
+        Study::RewardNoise => (if exact {
+            &EXACT_NOISE_LEVELS[..]
+        } else {
+            &NOISE_LEVELS[..]
+        })
+        .iter()
+        .map(|&l| Setting {
+            name: format!("λ = {l}"),
+            folder: format!("noise{l}"),
+            x: Some(f64::from(l)),
+            config: goalrank().with_reward_noise(l),
+        })
+        .collect(),
     }
 }
 
-/// Runs `study` with `base`'s settings and seeds; returns the table and its figure.
+/// The name of a study's files and run folder: `group-size`, or `group-size-exact` for the
+/// exact-reward form.
+pub fn study_file_name(study: Study, exact: bool) -> String {
+    if exact {
+        format!("{}-exact", study.name())
+    } else {
+        study.name().to_string()
+    }
+}
+
+/// Runs `study` with `base`'s settings and seeds, GoalRank learning from the exact utility when
+/// `exact` (simulator only); returns the table and its figure.
 pub fn run_study(
     dataset: &Dataset,
     study: Study,
     base: &MainExperimentConfig,
+    exact: bool,
     options: &ExperimentOptions,
 ) -> crate::Result<(Report, LinePlot)> {
     base.validate()?;
+    // The exact utility exists only on the simulator (a clear error elsewhere).
+    let exact_reward = if exact {
+        Some(Reward::oracle(dataset)?)
+    } else {
+        None
+    };
+    let steps = if exact { base.oracle_steps } else { base.steps };
+    let file_name = study_file_name(study, exact);
     let runner = Runner::new(dataset, options);
     let device = &options.device;
     let test = dataset.split(Split::Test);
     let simulated = dataset.world.is_some();
     let columns = columns(dataset, &[("parameters", 0, Goal::Neither)]);
-    let mut report = Report::new(
-        format!("{} study on {} (test split)", study.name(), dataset.name),
-        &columns,
-    )
-    .with_list_len(dataset.config.list_len);
+    let title = if exact {
+        format!(
+            "{} study on {}, GoalRank on the exact reward (test split)",
+            study.name(),
+            dataset.name
+        )
+    } else {
+        format!("{} study on {} (test split)", study.name(), dataset.name)
+    };
+    let mut report = Report::new(title, &columns).with_list_len(dataset.config.list_len);
     runner.say(format!(
         "experiment {}: independent evaluator",
         study.name()
@@ -119,16 +163,24 @@ pub fn run_study(
         let tag = format!("seed {}/{}", s + 1, base.seeds);
         runner.say(format!("{tag}: reward model"));
         let (reward, reward_s, reward_config) = runner.reward(base, s)?;
-        let dir = options.runs.join(study.name()).join(format!("seed-{s}"));
-        for setting in settings(study, base, seed) {
+        let dir = options.runs.join(&file_name).join(format!("seed-{s}"));
+        let (goal_reward, goal_key, goal_s) = match &exact_reward {
+            Some(exact) => (exact.clone(), serde_json::json!("oracle"), 0.0),
+            None => (
+                Reward::from(reward.clone()),
+                serde_json::json!(reward_config),
+                reward_s,
+            ),
+        };
+        for setting in settings(study, base, seed, exact) {
             runner.say(format!("{tag}: {}", setting.name));
             let (model, seconds) = runner.generator(
                 &dir.join(&setting.folder),
                 &setting.config,
-                base.steps,
+                steps,
                 base.eval_every,
-                &Reward::from(reward.clone()),
-                &serde_json::json!(reward_config),
+                &goal_reward,
+                &goal_key,
             )?;
             let params = model.num_params() as f64;
             if s == 0 {
@@ -141,7 +193,7 @@ pub fn run_study(
                 &rankings,
                 &evaluator,
                 &optima,
-                Some(seconds + reward_s),
+                Some(seconds + goal_s),
                 device,
             )?);
             report.push(&setting.name, values);
@@ -187,7 +239,11 @@ pub fn run_study(
         (1, report.columns[1].clone())
     };
     let mut series = Series {
-        label: "GoalRank".into(),
+        label: if exact {
+            "GoalRank, exact reward".into()
+        } else {
+            "GoalRank".into()
+        },
         points: Vec::new(),
     };
     let mut references = Vec::new();
@@ -208,9 +264,7 @@ pub fn run_study(
     let plot = LinePlot {
         title: format!(
             "{} on {}: {label}, mean ± std over {} seeds",
-            study.name(),
-            dataset.name,
-            base.seeds
+            file_name, dataset.name, base.seeds
         ),
         x_label: x_label.into(),
         y_label: label,
@@ -218,20 +272,41 @@ pub fn run_study(
         series: vec![series],
         references,
     };
-    report.notes = vec![
-        format!(
-            "{} seeds, {} GoalRank steps each (best validation N@{} kept); every other setting \
-             as in experiment main (K {}, τ {}, w_ref {}, lr {}).",
-            base.seeds,
-            base.steps,
-            dataset.config.list_len,
-            base.group_size,
-            base.tau,
-            base.w_ref,
-            base.learning_rate
-        ),
-        "train s includes the reward model's training time.".into(),
-    ];
+    report.notes = if exact {
+        vec![
+            format!(
+                "{} seeds, {} GoalRank steps each on the exact utility (best validation utility \
+                 kept), with experiment main's exact-reward settings (K {}, τ {}, w_ref 1, w_sup \
+                 {}, lr {}) except the setting studied; the reference row is the supervised-only \
+                 generator of {} steps.",
+                base.seeds,
+                steps,
+                base.oracle_group_size,
+                base.oracle_tau,
+                base.oracle_w_sup,
+                base.learning_rate,
+                base.steps
+            ),
+            "train s: GoalRank's own training time (the exact reward needs no training); the \
+             reference row's includes its reward model's."
+                .into(),
+        ]
+    } else {
+        vec![
+            format!(
+                "{} seeds, {} GoalRank steps each (best validation N@{} kept); every other \
+                 setting as in experiment main (K {}, τ {}, w_ref {}, lr {}).",
+                base.seeds,
+                base.steps,
+                dataset.config.list_len,
+                base.group_size,
+                base.tau,
+                base.w_ref,
+                base.learning_rate
+            ),
+            "train s includes the reward model's training time.".into(),
+        ]
+    };
     if study == Study::RewardNoise {
         report.notes.push(
             "λ: during training each list reward becomes R + λ · std_group(R) · ε, ε ~ N(0, 1) \
