@@ -489,4 +489,55 @@ fn studies_write_a_table_and_a_figure_on_the_simulator() {
             "one point per setting"
         );
     }
+
+    // The reward-noise study on the exact utility: its own files, noise up to 4.
+    let out = goalrank(&[
+        "experiment",
+        "reward-noise",
+        "--exact-reward",
+        "--smoke",
+        "--data",
+        "sim:tiny",
+        "--artifacts",
+        root,
+        "--results",
+        results_arg,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let base = results.join("sim-tiny");
+    let md = std::fs::read_to_string(base.join("reward-noise-exact.md")).expect("md");
+    assert!(md.contains("GoalRank on the exact reward"), "{md}");
+    for row in [
+        "λ = 0",
+        "λ = 2",
+        "λ = 4",
+        "reference: supervised-only generator",
+    ] {
+        assert!(md.contains(row), "{row} missing\n{md}");
+    }
+    let svg = std::fs::read_to_string(base.join("reward-noise-exact.svg")).expect("svg");
+    assert_eq!(svg.matches("<circle").count(), 5, "one point per setting");
+    // It needs the simulator, and it belongs to the studies.
+    let ml = goalrank(&[
+        "experiment",
+        "reward-noise",
+        "--exact-reward",
+        "--smoke",
+        "--artifacts",
+        root,
+        "--candidates",
+        "15",
+        "--data",
+        fixture("ml-latest-tiny").to_str().expect("utf-8"),
+    ]);
+    assert_input_error(&ml, "--exact-reward");
+    let main = goalrank(&[
+        "experiment",
+        "main",
+        "--exact-reward",
+        "--smoke",
+        "--data",
+        "sim:tiny",
+    ]);
+    assert_input_error(&main, "--exact-reward");
 }

@@ -6,7 +6,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use goalrank::data::simulator::{self, SimConfig};
 use goalrank::data::{Batch, Split};
 use goalrank::eval::metrics::spearman;
-use goalrank::eval::{pair_measures, reward_diagnostics};
+use goalrank::eval::{group_diagnostics, pair_measures, reward_diagnostics};
 use goalrank::model::RewardKind;
 use goalrank::train::{GoalRankTrainer, Objective, Reward, RewardTrainer};
 
@@ -136,6 +136,56 @@ fn reward_diagnostics_compare_against_the_exact_utility() {
     let d = reward_diagnostics(&model, &logged, &logged.valid, 16, 0, &device).expect("logged");
     assert!(d.exact.is_none());
     assert_eq!(spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]), Some(-1.0));
+}
+
+#[test]
+fn group_diagnostics_measure_the_reward_model_on_sampled_groups() {
+    let dataset = sim_tiny();
+    let device = Device::flex();
+    let reward = RewardTrainer::new(&dataset, Split::Train, &tiny_reward(), &device).model();
+    let generator = GoalRankTrainer::new(
+        &dataset,
+        Reward::from(reward.clone()),
+        tiny_goalrank(),
+        &device,
+    )
+    .model();
+    let valid = dataset.split(Split::Valid);
+    let measure = |seed| {
+        group_diagnostics(&generator, &reward, &dataset, valid, 8, 16, seed, &device)
+            .expect("diagnostics")
+            .expect("simulated data has them")
+    };
+    let g = measure(3);
+    assert_eq!(g.group_size, 8);
+    assert!((-1.0..=1.0).contains(&g.spearman), "{g:?}");
+    assert!((0.0..=1.0).contains(&g.pair_accuracy), "{g:?}");
+    assert!((0.0..=1.0).contains(&g.gap_exceeds_error), "{g:?}");
+    // An untrained generator samples different lists, whose exact utilities differ.
+    assert!(g.utility_spread > 0.0 && g.centred_error > 0.0, "{g:?}");
+    // The same seed draws the same groups.
+    assert_eq!(format!("{g:?}"), format!("{:?}", measure(3)));
+    // Logged data has no exact utility.
+    let logged = crate::models::dataset();
+    let reward = RewardTrainer::new(&logged, Split::Train, &tiny_reward(), &device).model();
+    let generator = GoalRankTrainer::new(
+        &logged,
+        Reward::from(reward.clone()),
+        tiny_goalrank(),
+        &device,
+    )
+    .model();
+    let none = group_diagnostics(
+        &generator,
+        &reward,
+        &logged,
+        &logged.valid,
+        8,
+        16,
+        0,
+        &device,
+    );
+    assert!(none.expect("no error").is_none());
 }
 
 #[test]

@@ -130,7 +130,11 @@ pub fn run_study(
     base.validate()?;
     // The exact utility exists only on the simulator (a clear error elsewhere).
     let exact_reward = if exact {
-        Some(Reward::oracle(dataset)?)
+        Some(Reward::oracle(dataset).map_err(|_| crate::Error::Setting {
+            name: "--exact-reward",
+            value: dataset.name.clone(),
+            rule: "needs simulated data (--data sim:...), where the exact utility is known".into(),
+        })?)
     } else {
         None
     };
