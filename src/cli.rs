@@ -326,6 +326,9 @@ enum TrainCommand {
         /// Noise λ added to the group's rewards: R + λ · std_G(R) · ε.
         #[arg(long, default_value_t = GoalRankConfig::new().reward_noise)]
         reward_noise: f32,
+        /// Temperature of the group's sampling (above 1: more varied lists).
+        #[arg(long, default_value_t = GoalRankConfig::new().group_temperature)]
+        group_temperature: f32,
         /// Run folder (default: <artifacts>/runs/<dataset>/goalrank).
         #[arg(long)]
         run: Option<PathBuf>,
@@ -916,6 +919,7 @@ fn train(what: TrainCommand) -> Result<()> {
             sampling,
             objective,
             reward_noise,
+            group_temperature,
             no_logged,
             d_model,
             layers,
@@ -934,6 +938,7 @@ fn train(what: TrainCommand) -> Result<()> {
                 .with_sampling(sampling)
                 .with_objective(objective)
                 .with_reward_noise(reward_noise)
+                .with_group_temperature(group_temperature)
                 .with_include_logged(!no_logged)
                 .with_d_model(d_model)
                 .with_layers(layers)

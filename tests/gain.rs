@@ -152,9 +152,11 @@ fn group_diagnostics_measure_the_reward_model_on_sampled_groups() {
     .model();
     let valid = dataset.split(Split::Valid);
     let measure = |seed| {
-        group_diagnostics(&generator, &reward, &dataset, valid, 8, 16, seed, &device)
-            .expect("diagnostics")
-            .expect("simulated data has them")
+        group_diagnostics(
+            &generator, &reward, &dataset, valid, 8, 1.0, 16, seed, &device,
+        )
+        .expect("diagnostics")
+        .expect("simulated data has them")
     };
     let g = measure(3);
     assert_eq!(g.group_size, 8);

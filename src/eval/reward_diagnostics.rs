@@ -257,8 +257,9 @@ pub struct GroupDiagnostics {
 }
 
 /// `reward` against the exact utility on `group_size` lists per request sampled from
-/// `generator` (the step's autoregressive sampling), on the simulator only (`None` elsewhere).
-/// The device's random draws are seeded with `seed`.
+/// `generator` (the step's autoregressive sampling at `temperature`, 1 for the generator's own
+/// distribution), on the simulator only (`None` elsewhere). The device's random draws are
+/// seeded with `seed`.
 #[allow(clippy::too_many_arguments)]
 pub fn group_diagnostics(
     generator: &Generator,
@@ -266,6 +267,7 @@ pub fn group_diagnostics(
     dataset: &Dataset,
     requests: &[Request],
     group_size: usize,
+    temperature: f32,
     batch_size: usize,
     seed: u64,
     device: &Device,
@@ -274,6 +276,11 @@ pub fn group_diagnostics(
         return Ok(None);
     };
     let (k, l) = (group_size.max(2), dataset.config.list_len);
+    let mode = if temperature == 1.0 {
+        Decode::Sample
+    } else {
+        Decode::Tempered(temperature)
+    };
     device.seed(seed);
     let mut sums = GroupDiagnostics {
         group_size: k,
@@ -283,9 +290,7 @@ pub fn group_diagnostics(
     for chunk in requests.chunks(batch_size.max(1)) {
         let refs: Vec<&Request> = chunk.iter().collect();
         let batch = Batch::new(dataset, &refs, device);
-        let lists = generator
-            .decode(&generator.encode(&batch), k, Decode::Sample)
-            .lists;
+        let lists = generator.decode(&generator.encode(&batch), k, mode).lists;
         let (_, r) = reward.score(&reward.context(&batch), lists.clone());
         let (r, lists) = (block_on(read_f32(r))?, block_on(read_i64(lists))?);
         for (i, request) in chunk.iter().enumerate() {

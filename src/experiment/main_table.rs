@@ -386,10 +386,13 @@ impl<'a> Runner<'a> {
         let mut training_key = serde_json::json!(training);
         // A knob at its neutral value is left out of the key, so that adding one does not
         // invalidate finished runs.
-        if training.reward_noise == 0.0
-            && let Some(map) = training_key.as_object_mut()
-        {
-            map.remove("reward_noise");
+        if let Some(map) = training_key.as_object_mut() {
+            if training.reward_noise == 0.0 {
+                map.remove("reward_noise");
+            }
+            if training.group_temperature == 1.0 {
+                map.remove("group_temperature");
+            }
         }
         cached(
             dir,
@@ -538,6 +541,7 @@ pub fn run_main(
                 dataset,
                 probe,
                 config.group_size,
+                1.0,
                 128,
                 seed,
                 device,

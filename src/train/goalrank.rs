@@ -94,6 +94,11 @@ pub struct GoalRankConfig {
     pub w_sup: f32,
     #[config(default = "GroupSampling::Autoregressive")]
     pub sampling: GroupSampling,
+    /// Temperature of the group's autoregressive sampling: 1 draws from the generator itself;
+    /// above 1 the lists vary more, so their rewards differ by more than the reward model's
+    /// error (see `eval::group_diagnostics`).
+    #[config(default = 1.0)]
+    pub group_temperature: f32,
     #[config(default = "Objective::Reference")]
     pub objective: Objective,
     /// Adds the logged list to every group.
@@ -140,6 +145,7 @@ impl GoalRankConfig {
             });
         }
         check::non_negative("--reward-noise", self.reward_noise as f64)?;
+        check::positive("--group-temperature", self.group_temperature as f64)?;
         check::at_least("--batch-size", self.batch_size, 1)?;
         check::positive("--lr", self.learning_rate)?;
         check::fraction("beta_1", self.beta_1 as f64)?;
@@ -421,9 +427,12 @@ impl<'a> GoalRankTrainer<'a> {
             };
             let sampled = match config.sampling {
                 GroupSampling::Autoregressive => {
-                    policy
-                        .decode(&fixed, config.group_size, Decode::Sample)
-                        .lists
+                    let mode = if config.group_temperature == 1.0 {
+                        Decode::Sample
+                    } else {
+                        Decode::Tempered(config.group_temperature)
+                    };
+                    policy.decode(&fixed, config.group_size, mode).lists
                 }
                 GroupSampling::PlackettLuce => policy.plackett_luce(&fixed, config.group_size),
             };
