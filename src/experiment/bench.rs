@@ -238,15 +238,22 @@ pub fn bench_table(
             String::new()
         }
     );
+    // The device column is as wide as its longest name (a served device's includes its URL).
+    let w = rows
+        .iter()
+        .map(|r| r.device.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(14);
     let _ = write!(
         out,
-        "{:<14} {:>8} {:>10} {:>11} {:>12} {:>13} {:>9} {:>9}",
+        "{:<w$} {:>8} {:>10} {:>11} {:>12} {:>13} {:>9} {:>9}",
         "device", "params", "step ms", "train rq/s", "greedy ms", "greedy rq/s", "p50 ms", "p90 ms"
     );
     for r in rows {
         let _ = write!(
             out,
-            "\n{:<14} {:>8} {:>10.1} {:>11.1} {:>12.1} {:>13.1} {:>9.2} {:>9.2}",
+            "\n{:<w$} {:>8} {:>10.1} {:>11.1} {:>12.1} {:>13.1} {:>9.2} {:>9.2}",
             r.device,
             r.generator_params,
             r.train_step_ms,
@@ -260,7 +267,7 @@ pub fn bench_table(
     let count = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.0}"));
     let _ = write!(
         out,
-        "\n\n{:<14} {:>16} {:>16} {:>17} {:>17}",
+        "\n\n{:<w$} {:>16} {:>16} {:>17} {:>17}",
         "device",
         "launches / step",
         "read-backs / step",
@@ -270,7 +277,7 @@ pub fn bench_table(
     for r in rows {
         let _ = write!(
             out,
-            "\n{:<14} {:>16} {:>16.0} {:>17} {:>17}",
+            "\n{:<w$} {:>16} {:>16.0} {:>17} {:>17}",
             r.device,
             count(r.train_launches_per_step),
             r.train_read_backs_per_step,
