@@ -624,20 +624,20 @@ fn run(cli: Cli) -> Result<()> {
                     rule: "must be flex or wgpu (a server hosts one of its own devices)".into(),
                 });
             }
+            let server = goalrank::device::remote_server(device.init()?, token)?;
             let listener = std::net::TcpListener::bind((bind.as_str(), port)).map_err(|err| {
                 goalrank::Error::Setting {
-                    name: "--port",
+                    name: "--bind/--port",
                     value: format!("{bind}:{port}"),
                     rule: format!("cannot listen there: {err}"),
                 }
             })?;
             let address = listener.local_addr()?;
-            let dev = device.init()?;
             out!(
                 "serving {} on ws://{address} (Ctrl+C stops); clients: --devices remote:ws://{address}",
                 device.label()
             );
-            goalrank::device::serve(dev, listener, token)?;
+            goalrank::device::serve(&server, listener)?;
         }
         Command::Rank {
             data,

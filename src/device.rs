@@ -92,22 +92,39 @@ pub fn remote_device(url: &str) -> crate::Result<Device> {
     })
 }
 
-/// Serves `device` to remote clients over WebSocket on `listener` until the process gets
-/// Ctrl+C or SIGTERM; with `token`, only clients that present it (`GOALRANK_REMOTE_TOKEN`).
+/// A server for `device` that, with `token`, accepts only clients presenting it
+/// (`GOALRANK_REMOTE_TOKEN`); an unusable token is an error naming `--token`.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn remote_server(
+    device: Device,
+    token: Option<String>,
+) -> crate::Result<burn::server::RemoteServer> {
+    use burn::server::{RemoteServer, TokenAuthorizer};
+    let server = RemoteServer::new([device]);
+    match token {
+        None => Ok(server),
+        Some(token) => {
+            let authorizer = TokenAuthorizer::new(token).map_err(|err| crate::Error::Setting {
+                name: "--token",
+                value: "(hidden)".into(),
+                rule: format!(
+                    "is not usable as a token ({})",
+                    crate::error::debug_line(&err)
+                ),
+            })?;
+            Ok(server.with_authorizer(authorizer))
+        }
+    }
+}
+
+/// Serves `server` over WebSocket on `listener` until the process gets Ctrl+C or SIGTERM.
 /// WebSocket is unencrypted: use it on a network you trust.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn serve(
-    device: Device,
+    server: &burn::server::RemoteServer,
     listener: std::net::TcpListener,
-    token: Option<String>,
 ) -> crate::Result<()> {
-    use burn::server::{RemoteServer, TokenAuthorizer, WebSocketTransport};
-    let mut server = RemoteServer::new([device]);
-    if let Some(token) = token {
-        let authorizer = TokenAuthorizer::new(token)
-            .map_err(|err| crate::Error::backend_debug("the --token is not usable", err))?;
-        server = server.with_authorizer(authorizer);
-    }
+    use burn::server::WebSocketTransport;
     server
         .serve(WebSocketTransport::from_listener(listener))
         .map_err(|err| crate::Error::backend("the remote server stopped", err))

@@ -183,6 +183,7 @@ fn group_diagnostics_measure_the_reward_model_on_sampled_groups() {
         &logged,
         &logged.valid,
         8,
+        1.0,
         16,
         0,
         &device,

@@ -153,6 +153,11 @@ fn bad_settings_are_refused_before_any_file_is_written() {
         (&["--eval-every", "0"], "--eval-every"),
         (&["--batch-size", "0"], "--batch-size"),
         (&["--model-seed", "-1"], "--model-seed"),
+        (&["--group-temperature", "0"], "--group-temperature"),
+        (&["--group-temperature", "NaN"], "--group-temperature"),
+        (&["--devices", "remote:"], "--devices"),
+        (&["--devices", "remote:http://host:1"], "--devices"),
+        (&["--devices", "flex,,flex"], "--devices"),
     ];
     for (i, (flags, place)) in cases.iter().enumerate() {
         let run = root.path().join(format!("run{i}"));
@@ -588,6 +593,21 @@ fn a_run_on_a_served_device_equals_the_local_run() {
         worst < 1e-5,
         "resumed locally: weights differ by up to {worst}"
     );
+
+    // Bad server settings: one line naming the flag, exit 2, before anything is served.
+    for (flags, place) in [
+        (&["--token", ""][..], "--token"),
+        (&["--bind", "no-such-host.invalid"][..], "--bind"),
+        (&["--device", "remote:ws://127.0.0.1:1"][..], "--device"),
+        (&["--port", "70000"][..], "--port"),
+    ] {
+        let out = goalrank(&[&["serve", "--port", "0"][..], flags].concat());
+        assert_refused(&out, place);
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("serving"),
+            "{flags:?}"
+        );
+    }
 
     // A server that checks a token: a client without it gets one line naming the device.
     let guarded = Server::start(&["--token", "s3cret-token"]);
