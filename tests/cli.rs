@@ -460,11 +460,13 @@ fn studies_write_a_table_and_a_figure_on_the_simulator() {
     let root = dir.path().to_str().expect("utf-8 path");
     let results = dir.path().join("results");
     let results_arg = results.to_str().expect("utf-8 path");
-    for (study, rows, points) in [
-        ("group-size", vec!["K = 2", "K = 64"], 6),
-        ("reward-noise", vec!["λ = 0", "λ = 0.5", "λ = 1"], 4),
+    for (study, exact, rows, points) in [
+        ("group-size", false, vec!["K = 2", "K = 64"], 6),
+        ("reward-noise", false, vec!["λ = 0", "λ = 0.5", "λ = 1"], 4),
+        // On the exact utility: its own files, noise up to 4.
+        ("reward-noise", true, vec!["λ = 0", "λ = 2", "λ = 4"], 5),
     ] {
-        let out = goalrank(&[
+        let mut args = vec![
             "experiment",
             study,
             "--smoke",
@@ -474,49 +476,32 @@ fn studies_write_a_table_and_a_figure_on_the_simulator() {
             root,
             "--results",
             results_arg,
-        ]);
+        ];
+        if exact {
+            args.push("--exact-reward");
+        }
+        let out = goalrank(&args);
         assert!(out.status.success(), "{study}: {}", stderr(&out));
+        let name = if exact {
+            format!("{study}-exact")
+        } else {
+            study.to_string()
+        };
         let base = results.join("sim-tiny");
-        let md = std::fs::read_to_string(base.join(format!("{study}.md"))).expect("md");
+        let md = std::fs::read_to_string(base.join(format!("{name}.md"))).expect("md");
         for row in rows.iter().chain(&["reference: supervised-only generator"]) {
-            assert!(md.contains(row), "{study}: {row} missing\n{md}");
+            assert!(md.contains(row), "{name}: {row} missing\n{md}");
         }
         assert!(md.contains("| utility | regret |"), "{md}");
-        let svg = std::fs::read_to_string(base.join(format!("{study}.svg"))).expect("svg");
+        assert_eq!(md.contains("GoalRank on the exact reward"), exact, "{md}");
+        let svg = std::fs::read_to_string(base.join(format!("{name}.svg"))).expect("svg");
         assert_eq!(
             svg.matches("<circle").count(),
             points,
-            "one point per setting"
+            "{name}: one point per setting"
         );
     }
 
-    // The reward-noise study on the exact utility: its own files, noise up to 4.
-    let out = goalrank(&[
-        "experiment",
-        "reward-noise",
-        "--exact-reward",
-        "--smoke",
-        "--data",
-        "sim:tiny",
-        "--artifacts",
-        root,
-        "--results",
-        results_arg,
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let base = results.join("sim-tiny");
-    let md = std::fs::read_to_string(base.join("reward-noise-exact.md")).expect("md");
-    assert!(md.contains("GoalRank on the exact reward"), "{md}");
-    for row in [
-        "λ = 0",
-        "λ = 2",
-        "λ = 4",
-        "reference: supervised-only generator",
-    ] {
-        assert!(md.contains(row), "{row} missing\n{md}");
-    }
-    let svg = std::fs::read_to_string(base.join("reward-noise-exact.svg")).expect("svg");
-    assert_eq!(svg.matches("<circle").count(), 5, "one point per setting");
     // It needs the simulator, and it belongs to the studies.
     let ml = goalrank(&[
         "experiment",

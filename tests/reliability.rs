@@ -456,54 +456,63 @@ fn train_losses(run: &Path) -> Vec<f64> {
         .collect()
 }
 
+/// Trains `name` under `root` on the tiny simulator's exact utility; the run must succeed.
+fn train_in(root: &Path, name: &str, steps: usize, extra: &[&str]) -> PathBuf {
+    let run = root.join(name);
+    let out = run_oracle(&run, root, steps, extra);
+    assert!(out.status.success(), "{name}: {}", stderr(&out));
+    run
+}
+
+/// The weights of a run's current checkpoint.
+fn last_weights(run: &Path) -> Vec<f32> {
+    weight_values(run, &checkpoint_dir(run).join("model.bpk"))
+}
+
+/// Two runs' losses agree to 1e-5 (relative) and their last weights to 1e-5: a few Adam steps
+/// of lr 1e-4 move a weight by up to about 6e-4, and runs that sum the same terms in another
+/// order agree to far below that.
+fn assert_same_training(a: &Path, b: &Path, what: &str) {
+    let (la, lb) = (train_losses(a), train_losses(b));
+    assert_eq!(la.len(), lb.len(), "{what}");
+    for (x, y) in la.iter().zip(&lb) {
+        assert!(
+            (x - y).abs() <= 1e-5 * x.abs().max(1.0),
+            "{what}: loss {x} vs {y}"
+        );
+    }
+    assert_same_weights(a, b, what);
+}
+
+fn assert_same_weights(a: &Path, b: &Path, what: &str) {
+    let (wa, wb) = (last_weights(a), last_weights(b));
+    assert_eq!(wa.len(), wb.len(), "{what}");
+    let worst = wa
+        .iter()
+        .zip(&wb)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-5, "{what}: weights differ by up to {worst}");
+}
+
 #[test]
 fn data_parallel_training_equals_one_device_and_its_checkpoints_move_between_them() {
     let root = tempfile::tempdir().expect("tempdir");
-    let train = |name: &str, steps: usize, extra: &[&str]| {
-        let run = root.path().join(name);
-        let out = run_oracle(&run, root.path(), steps, extra);
-        assert!(out.status.success(), "{name}: {}", stderr(&out));
-        run
-    };
-    let last_weights = |run: &Path| weight_values(run, &checkpoint_dir(run).join("model.bpk"));
-    let close = |a: &[f32], b: &[f32], what: &str| {
-        assert_eq!(a.len(), b.len(), "{what}");
-        let worst = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0f32, f32::max);
-        // Six Adam steps of lr 1e-4 move a weight by up to about 6e-4; the runs agree to far
-        // below that (sums of the same terms in another order).
-        assert!(worst < 1e-5, "{what}: weights differ by up to {worst}");
-    };
+    let train =
+        |name: &str, steps: usize, extra: &[&str]| train_in(root.path(), name, steps, extra);
     let one = train("one", 6, &[]);
     // Batch 8 in two shares of 4, and in three of 3, 3 and 2.
     for devices in ["flex,flex", "flex,flex,flex"] {
         let many = train(devices, 6, &["--devices", devices]);
-        for (a, b) in train_losses(&one).iter().zip(train_losses(&many)) {
-            assert!(
-                (a - b).abs() <= 1e-5 * a.abs().max(1.0),
-                "{devices}: loss {a} vs {b}"
-            );
-        }
         assert_eq!(train_losses(&many).len(), 6);
-        close(&last_weights(&one), &last_weights(&many), devices);
+        assert_same_training(&one, &many, devices);
     }
     // A two-device run resumes on one device, and a one-device run on two.
     let longer = train("one-longer", 8, &[]);
     let moved = train("flex,flex", 8, &["--resume"]);
-    close(
-        &last_weights(&longer),
-        &last_weights(&moved),
-        "two devices, then one",
-    );
+    assert_same_weights(&longer, &moved, "two devices, then one");
     let moved = train("one", 8, &["--resume", "--devices", "flex,flex"]);
-    close(
-        &last_weights(&longer),
-        &last_weights(&moved),
-        "one device, then two",
-    );
+    assert_same_weights(&longer, &moved, "one device, then two");
 }
 
 /// A `goalrank serve` process on a free local port, killed when dropped.
@@ -551,48 +560,21 @@ fn a_run_on_a_served_device_equals_the_local_run() {
     let root = tempfile::tempdir().expect("tempdir");
     let server = Server::start(&[]);
     let remote = format!("remote:{}", server.url);
-    let train = |name: &str, steps: usize, extra: &[&str]| {
-        let run = root.path().join(name);
-        let out = run_oracle(&run, root.path(), steps, extra);
-        assert!(out.status.success(), "{name}: {}", stderr(&out));
-        run
-    };
-    let last_weights = |run: &Path| weight_values(run, &checkpoint_dir(run).join("model.bpk"));
+    let train =
+        |name: &str, steps: usize, extra: &[&str]| train_in(root.path(), name, steps, extra);
     let local = train("local", 4, &[]);
     for (name, devices) in [
         ("remote", remote.clone()),
         ("flex-and-remote", format!("flex,{remote}")),
     ] {
         let run = train(name, 4, &["--devices", &devices]);
-        let (a, b) = (train_losses(&local), train_losses(&run));
-        assert_eq!(a.len(), 4, "{name}");
-        for (x, y) in a.iter().zip(&b) {
-            assert!(
-                (x - y).abs() <= 1e-5 * x.abs().max(1.0),
-                "{name}: loss {x} vs {y}"
-            );
-        }
-        let (a, b) = (last_weights(&local), last_weights(&run));
-        let worst = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max);
-        assert!(worst < 1e-5, "{name}: weights differ by up to {worst}");
+        assert_eq!(train_losses(&run).len(), 4, "{name}");
+        assert_same_training(&local, &run, name);
     }
     // The served run's checkpoint continues on the local CPU as the local run does.
     let longer = train("local", 6, &["--resume"]);
     let moved = train("remote", 6, &["--resume"]);
-    let (a, b) = (last_weights(&longer), last_weights(&moved));
-    let worst = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max);
-    assert!(
-        worst < 1e-5,
-        "resumed locally: weights differ by up to {worst}"
-    );
+    assert_same_weights(&longer, &moved, "resumed locally");
 
     // Bad server settings: one line naming the flag, exit 2, before anything is served.
     for (flags, place) in [
