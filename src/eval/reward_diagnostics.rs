@@ -276,11 +276,7 @@ pub fn group_diagnostics(
         return Ok(None);
     };
     let (k, l) = (group_size.max(2), dataset.config.list_len);
-    let mode = if temperature == 1.0 {
-        Decode::Sample
-    } else {
-        Decode::Tempered(temperature)
-    };
+    let mode = Decode::sampled_at(temperature);
     device.seed(seed);
     let mut sums = GroupDiagnostics {
         group_size: k,

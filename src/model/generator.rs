@@ -82,6 +82,18 @@ pub enum Decode {
     Tempered(f32),
 }
 
+impl Decode {
+    /// A draw at `temperature`: [`Decode::Sample`] at 1 (no division), else
+    /// [`Decode::Tempered`].
+    pub fn sampled_at(temperature: f32) -> Self {
+        if temperature == 1.0 {
+            Decode::Sample
+        } else {
+            Decode::Tempered(temperature)
+        }
+    }
+}
+
 /// Lists and their log-probabilities.
 #[derive(Clone, Debug)]
 pub struct Decoded {

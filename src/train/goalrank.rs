@@ -427,11 +427,7 @@ impl<'a> GoalRankTrainer<'a> {
             };
             let sampled = match config.sampling {
                 GroupSampling::Autoregressive => {
-                    let mode = if config.group_temperature == 1.0 {
-                        Decode::Sample
-                    } else {
-                        Decode::Tempered(config.group_temperature)
-                    };
+                    let mode = Decode::sampled_at(config.group_temperature);
                     policy.decode(&fixed, config.group_size, mode).lists
                 }
                 GroupSampling::PlackettLuce => policy.plackett_luce(&fixed, config.group_size),
