@@ -1,0 +1,167 @@
+//! Does optimising the learned reward R near the supervised generator's list raise the exact
+//! utility U? A local search that only GoalRank's reward model steers, on one `experiment main`
+//! seed on the simulator (validation requests):
+//!
+//! - U of the supervised-only generator's greedy list (the start);
+//! - U after climbing R from it: at each round every list one move away (one item replaced by
+//!   another candidate, or two positions swapped) is scored by R, and the best is taken while R
+//!   rises;
+//! - U of the top L candidates by R's list-free attraction (its user·item part), beside the top
+//!   L by the true attraction.
+//!
+//! If R's own choice near the policy has a lower U than the start, a generator pulled towards R
+//! (GoalRank, the policy gradient, or an evaluator picking among generated lists) cannot beat
+//! the supervised one with this reward model.
+//!
+//! ```bash
+//! cargo run --release --example reward_climb -- artifacts/runs/sim-small/main/seed-0
+//! cargo run --release --example reward_climb -- \
+//!     artifacts/runs/sim-small-eps0.5/main/seed-0 small,epsilon=0.5
+//! ```
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use goalrank::data::simulator::{self, SimConfig, World};
+use goalrank::data::{Batch, Request, Split};
+use goalrank::model::{Decode, RewardModel, block_on, read_f32, read_i64};
+use goalrank::run::{load_generator, load_reward};
+
+/// Validation requests looked at, per batch, and the most rounds of the climb.
+const REQUESTS: usize = 500;
+const BATCH: usize = 100;
+const ROUNDS: usize = 20;
+
+/// Every list one move from `list`: the list itself first, then each position given each
+/// candidate not in the list, then each pair of positions swapped.
+fn neighbours(list: &[i64], candidates: usize) -> Vec<Vec<i64>> {
+    let mut out = vec![list.to_vec()];
+    for at in 0..list.len() {
+        for c in 0..candidates as i64 {
+            if !list.contains(&c) {
+                let mut next = list.to_vec();
+                next[at] = c;
+                out.push(next);
+            }
+        }
+    }
+    for a in 0..list.len() {
+        for b in a + 1..list.len() {
+            let mut next = list.to_vec();
+            next.swap(a, b);
+            out.push(next);
+        }
+    }
+    out
+}
+
+/// Climbs R from `start` (one list per request of `batch`) and returns where it stopped.
+fn climb(
+    reward: &RewardModel,
+    batch: &Batch,
+    mut lists: Vec<Vec<i64>>,
+    candidates: usize,
+    device: &Device,
+) -> anyhow::Result<Vec<Vec<i64>>> {
+    let context = reward.context(batch);
+    let l = lists[0].len();
+    for _ in 0..ROUNDS {
+        let around: Vec<Vec<Vec<i64>>> = lists.iter().map(|x| neighbours(x, candidates)).collect();
+        let k = around[0].len();
+        let flat: Vec<i64> = around.iter().flatten().flatten().copied().collect();
+        // # Shapes: [B, K, L] neighbour lists → rewards [B, K]
+        let tensor =
+            Tensor::<3, Int>::from_data(TensorData::new(flat, [lists.len(), k, l]), device);
+        let (_, r) = reward.score(&context, tensor);
+        let r = block_on(read_f32(r))?;
+        let mut moved = false;
+        for (i, list) in lists.iter_mut().enumerate() {
+            let row = &r[i * k..(i + 1) * k];
+            let best = (0..k).fold(0, |b, j| if row[j] > row[b] { j } else { b });
+            if best != 0 {
+                *list = around[i][best].clone();
+                moved = true;
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    Ok(lists)
+}
+
+/// The top `l` candidate positions by `score`.
+fn top(score: impl Fn(usize) -> f64, candidates: usize, l: usize) -> Vec<i64> {
+    let mut order: Vec<usize> = (0..candidates).collect();
+    order.sort_by(|&a, &b| score(b).total_cmp(&score(a)));
+    order[..l].iter().map(|&p| p as i64).collect()
+}
+
+fn utility(world: &World, request: &Request, list: &[i64]) -> f64 {
+    let items: Vec<u32> = list
+        .iter()
+        .map(|&p| request.candidates[p as usize])
+        .collect();
+    world.utility(request.user, &items)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (seed_dir, preset) = match args.as_slice() {
+        [dir] => (dir, "small"),
+        [dir, preset] => (dir, preset.as_str()),
+        _ => anyhow::bail!(
+            "usage: reward_climb SEED_DIR [PRESET] (SEED_DIR holds `reward` and `supervised` of \
+             one experiment main seed on the simulator; PRESET as after `sim:`, default small)"
+        ),
+    };
+    let seed_dir = PathBuf::from(seed_dir);
+    let dataset = simulator::build(&SimConfig::preset(preset)?)?;
+    let world = dataset
+        .world
+        .as_ref()
+        .context("the simulator has a world")?;
+    let device = Device::flex();
+    let reward = load_reward(&seed_dir.join("reward"), &dataset, &device)?;
+    let generator = load_generator(&seed_dir.join("supervised"), &dataset, &device)?;
+    let valid = dataset.split(Split::Valid);
+    let probe: Vec<&Request> = valid.iter().take(REQUESTS).collect();
+    let l = dataset.config.list_len;
+    let mut sums = [0.0f64; 4];
+    for chunk in probe.chunks(BATCH) {
+        let batch = Batch::new(&dataset, chunk, &device);
+        let n = chunk[0].candidates.len();
+        let greedy = generator.decode(&generator.encode(&batch), 1, Decode::Greedy);
+        let greedy = block_on(read_i64(greedy.lists))?;
+        let start: Vec<Vec<i64>> = greedy.chunks(l).map(<[i64]>::to_vec).collect();
+        let context = reward.context(&batch);
+        let attraction = reward
+            .candidate_logits(&context)
+            .context("the reward model has a list-free attraction")?;
+        let attraction = block_on(read_f32(attraction))?;
+        let climbed = climb(&reward, &batch, start.clone(), n, &device)?;
+        for (i, request) in chunk.iter().enumerate() {
+            let by_r = top(|p| f64::from(attraction[i * n + p]), n, l);
+            let by_truth = top(
+                |p| world.attraction(request.user, request.candidates[p]),
+                n,
+                l,
+            );
+            sums[0] += utility(world, request, &start[i]);
+            sums[1] += utility(world, request, &climbed[i]);
+            sums[2] += utility(world, request, &by_r);
+            sums[3] += utility(world, request, &by_truth);
+        }
+    }
+    let m = probe.len() as f64;
+    println!(
+        "mean exact utility U over {} validation requests:",
+        probe.len()
+    );
+    println!("  supervised generator, greedy          {:.4}", sums[0] / m);
+    println!("  R climbed from that list              {:.4}", sums[1] / m);
+    println!("  top L by R's attraction               {:.4}", sums[2] / m);
+    println!("  top L by the true attraction          {:.4}", sums[3] / m);
+    Ok(())
+}
