@@ -9,6 +9,7 @@ use burn::tensor::Device;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
+use crate::app::warmup::Warmup;
 use crate::app::{GoalRankApp, hook};
 
 /// The canvas and loading-text ids in `index.html`.
@@ -164,7 +165,16 @@ async fn run(picked: Picked) -> Result<(), String> {
                 // (`?train=cpu`): on a software WebGPU adapter (SwiftShader) a step is about
                 // 200 times slower than on the CPU backend in the same page.
                 let train_on_cpu = webgpu && query_value("train").as_deref() == Some("cpu");
-                let mut app = GoalRankApp::demo(device, backend, train_on_cpu);
+                // On WebGPU the page first ranks on the CPU and moves to WebGPU once ranking's
+                // kernels are compiled (`app::warmup`), unless the address says `?warmup=off`.
+                let mut app = if webgpu && query_value("warmup").as_deref() != Some("off") {
+                    let mut app =
+                        GoalRankApp::demo(Device::flex(), "CPU (flex, wasm)".into(), train_on_cpu);
+                    app.warmup = Some(Warmup::new(device, backend));
+                    app
+                } else {
+                    GoalRankApp::demo(device, backend, train_on_cpu)
+                };
                 if software && !train_on_cpu {
                     app.device_note = Some(
                         "This browser's WebGPU adapter is a software fallback: training steps \

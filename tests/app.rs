@@ -221,3 +221,48 @@ fn the_browser_demo_ranks_and_trains_through_its_script_hook() {
     assert!(seconds.iter().all(|s| *s > 0.0));
     assert!(training["valid_ndcg"].as_f64().is_some());
 }
+
+#[test]
+fn the_demo_ranks_on_the_cpu_first_and_moves_to_the_warmed_up_device() {
+    // What a WebGPU page does (`app::warmup`), natively, with a second CPU device in WebGPU's
+    // place: the first list comes from the CPU, live training waits, and once the other device
+    // has ranked the shown request the app moves there and ranks the same list.
+    use burn::tensor::Device;
+    use goalrank::app::warmup::Warmup;
+    let mut app = GoalRankApp::demo(Device::flex(), "CPU (flex)".into(), false);
+    app.warmup = Some(Warmup::new(Device::flex(), "the other device".into()));
+    let ctx = egui::Context::default();
+    app.command("train 2", &ctx).expect("train");
+    assert!(app.job.is_none(), "a live run started while warming up");
+    assert!(
+        app.message.contains("the other device is ready"),
+        "{}",
+        app.message
+    );
+    let state = app.state();
+    assert_eq!(state["backend"], "CPU (flex)", "{state}");
+    assert_eq!(state["warmup"]["preparing"], true, "{state}");
+    let first: Vec<u64> = serde_json::from_value(state["request"]["goalrank_list"].clone())
+        .expect("the CPU's list is shown at once");
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1400.0, 1000.0))
+        .allow_missing_glyphs()
+        .build_eframe(move |_cc| app);
+    step_until(&mut h, Duration::from_secs(60), |app| app.warmup.is_none());
+    h.run();
+    let state = h.state().state();
+    assert_eq!(state["backend"], "the other device", "{state}");
+    assert_eq!(state["warmup"]["preparing"], false, "{state}");
+    let times = h.state().warmup_times;
+    let (shown, switched) = (
+        times.first_list_s.expect("first list timed"),
+        times.switched_s.expect("switch timed"),
+    );
+    assert!(shown <= switched, "{times:?}");
+    let after: Vec<u64> = serde_json::from_value(state["request"]["goalrank_list"].clone())
+        .expect("the moved models rank");
+    assert_eq!(after, first);
+    let ctx = h.ctx.clone();
+    h.state_mut().command("train 2", &ctx).expect("train");
+    assert!(h.state().job.is_some(), "{}", h.state().message);
+}

@@ -100,10 +100,49 @@ async function run(url, webgpu) {
     page.on("console", (m) => {
       if (m.type() === "error") errors.push(m.text());
     });
+    // Every animation frame the page draws, to see whether it stays responsive.
+    await page.addInitScript(() => {
+      window.__frames = [];
+      const tick = (t) => {
+        window.__frames.push(performance.timeOrigin + t);
+        requestAnimationFrame(tick);
+      };
+      requestAnimationFrame(tick);
+    });
+    const opened = Date.now();
     await page.goto(url);
 
-    // Rank: the first request, then the next one.
-    const first = await rankedList(page, 0, 240_000);
+    // The first list: on a WebGPU page it comes from the CPU while WebGPU prepares its kernels.
+    let first = await rankedList(page, 0, 240_000);
+    const firstListS = (Date.now() - opened) / 1000;
+    console.log(
+      `${mode}: first list after ${firstListS.toFixed(1)} s on "${first.s.backend}"` +
+        ` (preparing WebGPU: ${first.s.warmup.preparing})`,
+    );
+    check(first.s.backend.startsWith("CPU"), `${mode}: first list on "${first.s.backend}"`);
+    check(first.s.warmup.preparing === webgpu, `${mode}: warm-up state ${JSON.stringify(first.s.warmup)}`);
+    if (webgpu) {
+      // Then the page moves to WebGPU and ranks the same request there.
+      await page.waitForFunction(
+        () => {
+          const s = JSON.parse(window.goalrank.state());
+          return !s.warmup.preparing;
+        },
+        null,
+        { timeout: 300_000, polling: 250 },
+      );
+      const switchedS = (Date.now() - opened) / 1000;
+      const frames = await page.evaluate(() => window.__frames);
+      const during = frames.filter((t) => t >= opened + firstListS * 1000 && t <= opened + switchedS * 1000);
+      let gap = 0;
+      for (let i = 1; i < frames.length; i++) gap = Math.max(gap, frames[i] - frames[i - 1]);
+      console.log(
+        `${mode}: on WebGPU after ${switchedS.toFixed(1)} s; ${during.length} frames drawn between` +
+          ` the first list and the switch; longest time without a frame ${(gap / 1000).toFixed(1)} s`,
+      );
+      check(frames.filter((t) => t <= opened + firstListS * 1000).length > 0, `${mode}: no frame before the first list`);
+      first = await rankedList(page, 0, 240_000);
+    }
     const backend = first.s.backend;
     console.log(`${mode}: backend "${backend}", request 0 -> [${first.list}]`);
     check(

@@ -140,6 +140,11 @@ impl GoalRankApp {
             "backend": self.backend,
             "message": self.message,
             "device_note": self.device_note,
+            "warmup": {
+                "preparing": self.warmup.is_some(),
+                "first_list_s": self.warmup_times.first_list_s,
+                "switched_s": self.warmup_times.switched_s,
+            },
             "list_len": self.dataset.as_ref().map(|d| d.config.list_len),
             "request": request,
             "training": {

@@ -121,6 +121,27 @@ pub fn ensure_view(app: &mut GoalRankApp, ctx: &egui::Context) {
     }
 }
 
+/// Ranks and scores request `index` of `split` once on `device`, as a view would (the same
+/// kernels), and returns what went wrong, if anything.
+pub(super) async fn rank_once(
+    dataset: Arc<Dataset>,
+    generator: Option<Generator>,
+    reward: Option<RewardModel>,
+    device: Device,
+    split: Split,
+    index: usize,
+) -> Result<(), String> {
+    let inputs = ViewInputs {
+        key: (split, index, u64::MAX),
+        dataset,
+        generator,
+        baselines: Vec::new(),
+        reward,
+        device,
+    };
+    compute_view(inputs).await.error.map_or(Ok(()), Err)
+}
+
 /// The lists of one request, each scored by the reward model.
 async fn compute_view(inputs: ViewInputs) -> RequestView {
     let ViewInputs {

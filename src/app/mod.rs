@@ -5,7 +5,8 @@
 //! One file per panel (`*_ui` functions): [`source`] (open data and runs, backend), [`requests`]
 //! (browse requests), [`lists`] (compare lists), [`group`] (inspect a group), [`train`] (live
 //! training, with the background [`worker`]). [`task`] runs model code without blocking the
-//! UI; [`demo`] holds the compiled-in data and models of the browser demo.
+//! UI; [`demo`] holds the compiled-in data and models of the browser demo, and [`warmup`]
+//! moves the demo onto WebGPU once its kernels are ready.
 
 pub mod demo;
 mod group;
@@ -15,6 +16,7 @@ mod requests;
 mod source;
 mod task;
 mod train;
+pub mod warmup;
 mod worker;
 
 use std::path::PathBuf;
@@ -158,6 +160,9 @@ pub struct GoalRankApp {
     pub train_on_cpu: bool,
     /// What the Train tab should say about the device (the page on a software WebGPU adapter).
     pub device_note: Option<String>,
+    /// A device the app moves to once its kernels are ready (the page on WebGPU).
+    pub warmup: Option<warmup::Warmup>,
+    pub warmup_times: warmup::WarmupTimes,
 }
 
 impl GoalRankApp {
@@ -200,6 +205,8 @@ impl GoalRankApp {
             web: false,
             train_on_cpu: false,
             device_note: None,
+            warmup: None,
+            warmup_times: warmup::WarmupTimes::default(),
         }
     }
 
@@ -248,6 +255,7 @@ impl eframe::App for GoalRankApp {
         #[cfg(target_arch = "wasm32")]
         hook::run_commands(self, ui.ctx());
         train::poll(self, ui.ctx());
+        warmup::poll(self, ui.ctx());
         egui::Panel::top("source").show(ui, |ui| source::source_ui(self, ui));
         egui::Panel::left("requests")
             .default_size(440.0)

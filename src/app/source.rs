@@ -69,6 +69,10 @@ fn files_ui(app: &mut GoalRankApp, ui: &mut egui::Ui) {
 fn status_ui(app: &mut GoalRankApp, ui: &mut egui::Ui) {
     ui.horizontal(|ui| {
         ui.label(format!("Backend: {}", app.backend));
+        if let Some(warmup) = &app.warmup {
+            ui.spinner();
+            ui.label(warmup.status());
+        }
         #[cfg(not(target_arch = "wasm32"))]
         {
             let mut gpu = app.settings.use_wgpu;

@@ -7,7 +7,7 @@ use burn::module::Module;
 use burn::tensor::Device;
 
 use super::demo::demo_reward;
-use super::{GoalRankApp, TrainEvent, TrainJob, labelled};
+use super::{GoalRankApp, TrainEvent, TrainJob, labelled, warmup};
 
 /// Takes the worker's events: records steps, swaps in new weights.
 pub fn poll(app: &mut GoalRankApp, ctx: &egui::Context) {
@@ -57,6 +57,10 @@ pub fn start(app: &mut GoalRankApp) {
         app.message = "open a data source first".into();
         return;
     };
+    if let Some(why) = warmup::busy(app) {
+        app.message = why;
+        return;
+    }
     app.history = Default::default();
     let (device, reward) = if app.train_on_cpu {
         // The page's WebGPU device ranks; training runs on the CPU (see `GoalRankApp::demo`),
