@@ -2,9 +2,13 @@
 //! the app opens on the CPU backend, which shows the first list within seconds; once that list
 //! is on screen, a background task moves copies of the models to WebGPU and computes the shown
 //! request's view there, which compiles (and tunes) the kernels ranking needs. When it is done
-//! the app switches to WebGPU, where the next view is fast. Until then the user browses and
+//! the app switches to WebGPU, where the next view is fast. The warm-up starts [`DELAY`] after
+//! the first list is on screen: compiling a kernel blocks the page (there is one thread), so the
+//! page is unresponsive while it runs, but the user already has a list to read. Until then the user browses and
 //! ranks on the CPU; live training waits for the switch ([`busy`]), so that it runs on the
 //! page's device.
+
+use std::time::Duration;
 
 use web_time::Instant;
 
@@ -14,6 +18,9 @@ use burn::tensor::Device;
 use super::{GoalRankApp, lists, task};
 use crate::model::{Generator, RewardModel};
 
+/// How long the first list stays on screen before the warm-up starts.
+pub const DELAY: Duration = Duration::from_secs(2);
+
 /// A device the app moves to once its kernels are ready.
 pub struct Warmup {
     device: Device,
@@ -21,6 +28,8 @@ pub struct Warmup {
     backend: String,
     /// When the app was created (the page's first frame is close to it).
     created: Instant,
+    /// When the first list was on screen.
+    shown: Option<Instant>,
     /// The warm-up task, once started.
     pending: Option<task::Pending<Result<Warmed, String>>>,
 }
@@ -47,6 +56,7 @@ impl Warmup {
             device,
             backend,
             created: Instant::now(),
+            shown: None,
             pending: None,
         }
     }
@@ -63,15 +73,21 @@ pub fn poll(app: &mut GoalRankApp, ctx: &egui::Context) {
     let Some(warmup) = &mut app.warmup else {
         return;
     };
-    if app.view.is_some() && app.warmup_times.first_list_s.is_none() {
+    if app.view.is_some() && warmup.shown.is_none() {
+        warmup.shown = Some(Instant::now());
         app.warmup_times.first_list_s = Some(warmup.created.elapsed().as_secs_f64());
     }
     if warmup.pending.is_none() {
         let Some(dataset) = app.dataset.clone() else {
             return;
         };
-        if app.view.is_none() {
-            return;
+        match warmup.shown {
+            Some(shown) if shown.elapsed() >= DELAY => {}
+            Some(shown) => {
+                ctx.request_repaint_after(DELAY.saturating_sub(shown.elapsed()));
+                return;
+            }
+            None => return,
         }
         let device = warmup.device.clone();
         let generator = app.models.generator.as_ref().map(|(_, m)| m.clone());
