@@ -16,14 +16,10 @@ use burn::module::Module;
 use burn::tensor::Device;
 
 use super::{GoalRankApp, lists, task};
-use crate::data::{Batch, Dataset, Split};
-use crate::model::{Generator, RewardModel, read_f32};
+use crate::model::{Generator, RewardModel};
 
 /// How long the first list stays on screen before the warm-up starts.
 pub const DELAY: Duration = Duration::from_secs(2);
-
-/// The pause after each burst of compiling, long enough for the page to draw a frame.
-const PAUSE_MS: u32 = 50;
 
 /// A device the app moves to once its kernels are ready.
 pub struct Warmup {
@@ -101,15 +97,6 @@ pub fn poll(app: &mut GoalRankApp, ctx: &egui::Context) {
             async move {
                 let generator = generator.map(|m| m.to_device(&device));
                 let reward = reward.map(|m| m.to_device(&device));
-                encode_first(
-                    &dataset,
-                    generator.as_ref(),
-                    reward.as_ref(),
-                    &device,
-                    split,
-                    request,
-                )
-                .await?;
                 lists::rank_once(
                     dataset,
                     generator.clone(),
@@ -154,38 +141,6 @@ pub fn poll(app: &mut GoalRankApp, ctx: &egui::Context) {
         }
     }
     ctx.request_repaint();
-}
-
-/// Compiles the encoders' kernels before the whole ranking, each model's in its own burst: a
-/// read-back after each hands the page's event loop back, and a short pause lets it draw a
-/// frame, so the page is blocked for shorter stretches.
-async fn encode_first(
-    dataset: &Dataset,
-    generator: Option<&Generator>,
-    reward: Option<&RewardModel>,
-    device: &Device,
-    split: Split,
-    index: usize,
-) -> Result<(), String> {
-    let Some(request) = dataset.split(split).get(index) else {
-        return Ok(());
-    };
-    let batch = Batch::new(dataset, &[request], device);
-    if let Some(generator) = generator {
-        let encoded = generator.encode(&batch);
-        read_f32(encoded.keys.sum())
-            .await
-            .map_err(|e| e.to_string())?;
-        task::sleep(PAUSE_MS).await;
-    }
-    if let Some(reward) = reward {
-        let context = reward.context(&batch);
-        read_f32(context.candidates.sum())
-            .await
-            .map_err(|e| e.to_string())?;
-        task::sleep(PAUSE_MS).await;
-    }
-    Ok(())
 }
 
 /// Why live training cannot start yet, while the app prepares its device.
