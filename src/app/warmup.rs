@@ -2,11 +2,12 @@
 //! the app opens on the CPU backend, which shows the first list within seconds; once that list
 //! is on screen, a background task moves copies of the models to WebGPU and computes the shown
 //! request's view there, which compiles (and tunes) the kernels ranking needs. When it is done
-//! the app switches to WebGPU, where the next view is fast. The warm-up starts [`DELAY`] after
-//! the first list is on screen: compiling a kernel blocks the page (there is one thread), so the
-//! page is unresponsive while it runs, but the user already has a list to read. Until then the user browses and
-//! ranks on the CPU; live training waits for the switch ([`busy`]), so that it runs on the
-//! page's device.
+//! the app switches to WebGPU, where the next view is fast.
+//!
+//! The warm-up starts [`DELAY`] after the first list is on screen: compiling a kernel blocks
+//! the page (there is one thread), so the page is unresponsive while it runs, but the user
+//! already has a list to read. Until the switch the user browses and ranks on the CPU; live
+//! training waits for it ([`busy`]), so that it runs on the page's device.
 
 use std::time::Duration;
 
