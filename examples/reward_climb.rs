@@ -25,6 +25,7 @@ use anyhow::Context;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use goalrank::data::simulator::{self, SimConfig, World};
 use goalrank::data::{Batch, Request, Split};
+use goalrank::eval::Ranking;
 use goalrank::model::{Decode, RewardModel, block_on, read_f32, read_i64};
 use goalrank::run::{load_generator, load_reward};
 
@@ -91,13 +92,7 @@ fn climb(
     Ok(lists)
 }
 
-/// The top `l` candidate positions by `score`.
-fn top(score: impl Fn(usize) -> f64, candidates: usize, l: usize) -> Vec<i64> {
-    let mut order: Vec<usize> = (0..candidates).collect();
-    order.sort_by(|&a, &b| score(b).total_cmp(&score(a)));
-    order[..l].iter().map(|&p| p as i64).collect()
-}
-
+/// U of a list of candidate positions.
 fn utility(world: &World, request: &Request, list: &[i64]) -> f64 {
     let items: Vec<u32> = list
         .iter()
@@ -142,16 +137,21 @@ fn main() -> anyhow::Result<()> {
         let attraction = block_on(read_f32(attraction))?;
         let climbed = climb(&reward, &batch, start.clone(), n, &device)?;
         for (i, request) in chunk.iter().enumerate() {
-            let by_r = top(|p| f64::from(attraction[i * n + p]), n, l);
-            let by_truth = top(
-                |p| world.attraction(request.user, request.candidates[p]),
-                n,
+            let by_r = Ranking::from_scores(
+                &request.candidates,
+                attraction[i * n..(i + 1) * n].to_vec(),
                 l,
             );
+            let truth = request
+                .candidates
+                .iter()
+                .map(|&c| world.attraction(request.user, c) as f32)
+                .collect();
+            let by_truth = Ranking::from_scores(&request.candidates, truth, l);
             sums[0] += utility(world, request, &start[i]);
             sums[1] += utility(world, request, &climbed[i]);
-            sums[2] += utility(world, request, &by_r);
-            sums[3] += utility(world, request, &by_truth);
+            sums[2] += world.utility(request.user, &by_r.list);
+            sums[3] += world.utility(request.user, &by_truth.list);
         }
     }
     let m = probe.len() as f64;

@@ -6,6 +6,8 @@
 // exactly as the CPU does. Screenshots go to web/out/.
 //
 //   node web/test.mjs [SITE_DIR]        (default: site)
+//   WARMUP=off node web/test.mjs        the WebGPU page with `?warmup=off`: it starts on WebGPU
+//                                       (the start before the CPU-first warm-up), timed the same way
 
 import { chromium } from "playwright-core";
 import http from "node:http";
@@ -69,6 +71,13 @@ async function rankedList(page, index, timeout) {
   return { s, list };
 }
 
+/// The longest time between two frames the page drew, in ms.
+function longestGap(frames) {
+  let gap = 0;
+  for (let i = 1; i < frames.length; i++) gap = Math.max(gap, frames[i] - frames[i - 1]);
+  return gap;
+}
+
 /// Distinct colours in a screenshot, counted by the page itself.
 async function colours(page, png) {
   return page.evaluate(async (b64) => {
@@ -109,8 +118,11 @@ async function run(url, webgpu) {
       };
       requestAnimationFrame(tick);
     });
+    // With WARMUP=off the WebGPU page starts on WebGPU, without the CPU-first warm-up.
+    const warmupOff = webgpu && process.env.WARMUP === "off";
+    const warmed = webgpu && !warmupOff;
     const opened = Date.now();
-    await page.goto(url);
+    await page.goto(warmupOff ? `${url}?warmup=off` : url);
 
     // The first list: on a WebGPU page it comes from the CPU while WebGPU prepares its kernels.
     let first = await rankedList(page, 0, 240_000);
@@ -119,9 +131,17 @@ async function run(url, webgpu) {
       `${mode}: first list after ${firstListS.toFixed(1)} s on "${first.s.backend}"` +
         ` (preparing WebGPU: ${first.s.warmup.preparing})`,
     );
-    check(first.s.backend.startsWith("CPU"), `${mode}: first list on "${first.s.backend}"`);
-    check(first.s.warmup.preparing === webgpu, `${mode}: warm-up state ${JSON.stringify(first.s.warmup)}`);
-    if (webgpu) {
+    check(
+      warmupOff ? first.s.backend.includes("WebGPU") : first.s.backend.startsWith("CPU"),
+      `${mode}: first list on "${first.s.backend}"`,
+    );
+    check(first.s.warmup.preparing === warmed, `${mode}: warm-up state ${JSON.stringify(first.s.warmup)}`);
+    if (warmupOff) {
+      const frames = await page.evaluate(() => window.__frames);
+      const gap = longestGap(frames);
+      console.log(`${mode}: ?warmup=off: longest time without a frame ${(gap / 1000).toFixed(1)} s`);
+    }
+    if (warmed) {
       // Then the page moves to WebGPU and ranks the same request there.
       await page.waitForFunction(
         () => {
@@ -134,8 +154,7 @@ async function run(url, webgpu) {
       const switchedS = (Date.now() - opened) / 1000;
       const frames = await page.evaluate(() => window.__frames);
       const during = frames.filter((t) => t >= opened + firstListS * 1000 && t <= opened + switchedS * 1000);
-      let gap = 0;
-      for (let i = 1; i < frames.length; i++) gap = Math.max(gap, frames[i] - frames[i - 1]);
+      const gap = longestGap(frames);
       console.log(
         `${mode}: on WebGPU after ${switchedS.toFixed(1)} s; ${during.length} frames drawn between` +
           ` the first list and the switch; longest time without a frame ${(gap / 1000).toFixed(1)} s`,
