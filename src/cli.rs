@@ -283,6 +283,14 @@ enum TrainCommand {
         /// Weight of the listwise term: each clicked item against all candidates.
         #[arg(long, default_value_t = RewardTrainingConfig::new().listwise)]
         listwise: f32,
+        /// Weight of the imitation term: the logged list's Plackett-Luce likelihood under the
+        /// attraction logits, clicked or not (the logging policy's choices as a second signal).
+        #[arg(long, default_value_t = RewardTrainingConfig::new().imitation)]
+        imitation: f32,
+        /// List-aware model: an explicit penalty from the items above each position (`false`
+        /// trains the model without it).
+        #[arg(long, default_value_t = RewardTrainingConfig::new().redundancy, action = clap::ArgAction::Set)]
+        redundancy: bool,
         /// Random candidate lists per request and step (retrieved items labelled 0).
         #[arg(long, default_value_t = RewardTrainingConfig::new().random_lists)]
         random_lists: usize,
@@ -825,6 +833,8 @@ fn train(what: TrainCommand) -> Result<()> {
             batch_size,
             lr,
             listwise,
+            imitation,
+            redundancy,
             random_lists,
             model_seed,
         } => {
@@ -837,6 +847,8 @@ fn train(what: TrainCommand) -> Result<()> {
                 .with_learning_rate(lr)
                 .with_random_lists(random_lists)
                 .with_listwise(listwise)
+                .with_imitation(imitation)
+                .with_redundancy(redundancy)
                 .with_seed(model_seed);
             config.validate()?;
             let dataset = data.load()?;

@@ -7,8 +7,8 @@ use goalrank::data::simulator::{self, SimConfig};
 use goalrank::data::{Batch, Split};
 use goalrank::eval::metrics::spearman;
 use goalrank::eval::{group_diagnostics, pair_measures, reward_diagnostics};
-use goalrank::model::RewardKind;
-use goalrank::train::{GoalRankTrainer, Objective, Reward, RewardTrainer};
+use goalrank::model::{RewardKind, RewardModelConfig};
+use goalrank::train::{GoalRankTrainer, Objective, Reward, RewardTrainer, imitation_loss};
 
 use crate::models::{dataset, tiny_goalrank, tiny_reward};
 
@@ -74,8 +74,12 @@ fn both_reward_model_shapes_train_and_score_lists_as_documented() {
         positions.extend(p.iter().rev().map(|&x| x as i64));
     }
     let lists = Tensor::<3, Int>::from_data(TensorData::new(positions, [4, 2, l]), &device);
-    for kind in [RewardKind::List, RewardKind::CandidateSet] {
-        let config = tiny_reward().with_kind(kind);
+    for (kind, redundancy) in [
+        (RewardKind::List, true),
+        (RewardKind::List, false),
+        (RewardKind::CandidateSet, false),
+    ] {
+        let config = tiny_reward().with_kind(kind).with_redundancy(redundancy);
         let mut trainer = RewardTrainer::new(&dataset, Split::Train, &config, &device);
         for _ in 0..5 {
             assert!(trainer.step().loss.is_finite());
@@ -111,6 +115,43 @@ fn both_reward_model_shapes_train_and_score_lists_as_documented() {
             }
         }
     }
+}
+
+#[test]
+fn the_imitation_term_is_the_logged_lists_plackett_luce_likelihood() {
+    let device = Device::flex();
+    // Candidates with weights 1, 2, 3; logged list (2, 0): 3/6 at the first step, then 1/3
+    // among the two candidates left.
+    let logits = Tensor::<2>::from_data(
+        TensorData::new(vec![0.0f32, 2f32.ln(), 3f32.ln()], [1, 3]),
+        &device,
+    );
+    let logged = Tensor::<2, Int>::from_data(TensorData::new(vec![2i64, 0], [1, 2]), &device);
+    let loss = imitation_loss(logits, logged).into_scalar::<f32>();
+    let expected = -((0.5f32).ln() + (1.0f32 / 3.0).ln()) / 2.0;
+    assert!((loss - expected).abs() < 1e-5, "{loss} vs {expected}");
+}
+
+#[test]
+fn a_reward_model_saved_before_the_redundancy_term_loads_without_it() {
+    let config = tiny_reward().model(&sim_tiny());
+    assert_eq!(
+        config.redundancy,
+        Some(true),
+        "new list-aware models have the term"
+    );
+    let mut json = serde_json::to_value(&config).expect("json");
+    json.as_object_mut().expect("object").remove("redundancy");
+    let old: RewardModelConfig = serde_json::from_value(json).expect("an old run's config");
+    assert_eq!(old.redundancy, None);
+    // …and is built without it: its record has no such parameters.
+    let device = Device::flex();
+    let bytes = |c: &RewardModelConfig| {
+        goalrank::model::module_bytes(&c.init(&device))
+            .expect("bytes")
+            .len()
+    };
+    assert!(bytes(&old) < bytes(&config));
 }
 
 #[test]
@@ -158,6 +199,9 @@ fn group_diagnostics_measure_the_reward_model_on_sampled_groups() {
         .expect("diagnostics")
         .expect("simulated data has them")
     };
+    // Burn draws an untouched parameter on first use, from the same random stream that samples
+    // the groups: a first call gives every parameter of these untrained models its value.
+    measure(3);
     let g = measure(3);
     assert_eq!(g.group_size, 8);
     assert!((-1.0..=1.0).contains(&g.spearman), "{g:?}");

@@ -15,5 +15,6 @@ pub use pointwise::{PointwiseTrainer, PointwiseTrainingConfig};
 pub use profile::Phase;
 pub use reward::{
     RewardRecord, RewardTrainer, RewardTrainingConfig, bce_with_logits, bce_with_probs,
+    imitation_loss,
 };
 pub use sampler::BatchSampler;

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::BatchSampler;
 use crate::data::{Batch, Dataset, Request, Split};
-use crate::model::{EncoderConfig, RewardKind, RewardModel, RewardModelConfig};
+use crate::model::{EncoderConfig, RewardKind, RewardModel, RewardModelConfig, one_hot};
 
 /// Reward-model size and training schedule.
 #[derive(Config, Debug)]
@@ -38,8 +38,8 @@ pub struct RewardTrainingConfig {
     pub learning_rate: f64,
     #[config(default = 1e-5)]
     pub weight_decay: f32,
-    /// Passes over the training split.
-    #[config(default = 4)]
+    /// Passes over the training split (the best epoch by validation log-loss is kept).
+    #[config(default = 8)]
     pub epochs: usize,
     /// Random lists of candidates added per request and step, labelled with the candidates'
     /// labels (retrieved items 0), so the model also sees items that were never logged.
@@ -50,6 +50,15 @@ pub struct RewardTrainingConfig {
     /// supervised generator learn user-item affinity. 0 turns it off.
     #[config(default = 1.0)]
     pub listwise: f32,
+    /// Weight of the imitation term on the list-free attraction logits: the logged list's
+    /// Plackett-Luce log-likelihood, step by step, whether or not its items were clicked. The
+    /// logging policy's choices carry what it knew about the user's taste, which the supervised
+    /// generator learns from and clicks alone reveal only faintly. 0 turns it off.
+    #[config(default = 3.0)]
+    pub imitation: f32,
+    /// List-aware model: an explicit penalty from the items above each position.
+    #[config(default = true)]
+    pub redundancy: bool,
     #[config(default = 1)]
     pub seed: u64,
 }
@@ -66,7 +75,8 @@ impl RewardTrainingConfig {
         check::positive("--lr", self.learning_rate)?;
         check::non_negative("weight_decay", self.weight_decay as f64)?;
         check::at_least("--epochs", self.epochs, 1)?;
-        check::non_negative("--listwise", self.listwise as f64)
+        check::non_negative("--listwise", self.listwise as f64)?;
+        check::non_negative("--imitation", self.imitation as f64)
     }
 
     pub fn model(&self, dataset: &Dataset) -> RewardModelConfig {
@@ -78,6 +88,7 @@ impl RewardTrainingConfig {
         .with_heads(self.heads)
         .with_dropout(self.dropout)
         .with_kind(Some(self.kind))
+        .with_redundancy(Some(self.redundancy))
     }
 }
 
@@ -111,6 +122,26 @@ pub fn bce_with_probs(probs: Tensor<2>, labels: Tensor<2>) -> Tensor<1> {
         .neg()
 }
 
+/// Mean per-step negative Plackett-Luce log-likelihood of the logged lists under candidate
+/// logits: at step t, the logged item against every candidate not logged above it.
+///
+/// # Shapes
+/// - logits `[B, N]`, logged `[B, L]` candidate positions → `[1]`
+pub fn imitation_loss(logits: Tensor<2>, logged: Tensor<2, Int>) -> Tensor<1> {
+    let [b, n] = logits.dims();
+    let l = logged.dims()[1];
+    let one_hot = one_hot(logged.clone().reshape([b, 1, l]), n).reshape([b, l, n]);
+    let above = (one_hot.clone().cumsum(1) - one_hot).greater_elem(0.5);
+    let scores = logits
+        .reshape([b, 1, n])
+        .expand([b, l, n])
+        .mask_fill(above, -1e9);
+    log_softmax(scores, 2)
+        .gather(2, logged.reshape([b, l, 1]))
+        .mean()
+        .neg()
+}
+
 /// A reward model being trained on one split.
 pub struct RewardTrainer<'a> {
     dataset: &'a Dataset,
@@ -122,6 +153,7 @@ pub struct RewardTrainer<'a> {
     learning_rate: f64,
     random_lists: usize,
     listwise: f32,
+    imitation: f32,
     rng: Xoshiro256PlusPlus,
     step: usize,
 }
@@ -200,6 +232,7 @@ impl<'a> RewardTrainer<'a> {
             learning_rate: config.learning_rate,
             random_lists: config.random_lists,
             listwise: config.listwise,
+            imitation: config.imitation,
             rng: Xoshiro256PlusPlus::seed_from_u64(config.seed ^ 0x11575),
             step: 0,
         }
@@ -241,6 +274,11 @@ impl<'a> RewardTrainer<'a> {
             let clicks = batch.labels.clone();
             let listwise = (picked * clicks.clone()).sum().neg() / clicks.sum().clamp_min(1.0);
             loss = loss + listwise.mul_scalar(self.listwise);
+        }
+        if self.imitation > 0.0
+            && let Some(logits) = self.model.candidate_logits(&context)
+        {
+            loss = loss + imitation_loss(logits, batch.logged.clone()).mul_scalar(self.imitation);
         }
         let value = loss.clone().into_scalar::<f32>();
         let grads = GradientsParams::from_grads(loss.backward(), &self.model);
