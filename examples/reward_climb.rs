@@ -7,7 +7,10 @@
 //!   another candidate, or two positions swapped) is scored by R, and the best is taken while R
 //!   rises;
 //! - U of the top L candidates by R's list-free attraction (its user·item part), beside the top
-//!   L by the true attraction.
+//!   L by the true attraction;
+//! - where R's error lies, by the same climb on two hybrids of R and the truth: R's list part
+//!   (examination and redundancy, p / σ(attraction)) with the *true* attraction, and the true
+//!   list model (cascade, redundancy, patience) with *R's* attraction.
 //!
 //! If R's own choice near the policy has a lower U than the start, a generator pulled towards R
 //! (GoalRank, the policy gradient, or an evaluator picking among generated lists) cannot beat
@@ -57,29 +60,87 @@ fn neighbours(list: &[i64], candidates: usize) -> Vec<Vec<i64>> {
     out
 }
 
-/// Climbs R from `start` (one list per request of `batch`) and returns where it stopped.
+/// What the climb maximises.
+#[derive(Clone, Copy)]
+enum Objective<'a> {
+    /// R itself.
+    Reward,
+    /// R's list part (p / σ(R's attraction)) times the true attraction.
+    TrueAttraction(&'a [f32]),
+    /// The world's list model fed with R's attraction: U with a_i = σ(R's attraction logit).
+    RewardAttraction,
+}
+
+/// The logistic function.
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// The world's expected clicks of `list` (candidate positions of `request`) when each
+/// candidate's attraction is σ(`logits`) instead of the true one; examination, redundancy and
+/// satisfaction as in [`World::utility`].
+fn utility_with(world: &World, request: &Request, list: &[i64], logits: &[f32]) -> f64 {
+    let keep = 1.0 - world.config.redundancy;
+    let beta = world.patience(request.user);
+    let category = |p: i64| world.category[request.candidates[p as usize] as usize];
+    let (mut examined, mut total) = (1.0, 0.0);
+    for (j, &p) in list.iter().enumerate() {
+        let repeats = list[..j]
+            .iter()
+            .filter(|&&q| category(q) == category(p))
+            .count();
+        let a = f64::from(sigmoid(logits[p as usize])) * keep.powi(repeats as i32);
+        total += examined * a;
+        examined *= beta * (1.0 - world.config.satisfaction * a);
+    }
+    total
+}
+
+/// Climbs `objective` from `start` (one list per request of `batch`) and returns where it
+/// stopped. `attraction` holds R's attraction logits, `[B, N]` row-major.
+#[allow(clippy::too_many_arguments)]
 fn climb(
     reward: &RewardModel,
+    world: &World,
+    requests: &[&Request],
     batch: &Batch,
     mut lists: Vec<Vec<i64>>,
-    candidates: usize,
+    attraction: &[f32],
+    objective: Objective,
     device: &Device,
 ) -> anyhow::Result<Vec<Vec<i64>>> {
     let context = reward.context(batch);
-    let l = lists[0].len();
+    let (l, n) = (lists[0].len(), requests[0].candidates.len());
     for _ in 0..ROUNDS {
-        let around: Vec<Vec<Vec<i64>>> = lists.iter().map(|x| neighbours(x, candidates)).collect();
+        let around: Vec<Vec<Vec<i64>>> = lists.iter().map(|x| neighbours(x, n)).collect();
         let k = around[0].len();
         let flat: Vec<i64> = around.iter().flatten().flatten().copied().collect();
-        // # Shapes: [B, K, L] neighbour lists → rewards [B, K]
+        // # Shapes: [B, K, L] neighbour lists → probabilities [B, K, L], rewards [B, K]
         let tensor =
             Tensor::<3, Int>::from_data(TensorData::new(flat, [lists.len(), k, l]), device);
-        let (_, r) = reward.score(&context, tensor);
-        let r = block_on(read_f32(r))?;
+        let (p, r) = reward.score(&context, tensor);
+        let (p, r) = (block_on(read_f32(p))?, block_on(read_f32(r))?);
+        let score = |i: usize, j: usize| -> f64 {
+            let logits = &attraction[i * n..(i + 1) * n];
+            let list = &around[i][j];
+            match objective {
+                Objective::Reward => f64::from(r[i * k + j]),
+                Objective::TrueAttraction(truth) => list
+                    .iter()
+                    .enumerate()
+                    .map(|(at, &c)| {
+                        let c = c as usize;
+                        let rest = p[(i * k + j) * l + at] / sigmoid(logits[c]);
+                        f64::from(sigmoid(truth[i * n + c]) * rest)
+                    })
+                    .sum(),
+                Objective::RewardAttraction => utility_with(world, requests[i], list, logits),
+            }
+        };
         let mut moved = false;
         for (i, list) in lists.iter_mut().enumerate() {
-            let row = &r[i * k..(i + 1) * k];
-            let best = (0..k).fold(0, |b, j| if row[j] > row[b] { j } else { b });
+            let scores: Vec<f64> = (0..k).map(|j| score(i, j)).collect();
+            let best = (0..k).fold(0, |b, j| if scores[j] > scores[b] { j } else { b });
             if best != 0 {
                 *list = around[i][best].clone();
                 moved = true;
@@ -123,7 +184,7 @@ fn main() -> anyhow::Result<()> {
     let valid = dataset.split(Split::Valid);
     let probe: Vec<&Request> = valid.iter().take(REQUESTS).collect();
     let l = dataset.config.list_len;
-    let mut sums = [0.0f64; 4];
+    let mut sums = [0.0f64; 6];
     for chunk in probe.chunks(BATCH) {
         let batch = Batch::new(&dataset, chunk, &device);
         let n = chunk[0].candidates.len();
@@ -135,23 +196,45 @@ fn main() -> anyhow::Result<()> {
             .candidate_logits(&context)
             .context("the reward model has a list-free attraction")?;
         let attraction = block_on(read_f32(attraction))?;
-        let climbed = climb(&reward, &batch, start.clone(), n, &device)?;
+        // The true attraction logits, `[B, N]` row-major.
+        let truth: Vec<f32> = chunk
+            .iter()
+            .flat_map(|r| {
+                r.candidates.iter().map(|&c| {
+                    let a = world.attraction(r.user, c);
+                    (a / (1.0 - a)).ln() as f32
+                })
+            })
+            .collect();
+        let run = |objective| {
+            climb(
+                &reward,
+                world,
+                chunk,
+                &batch,
+                start.clone(),
+                &attraction,
+                objective,
+                &device,
+            )
+        };
+        let climbed = run(Objective::Reward)?;
+        let list_part = run(Objective::TrueAttraction(&truth))?;
+        let attraction_part = run(Objective::RewardAttraction)?;
         for (i, request) in chunk.iter().enumerate() {
             let by_r = Ranking::from_scores(
                 &request.candidates,
                 attraction[i * n..(i + 1) * n].to_vec(),
                 l,
             );
-            let truth = request
-                .candidates
-                .iter()
-                .map(|&c| world.attraction(request.user, c) as f32)
-                .collect();
-            let by_truth = Ranking::from_scores(&request.candidates, truth, l);
+            let by_truth =
+                Ranking::from_scores(&request.candidates, truth[i * n..(i + 1) * n].to_vec(), l);
             sums[0] += utility(world, request, &start[i]);
             sums[1] += utility(world, request, &climbed[i]);
             sums[2] += world.utility(request.user, &by_r.list);
             sums[3] += world.utility(request.user, &by_truth.list);
+            sums[4] += utility(world, request, &list_part[i]);
+            sums[5] += utility(world, request, &attraction_part[i]);
         }
     }
     let m = probe.len() as f64;
@@ -159,9 +242,29 @@ fn main() -> anyhow::Result<()> {
         "mean exact utility U over {} validation requests:",
         probe.len()
     );
-    println!("  supervised generator, greedy          {:.4}", sums[0] / m);
-    println!("  R climbed from that list              {:.4}", sums[1] / m);
-    println!("  top L by R's attraction               {:.4}", sums[2] / m);
-    println!("  top L by the true attraction          {:.4}", sums[3] / m);
+    println!(
+        "  supervised generator, greedy               {:.4}",
+        sums[0] / m
+    );
+    println!(
+        "  R climbed from that list                   {:.4}",
+        sums[1] / m
+    );
+    println!(
+        "  top L by R's attraction                    {:.4}",
+        sums[2] / m
+    );
+    println!(
+        "  top L by the true attraction               {:.4}",
+        sums[3] / m
+    );
+    println!(
+        "  climbed: R's list part, true attraction    {:.4}",
+        sums[4] / m
+    );
+    println!(
+        "  climbed: true list model, R's attraction   {:.4}",
+        sums[5] / m
+    );
     Ok(())
 }
