@@ -72,9 +72,8 @@ pub struct MainExperimentConfig {
     #[config(default = "GoalRankConfig::new().tau")]
     pub tau: f32,
     /// Weight of the reference term (on per-step log π, so 1 is the supervised term's scale).
-    /// On sim:small validation utility (seed 0, 500 steps, against the redundancy-aware reward
-    /// model), w_ref 0.3 / 1 / 3 / 10 / 30 gave 1.4870 / 1.5016 / 1.5337 / 1.5635 / 1.5642
-    /// against 1.4748 for w_ref 0: 10, where it levels off.
+    /// On sim:small validation utility (seed 0, 500 steps, against the default reward model),
+    /// w_ref 0.3 / 1 / 3 / 10 gave 1.4870 / 1.5016 / 1.5337 / 1.5635 against 1.4748 for w_ref 0.
     #[config(default = 10.0)]
     pub w_ref: f32,
     /// Weight of the policy-gradient row's −A·log π term, chosen for it on the same validation
