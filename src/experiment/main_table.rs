@@ -146,7 +146,8 @@ impl MainExperimentConfig {
         self.reward(0).validate()?;
         self.pointwise(0, 0).validate()?;
         self.pointwise(self.prm_layers, 0).validate()?;
-        self.goalrank(self.w_ref, 0).validate()
+        self.goalrank(self.w_ref, 0).validate()?;
+        self.goalrank(self.pg_w_ref, 0).validate()
     }
 
     pub(crate) fn reward(&self, seed: u64) -> RewardTrainingConfig {
@@ -749,7 +750,11 @@ pub fn run_main(
             config.reward_kind,
             config.random_lists,
             config.reward(0).imitation,
-            if config.reward(0).redundancy { "on" } else { "off" },
+            if config.reward(0).redundancy && config.reward_kind == RewardKind::List {
+                "on"
+            } else {
+                "off"
+            },
             auc.0,
             auc.1,
             config.group_size,

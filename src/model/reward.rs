@@ -37,7 +37,8 @@ use crate::data::Batch;
 /// The shape of the reward model.
 #[derive(Config, Debug, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RewardKind {
-    /// List-aware, p = attraction(user, item) × examination(position, list); R = Σ p_i.
+    /// List-aware, p = attraction(user, item) × examination(position, list) (× the share the
+    /// items above leave, in new models); R = Σ p_i.
     List,
     /// Candidate-set-aware (the authors' Evaluator); R = Σ p_i / log2(i + 1).
     CandidateSet,

@@ -1,5 +1,7 @@
-//! Training the reward model: binary cross-entropy of per-position probabilities against the
-//! logged labels, one step at a time.
+//! Training the reward model, one step at a time: binary cross-entropy of per-position
+//! probabilities against the logged labels, plus the listwise term (clicked items against all
+//! candidates) and the imitation term (the logged list's Plackett-Luce likelihood) on the
+//! list-free attraction logits.
 
 use web_time::Instant;
 
@@ -88,7 +90,7 @@ impl RewardTrainingConfig {
         .with_heads(self.heads)
         .with_dropout(self.dropout)
         .with_kind(Some(self.kind))
-        .with_redundancy(Some(self.redundancy))
+        .with_redundancy(Some(self.redundancy && self.kind == RewardKind::List))
     }
 }
 
