@@ -731,6 +731,8 @@ fn experiment(what: ExperimentCommand) -> Result<()> {
         // about retrieved items that are never logged; on the simulator every candidate can be
         // logged, and an unlogged one is not a known non-click, so they are left out.
         config = config.with_random_lists(0);
+    } else {
+        config = config.for_logged_data();
     }
     let options = ExperimentOptions {
         runs: args.data.runs(&dataset),

@@ -402,6 +402,17 @@ fn experiment_main_writes_every_method_and_reuses_finished_runs() {
         assert!(csv.contains(method), "{method} missing:\n{csv}");
         assert!(md.contains(method), "{method} missing:\n{md}");
     }
+    // Logged data trains GoalRank and the policy gradient with the weights chosen on logged data.
+    let main = goalrank::experiment::MainExperimentConfig::new();
+    assert_ne!(main.logged_w_ref, main.w_ref);
+    assert!(
+        md.contains(&format!("w_ref {} (on per-step log π)", main.logged_w_ref)),
+        "{md}"
+    );
+    assert!(
+        md.contains(&format!("w {} (its own choice", main.logged_pg_w_ref)),
+        "{md}"
+    );
     // Two seeds per row, and every H@6 mean is a fraction.
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next().expect("header").split(',').collect();
