@@ -10,7 +10,8 @@
 //!   L by the true attraction;
 //! - where R's error lies, by the same climb on two hybrids of R and the truth: R's list part
 //!   (examination and redundancy, p / σ(attraction)) with the *true* attraction, and the true
-//!   list model (cascade, redundancy, patience) with *R's* attraction.
+//!   list model (cascade, redundancy, patience) with *R's* attraction;
+//! - and, for scale, the same climb on the exact utility U itself.
 //!
 //! If R's own choice near the policy has a lower U than the start, a generator pulled towards R
 //! (GoalRank, the policy gradient, or an evaluator picking among generated lists) cannot beat
@@ -29,7 +30,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use goalrank::data::simulator::{self, SimConfig, World};
 use goalrank::data::{Batch, Request, Split};
 use goalrank::eval::Ranking;
-use goalrank::model::{Decode, RewardModel, block_on, read_f32, read_i64};
+use goalrank::model::{Decode, RewardContext, RewardModel, block_on, read_f32, read_i64};
 use goalrank::run::{load_generator, load_reward};
 
 /// Validation requests looked at, per batch, and the most rounds of the climb.
@@ -69,6 +70,8 @@ enum Objective<'a> {
     TrueAttraction(&'a [f32]),
     /// The world's list model fed with R's attraction: U with a_i = σ(R's attraction logit).
     RewardAttraction,
+    /// The exact utility U itself: how far this search can go at all.
+    Exact,
 }
 
 /// The logistic function.
@@ -77,49 +80,48 @@ fn sigmoid(x: f32) -> f32 {
 }
 
 /// The world's expected clicks of `list` (candidate positions of `request`) when each
-/// candidate's attraction is σ(`logits`) instead of the true one; examination, redundancy and
-/// satisfaction as in [`World::utility`].
+/// candidate's attraction is σ(`logits`) instead of the true one.
 fn utility_with(world: &World, request: &Request, list: &[i64], logits: &[f32]) -> f64 {
-    let keep = 1.0 - world.config.redundancy;
-    let beta = world.patience(request.user);
-    let category = |p: i64| world.category[request.candidates[p as usize] as usize];
-    let (mut examined, mut total) = (1.0, 0.0);
-    for (j, &p) in list.iter().enumerate() {
-        let repeats = list[..j]
-            .iter()
-            .filter(|&&q| category(q) == category(p))
-            .count();
-        let a = f64::from(sigmoid(logits[p as usize])) * keep.powi(repeats as i32);
-        total += examined * a;
-        examined *= beta * (1.0 - world.config.satisfaction * a);
-    }
-    total
+    let items: Vec<u32> = list
+        .iter()
+        .map(|&p| request.candidates[p as usize])
+        .collect();
+    world.utility_given(request.user, &items, |item| {
+        let at = request.candidates.iter().position(|&c| c == item);
+        at.map_or(0.0, |p| f64::from(sigmoid(logits[p])))
+    })
 }
 
 /// Climbs `objective` from `start` (one list per request of `batch`) and returns where it
-/// stopped. `attraction` holds R's attraction logits, `[B, N]` row-major.
+/// stopped. `context` is R's encoding of the requests; `attraction` holds R's attraction
+/// logits, `[B, N]` row-major.
 #[allow(clippy::too_many_arguments)]
 fn climb(
     reward: &RewardModel,
     world: &World,
     requests: &[&Request],
-    batch: &Batch,
+    context: &RewardContext,
     mut lists: Vec<Vec<i64>>,
     attraction: &[f32],
     objective: Objective,
     device: &Device,
 ) -> anyhow::Result<Vec<Vec<i64>>> {
-    let context = reward.context(batch);
     let (l, n) = (lists[0].len(), requests[0].candidates.len());
     for _ in 0..ROUNDS {
         let around: Vec<Vec<Vec<i64>>> = lists.iter().map(|x| neighbours(x, n)).collect();
         let k = around[0].len();
-        let flat: Vec<i64> = around.iter().flatten().flatten().copied().collect();
-        // # Shapes: [B, K, L] neighbour lists → probabilities [B, K, L], rewards [B, K]
-        let tensor =
-            Tensor::<3, Int>::from_data(TensorData::new(flat, [lists.len(), k, l]), device);
-        let (p, r) = reward.score(&context, tensor);
-        let (p, r) = (block_on(read_f32(p))?, block_on(read_f32(r))?);
+        // Only the objectives that read R score the neighbours with it.
+        let (p, r) = match objective {
+            Objective::Reward | Objective::TrueAttraction(_) => {
+                let flat: Vec<i64> = around.iter().flatten().flatten().copied().collect();
+                // # Shapes: [B, K, L] neighbour lists → probabilities [B, K, L], rewards [B, K]
+                let tensor =
+                    Tensor::<3, Int>::from_data(TensorData::new(flat, [lists.len(), k, l]), device);
+                let (p, r) = reward.score(context, tensor);
+                (block_on(read_f32(p))?, block_on(read_f32(r))?)
+            }
+            Objective::RewardAttraction | Objective::Exact => (Vec::new(), Vec::new()),
+        };
         let score = |i: usize, j: usize| -> f64 {
             let logits = &attraction[i * n..(i + 1) * n];
             let list = &around[i][j];
@@ -135,6 +137,7 @@ fn climb(
                     })
                     .sum(),
                 Objective::RewardAttraction => utility_with(world, requests[i], list, logits),
+                Objective::Exact => utility(world, requests[i], list),
             }
         };
         let mut moved = false;
@@ -184,7 +187,7 @@ fn main() -> anyhow::Result<()> {
     let valid = dataset.split(Split::Valid);
     let probe: Vec<&Request> = valid.iter().take(REQUESTS).collect();
     let l = dataset.config.list_len;
-    let mut sums = [0.0f64; 6];
+    let mut sums = [0.0f64; 7];
     for chunk in probe.chunks(BATCH) {
         let batch = Batch::new(&dataset, chunk, &device);
         let n = chunk[0].candidates.len();
@@ -211,7 +214,7 @@ fn main() -> anyhow::Result<()> {
                 &reward,
                 world,
                 chunk,
-                &batch,
+                &context,
                 start.clone(),
                 &attraction,
                 objective,
@@ -221,6 +224,7 @@ fn main() -> anyhow::Result<()> {
         let climbed = run(Objective::Reward)?;
         let list_part = run(Objective::TrueAttraction(&truth))?;
         let attraction_part = run(Objective::RewardAttraction)?;
+        let exact = run(Objective::Exact)?;
         for (i, request) in chunk.iter().enumerate() {
             let by_r = Ranking::from_scores(
                 &request.candidates,
@@ -235,6 +239,7 @@ fn main() -> anyhow::Result<()> {
             sums[3] += world.utility(request.user, &by_truth.list);
             sums[4] += utility(world, request, &list_part[i]);
             sums[5] += utility(world, request, &attraction_part[i]);
+            sums[6] += utility(world, request, &exact[i]);
         }
     }
     let m = probe.len() as f64;
@@ -265,6 +270,10 @@ fn main() -> anyhow::Result<()> {
     println!(
         "  climbed: true list model, R's attraction   {:.4}",
         sums[5] / m
+    );
+    println!(
+        "  climbed: U itself                          {:.4}",
+        sums[6] / m
     );
     Ok(())
 }

@@ -767,7 +767,7 @@ pub fn run_main(
             config.reward_kind,
             config.random_lists,
             config.reward(0).imitation,
-            if config.reward(0).redundancy && config.reward_kind == RewardKind::List {
+            if config.reward(0).model(dataset).redundancy == Some(true) {
                 "on"
             } else {
                 "off"

@@ -36,6 +36,12 @@ impl World {
 
     /// Per-position attraction of `list`, redundancy penalty included.
     pub fn list_attractions(&self, user: u32, list: &[u32]) -> Vec<f64> {
+        self.penalised(list, |item| self.attraction(user, item))
+    }
+
+    /// Per-position attraction of `list` when each item's own attraction is `attraction(item)`,
+    /// redundancy penalty included.
+    fn penalised(&self, list: &[u32], attraction: impl Fn(u32) -> f64) -> Vec<f64> {
         let keep = 1.0 - self.config.redundancy;
         list.iter()
             .enumerate()
@@ -45,18 +51,23 @@ impl World {
                     .iter()
                     .filter(|&&above| self.category[above as usize] == category)
                     .count();
-                self.attraction(user, item) * keep.powi(repeats as i32)
+                attraction(item) * keep.powi(repeats as i32)
             })
             .collect()
     }
 
     /// Probability that each position is examined.
     pub fn examination(&self, user: u32, list: &[u32]) -> Vec<f64> {
+        self.examined(user, &self.list_attractions(user, list))
+    }
+
+    /// Probability that each position is examined, given the per-position attractions.
+    fn examined(&self, user: u32, attractions: &[f64]) -> Vec<f64> {
         let beta = self.patience(user);
         let mut e = 1.0;
-        self.list_attractions(user, list)
-            .into_iter()
-            .map(|a| {
+        attractions
+            .iter()
+            .map(|&a| {
                 let here = e;
                 e *= beta * (1.0 - self.config.satisfaction * a);
                 here
@@ -66,9 +77,17 @@ impl World {
 
     /// The exact expected number of clicks on `list`.
     pub fn utility(&self, user: u32, list: &[u32]) -> f64 {
-        self.examination(user, list)
+        self.utility_given(user, list, |item| self.attraction(user, item))
+    }
+
+    /// The expected number of clicks on `list` under this world's list model (examination,
+    /// redundancy, satisfaction) when each item's own attraction is `attraction(item)` instead
+    /// of the true one: what a model's attraction estimate is worth given the true list effects.
+    pub fn utility_given(&self, user: u32, list: &[u32], attraction: impl Fn(u32) -> f64) -> f64 {
+        let attractions = self.penalised(list, attraction);
+        self.examined(user, &attractions)
             .iter()
-            .zip(self.list_attractions(user, list))
+            .zip(&attractions)
             .map(|(e, a)| e * a)
             .sum()
     }
