@@ -1,5 +1,5 @@
 //! wgpu smoke test: the same reward-model steps on Vulkan (Mesa's software driver in CI) and on
-//! the CPU give the same losses.
+//! the CPU give the same losses, and the fused WGSL decoder step agrees with its tensor-op twin.
 //!
 //! Without a Vulkan adapter it reports itself skipped, unless `GOALRANK_REQUIRE_WGPU` is set
 //! (as `.ci/run` sets it).
@@ -69,4 +69,10 @@ fn wgpu_and_flex_give_the_same_losses() {
             .all(|l| l.as_f64().is_some_and(f64::is_finite))
     );
     assert!(check["max_relative_difference"].as_f64().expect("diff") <= 1e-3);
+    // The fused WGSL decoder step ran on wgpu and agreed with its tensor-op twin.
+    let kernels = &check["kernels"];
+    assert_eq!(kernels["kernel_ran"], true, "{kernels}");
+    assert_eq!(kernels["different_picks"], 0, "{kernels}");
+    assert!(kernels["max_log_prob_difference"].as_f64().expect("diff") <= 1e-4);
+    assert_eq!(kernels["max_chosen_difference"], 0.0, "{kernels}");
 }

@@ -47,9 +47,19 @@ pub struct BenchRow {
     /// Tensors read back to the host per training step and per greedy batch.
     pub train_read_backs_per_step: f64,
     pub greedy_read_backs: u64,
+    /// The kernels a greedy batch launched, by name, most launched first (empty on the CPU).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub greedy_kernels: Vec<KernelCount>,
     /// Mean time per phase of a training step, when profiled.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub phases: Vec<Phase>,
+}
+
+/// How many times one kernel was launched.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelCount {
+    pub kernel: String,
+    pub launches: u64,
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -116,10 +126,12 @@ pub fn bench_device(
         .collect();
     generator_rankings(&model, dataset, &batch, batch.len(), device)?;
     let counts = Counts::start(device, &launches);
+    let before = launches.by_kernel();
     let start = Instant::now();
     generator_rankings(&model, dataset, &batch, batch.len(), device)?;
     let greedy_batch_ms = start.elapsed().as_secs_f64() * 1e3;
     let (greedy_launches, greedy_read_backs) = counts.finish(device, &launches);
+    let greedy_kernels = launches.since(&before);
 
     let mut latencies = Vec::with_capacity(options.latency_requests);
     for (i, request) in dataset
@@ -151,6 +163,7 @@ pub fn bench_device(
         greedy_launches: (greedy_launches > 0).then_some(greedy_launches),
         train_read_backs_per_step: train_read_backs as f64 / steps as f64,
         greedy_read_backs,
+        greedy_kernels,
         phases,
     })
 }
@@ -163,13 +176,20 @@ struct Launches {
     _observation: cubecl_runtime::logging::LaunchObservation,
 }
 
+/// Launches in all and by kernel name.
 #[derive(Default)]
-struct LaunchCount(std::sync::atomic::AtomicU64);
+struct LaunchCount(
+    std::sync::atomic::AtomicU64,
+    std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+);
 
 #[cfg(not(target_arch = "wasm32"))]
 impl cubecl_runtime::logging::LaunchObserver for LaunchCount {
-    fn launched(&self, _kernel: &'static str) {
+    fn launched(&self, kernel: &'static str) {
         self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut names) = self.1.lock() {
+            *names.entry(kernel).or_default() += 1;
+        }
     }
 }
 
@@ -185,6 +205,25 @@ impl Launches {
 
     fn now(&self) -> u64 {
         self.count.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn by_kernel(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.count.1.lock().map(|n| n.clone()).unwrap_or_default()
+    }
+
+    /// Launches by kernel since `before` (a [`Launches::by_kernel`]), most launched first.
+    fn since(&self, before: &std::collections::BTreeMap<&'static str, u64>) -> Vec<KernelCount> {
+        let mut counts: Vec<KernelCount> = self
+            .by_kernel()
+            .into_iter()
+            .map(|(kernel, n)| KernelCount {
+                kernel: kernel.to_string(),
+                launches: n - before.get(kernel).copied().unwrap_or(0),
+            })
+            .filter(|c| c.launches > 0)
+            .collect();
+        counts.sort_by(|a, b| b.launches.cmp(&a.launches).then(a.kernel.cmp(&b.kernel)));
+        counts
     }
 }
 
@@ -210,6 +249,19 @@ impl Counts {
             launches.now() - self.launches,
             read_backs() - self.read_backs,
         )
+    }
+}
+
+/// A kernel's type name without module paths, and with only its first type argument:
+/// `a::b::KernelBinop<a::AddOp>` → `KernelBinop<AddOp>` (`--json` keeps the whole name).
+fn short_kernel_name(name: &str) -> String {
+    let last = |path: &str| path.rsplit("::").next().unwrap_or(path).to_string();
+    match name.split_once('<') {
+        Some((base, rest)) => {
+            let first = rest.split([',', '<', '>']).next().unwrap_or("");
+            format!("{}<{}>", last(base), last(first.trim()))
+        }
+        None => last(name),
     }
 }
 
@@ -284,6 +336,17 @@ pub fn bench_table(
             count(r.greedy_launches.map(|v| v as f64)),
             r.greedy_read_backs
         );
+    }
+    for r in rows.iter().filter(|r| !r.greedy_kernels.is_empty()) {
+        let _ = write!(out, "\n\nkernels of a greedy batch on {}:", r.device);
+        for k in &r.greedy_kernels {
+            let _ = write!(
+                out,
+                "\n  {:>5}  {}",
+                k.launches,
+                short_kernel_name(&k.kernel)
+            );
+        }
     }
     for r in rows.iter().filter(|r| !r.phases.is_empty()) {
         let _ = write!(

@@ -17,6 +17,8 @@ pub struct DeviceCheck {
     pub other: Vec<f32>,
     /// Largest |reference - other| / max(|reference|, 1).
     pub max_relative_difference: f32,
+    /// The WGSL kernels against their twins on the second device (`check-device` only).
+    pub kernels: Option<super::KernelCheck>,
 }
 
 /// Runs `steps` reward-model steps (dropout off) on `reference` and on `other` from one set of
@@ -48,11 +50,19 @@ pub fn check_device(
         reference,
         other,
         max_relative_difference,
+        kernels: None,
     })
 }
 
+/// Largest accepted |log π| difference between a WGSL kernel and its twin (f32 sums in another
+/// order).
+#[cfg(not(target_arch = "wasm32"))]
+pub const KERNEL_TOLERANCE: f32 = 1e-4;
+
 /// `goalrank check-device`: a few reward-model steps on the CPU and on wgpu (Vulkan) from the
-/// same weights; an error when their losses differ by more than `tolerance` (relative).
+/// same weights, and the WGSL kernels against their tensor-op twins on wgpu; an error when the
+/// losses differ by more than `tolerance` (relative), a kernel picks differently from its twin or
+/// its log-probabilities differ by more than `KERNEL_TOLERANCE`.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn check_wgpu(dataset: &Dataset, steps: usize, tolerance: f32) -> Result<DeviceCheck> {
     crate::error::check::at_least("--steps", steps, 1)?;
@@ -63,7 +73,7 @@ pub fn check_wgpu(dataset: &Dataset, steps: usize, tolerance: f32) -> Result<Dev
         .with_layers(1)
         .with_heads(2)
         .with_batch_size(16);
-    let check = check_device(dataset, &config, steps, &Device::flex(), &gpu)?;
+    let mut check = check_device(dataset, &config, steps, &Device::flex(), &gpu)?;
     let difference = check.max_relative_difference;
     if difference.is_nan() || difference > tolerance {
         return Err(crate::Error::Check(format!(
@@ -71,5 +81,32 @@ pub fn check_wgpu(dataset: &Dataset, steps: usize, tolerance: f32) -> Result<Dev
             check.other, check.reference
         )));
     }
+    // More candidates than the kernel's 64 threads, so each thread scores several.
+    let kernels = super::check_decode_step(&gpu, 8, 4, 70, 32)?;
+    let worst = kernels
+        .max_log_prob_difference
+        .max(kernels.max_chosen_difference);
+    let wanted = crate::model::runs_kernels(&gpu);
+    if kernels.kernel_ran != wanted {
+        return Err(crate::Error::Check(format!(
+            "the fused decoder step {} on wgpu",
+            if wanted {
+                "did not run"
+            } else {
+                "ran although GOALRANK_WGSL=0"
+            }
+        )));
+    }
+    if kernels.different_picks > 0 || worst.is_nan() || worst > KERNEL_TOLERANCE {
+        return Err(crate::Error::Check(format!(
+            "the fused decoder step disagrees with its twin on wgpu: {} of {} picks differ, \
+             log-probabilities by up to {}, chosen masks by up to {} (tolerance {KERNEL_TOLERANCE})",
+            kernels.different_picks,
+            3 * kernels.rows,
+            kernels.max_log_prob_difference,
+            kernels.max_chosen_difference
+        )));
+    }
+    check.kernels = Some(kernels);
     Ok(check)
 }

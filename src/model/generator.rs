@@ -12,9 +12,10 @@ use burn::nn::transformer::{
     TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
 };
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::{gelu, log_softmax};
-use burn::tensor::{Bool, Device, IndexingUpdateOp, Int, Tensor, TensorData};
+use burn::tensor::activation::gelu;
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use super::decode_step::{Pick, decode_step, step_log_probs};
 use super::encoder::{EncoderConfig, ItemEncoder, UserEncoder};
 use super::gather::{gather_rows, gumbel, one_hot, plackett_luce};
 use crate::data::Batch;
@@ -184,22 +185,6 @@ impl Generator {
         self.query.forward(self.query_norm.forward(z))
     }
 
-    /// Log-probabilities over candidates of each step.
-    ///
-    /// # Shapes
-    /// - queries `[B, K, T, d]`, keys `[B, N, d]`, chosen (masked) `[B, K, T, N]`
-    /// - output: `[B, K, T, N]`
-    fn step_log_probs(queries: Tensor<4>, keys: Tensor<3>, chosen: Tensor<4, Bool>) -> Tensor<4> {
-        let [b, k, t, d] = queries.dims();
-        let n = keys.dims()[1];
-        let scores = queries
-            .reshape([b, k * t, d])
-            .matmul(keys.transpose())
-            .div_scalar((d as f32).sqrt())
-            .reshape([b, k, t, n]);
-        log_softmax(scores.mask_fill(chosen, -1e9), 3)
-    }
-
     /// log π of given lists, all steps at once (teacher forcing).
     ///
     /// # Shapes
@@ -229,7 +214,7 @@ impl Generator {
 
         let steps = Tensor::<1, Int>::arange(0..l as i64, &device);
         let queries = self.queries(encoded.user.clone(), prefix_mean, steps);
-        let log_probs = Self::step_log_probs(queries, encoded.keys.clone(), before);
+        let log_probs = step_log_probs(queries, encoded.keys.clone(), before);
         let picked = log_probs
             .gather(3, lists.reshape([b, k, l, 1]))
             .reshape([b, k, l]);
@@ -246,7 +231,6 @@ impl Generator {
         let device = encoded.user.device();
         let mut prefix_sum = Tensor::<3>::zeros([b, k, d], &device);
         let mut chosen = Tensor::<3>::zeros([b, k, n], &device);
-        let ones = Tensor::<3>::ones([b, k, 1], &device);
         let mut total = Tensor::<2>::zeros([b, k], &device);
         let mut picks = Vec::with_capacity(l);
         for t in 0..l {
@@ -255,22 +239,23 @@ impl Generator {
                 .div_scalar(t.max(1) as f32)
                 .reshape([b, k, 1, d]);
             let step = Tensor::<1, Int>::arange(t as i64..t as i64 + 1, &device);
-            let queries = self.queries(encoded.user.clone(), prefix_mean, step);
-            let mask = chosen.clone().greater_elem(0.5).reshape([b, k, 1, n]);
-            let log_probs =
-                Self::step_log_probs(queries, encoded.keys.clone(), mask).reshape([b, k, n]);
+            let queries = self
+                .queries(encoded.user.clone(), prefix_mean, step)
+                .reshape([b, k, d]);
             let pick = match mode {
-                Decode::Greedy => log_probs.clone().argmax(2),
-                Decode::Sample => (log_probs.clone() + gumbel([b, k, n], &device)).argmax(2),
-                Decode::Tempered(t) => (log_probs.clone().div_scalar(t.max(1e-6))
-                    + gumbel([b, k, n], &device))
-                .argmax(2),
-            }; // [B, K, 1]
-            total = total + log_probs.gather(2, pick.clone()).reshape([b, k]);
-            chosen = chosen.scatter(2, pick.clone(), ones.clone(), IndexingUpdateOp::Add);
-            let item = gather_rows(encoded.candidates.clone(), pick.clone().reshape([b, k]));
+                Decode::Greedy => Pick::greedy(),
+                Decode::Sample => Pick::draw(gumbel([b, k, n], &device), None),
+                Decode::Tempered(t) => Pick::draw(gumbel([b, k, n], &device), Some(t.max(1e-6))),
+            };
+            let step = decode_step(queries, encoded.keys.clone(), chosen, pick);
+            total = total + step.log_probs;
+            chosen = step.chosen;
+            let item = gather_rows(
+                encoded.candidates.clone(),
+                step.picks.clone().reshape([b, k]),
+            );
             prefix_sum = prefix_sum + item;
-            picks.push(pick);
+            picks.push(step.picks);
         }
         Decoded {
             lists: Tensor::cat(picks, 2),
@@ -297,6 +282,6 @@ impl Generator {
         let step = Tensor::<1, Int>::arange(0..1, &device);
         let queries = self.queries(encoded.user.clone(), prefix_mean, step);
         let none = Tensor::<4>::zeros([b, 1, 1, n], &device).greater_elem(0.5);
-        Self::step_log_probs(queries, encoded.keys.clone(), none).reshape([b, n])
+        step_log_probs(queries, encoded.keys.clone(), none).reshape([b, n])
     }
 }

@@ -1,6 +1,8 @@
 //! Models: the list-aware reward model and the GoalRank generator. Each `XConfig::init(&Device)`
-//! builds its model on any device (CPU flex, wgpu, with or without autodiff).
+//! builds its model on any device (CPU flex, wgpu, with or without autodiff). `decode_step` is
+//! the decoder's sampling step, a fused WGSL kernel (`shaders/`) on native wgpu.
 
+mod decode_step;
 mod encoder;
 mod gather;
 mod generator;
@@ -8,7 +10,12 @@ mod pointwise;
 mod read;
 mod reward;
 mod store;
+#[cfg(not(target_arch = "wasm32"))]
+mod wgsl;
 
+pub use decode_step::{
+    Pick, Step, decode_step, kernel_launches, runs_kernels, twin as decode_step_twin,
+};
 pub use encoder::{EncoderConfig, ItemEncoder, UserEncoder};
 pub use gather::{gather_rows, gumbel, one_hot, plackett_luce, repeat_group, top_indices};
 pub use generator::{Decode, Decoded, Encoded, Generator, GeneratorConfig};

@@ -1,0 +1,100 @@
+//! The WGSL kernels against their tensor-op twins, on one device and the same inputs: part of
+//! `goalrank check-device`.
+
+use burn::tensor::{Device, Distribution, Tensor};
+use serde::Serialize;
+
+use crate::Result;
+use crate::model::{
+    Pick, Step, block_on, decode_step, decode_step_twin, gumbel, kernel_launches, read_f32,
+    read_i64,
+};
+
+/// How far the fused decoder step is from its twin, over greedy picks, draws and tempered draws.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelCheck {
+    /// Whether the kernel ran on every call (false: both sides ran the twin, as on the CPU or
+    /// with `GOALRANK_WGSL=0`).
+    pub kernel_ran: bool,
+    /// Rows (request × list) compared per pick mode.
+    pub rows: usize,
+    /// Rows whose pick differs, over all modes.
+    pub different_picks: usize,
+    /// Largest |log π(pick)| difference where the picks agree.
+    pub max_log_prob_difference: f32,
+    /// Largest difference of the returned chosen masks.
+    pub max_chosen_difference: f32,
+}
+
+/// The fused decoder step and its twin on `device` for random queries, keys and masks
+/// (`lists` lists per request, `candidates` of width `d_model`).
+pub fn check_decode_step(
+    device: &Device,
+    requests: usize,
+    lists: usize,
+    candidates: usize,
+    d_model: usize,
+) -> Result<KernelCheck> {
+    let (b, k, n, d) = (requests, lists, candidates, d_model);
+    device.seed(7);
+    let normal = Distribution::Normal(0.0, 1.0);
+    let queries = Tensor::<3>::random([b, k, d], normal, device);
+    let keys = Tensor::<3>::random([b, n, d], normal, device);
+    // About a fifth of the candidates chosen already; candidate 0 never is.
+    let chosen = Tensor::<3>::random([b, k, n], Distribution::Bernoulli(0.2), device)
+        .slice_assign([0..b, 0..k, 0..1], Tensor::zeros([b, k, 1], device));
+    let noise = gumbel([b, k, n], device);
+    let picks = [
+        Pick::greedy(),
+        Pick::draw(noise.clone(), None),
+        Pick::draw(noise, Some(0.5)),
+    ];
+    let launched = kernel_launches();
+    let mut check = KernelCheck {
+        kernel_ran: false,
+        rows: b * k,
+        different_picks: 0,
+        max_log_prob_difference: 0.0,
+        max_chosen_difference: 0.0,
+    };
+    for pick in picks {
+        let fused = decode_step(queries.clone(), keys.clone(), chosen.clone(), pick.clone());
+        let twin = decode_step_twin(queries.clone(), keys.clone(), chosen.clone(), pick);
+        let (fused, twin) = (read(fused)?, read(twin)?);
+        for row in 0..b * k {
+            if fused.0[row] != twin.0[row] {
+                check.different_picks += 1;
+            } else {
+                let difference = (fused.1[row] - twin.1[row]).abs();
+                check.max_log_prob_difference = worst(check.max_log_prob_difference, difference);
+            }
+        }
+        let chosen_difference = fused
+            .2
+            .iter()
+            .zip(&twin.2)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, worst);
+        check.max_chosen_difference = worst(check.max_chosen_difference, chosen_difference);
+    }
+    check.kernel_ran = kernel_launches() - launched == 3;
+    Ok(check)
+}
+
+/// A step's picks, log-probabilities and chosen mask, read back.
+fn read(step: Step) -> Result<(Vec<i64>, Vec<f32>, Vec<f32>)> {
+    Ok((
+        block_on(read_i64(step.picks))?,
+        block_on(read_f32(step.log_probs))?,
+        block_on(read_f32(step.chosen))?,
+    ))
+}
+
+/// The larger difference; NaN wins (a NaN must fail the check, not vanish in `max`).
+fn worst(a: f32, b: f32) -> f32 {
+    if a.is_nan() || b.is_nan() {
+        f32::NAN
+    } else {
+        a.max(b)
+    }
+}

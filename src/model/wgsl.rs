@@ -1,0 +1,242 @@
+//! Hand-written WGSL kernels (`shaders/`) on Burn's wgpu backend, native builds only.
+//!
+//! A wgpu tensor is a handle in Burn's fusion stream. A kernel here is queued in that stream as a
+//! custom operation, like Burn's own: it does not wait for anything, and when the stream runs it,
+//! it takes its inputs' CubeCL tensors, launches the WGSL text on their compute client, and hands
+//! back its outputs as new tensors. Nothing leaves the device. A kernel only runs where
+//! [`runs_kernels`] says so, and returns `None` (the caller then takes the tensor-op twin) when
+//! the tensors are not what it was written for.
+
+use burn::backend::{Cube, DispatchDevice};
+use burn::tensor::{DType, Device, Int, IntDType, Shape, Tensor};
+use burn_cubecl::cubecl::ir::metadata::Info;
+use burn_cubecl::cubecl::ir::settings::{Dim3, ExecutionMode, KernelSettings};
+use burn_cubecl::cubecl::ir::{AddressType, ElemType, Scope, UIntKind};
+use burn_cubecl::fusion::{CubeFusionHandle, FusionCubeRuntime};
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{CubeBackend, CubeDevice};
+use burn_fusion::ExecutionError;
+use burn_fusion::stream::{Operation, StreamId};
+use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
+use cubecl_runtime::id::KernelId;
+use cubecl_runtime::kernel::{CubeKernel, KernelDefinition, KernelMetadata, PrecompiledSource};
+use cubecl_runtime::server::{CubeCount, KernelArguments, MetadataBindingInfo};
+
+use super::decode_step::{Pick, Step};
+
+/// `shaders/decode_step.wgsl`.
+const DECODE_STEP: &str = include_str!("../../shaders/decode_step.wgsl");
+
+/// Kernels of this module launched so far, process-wide.
+static LAUNCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many of this module's kernels have been launched in this process.
+pub fn launches() -> u64 {
+    LAUNCHES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Most workgroups along one dispatch dimension (WebGPU's guaranteed limit).
+const MAX_GROUPS: usize = 65_535;
+
+/// Whether `device` runs this module's kernels: a wgpu device, without autodiff, with
+/// `GOALRANK_WGSL` not set to 0 (which keeps the tensor-op twins, to compare).
+pub fn runs_kernels(device: &Device) -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    matches!(
+        device.as_dispatch(),
+        DispatchDevice::Cube(CubeDevice::Wgpu(_))
+    ) && *ENABLED.get_or_init(|| std::env::var("GOALRANK_WGSL").map_or(true, |v| v != "0"))
+}
+
+/// The fused decoder step (see `model::decode_step`), queued in the fusion stream like any other
+/// operation; `None` where the tensors are not f32 with i32 indices.
+///
+/// # Shapes
+/// - queries `[B, K, d]`, keys `[B, N, d]`, chosen `[B, K, N]`
+pub fn decode_step(
+    queries: &Tensor<3>,
+    keys: &Tensor<3>,
+    chosen: &Tensor<3>,
+    pick: &Pick,
+) -> Option<Step> {
+    let [b, k, d] = queries.dims();
+    let n = keys.dims()[1];
+    let rows = b * k;
+    let int_dtype = queries.device().settings().int_dtype;
+    if queries.dtype() != DType::F32 || int_dtype != IntDType::I32 || rows == 0 || n == 0 {
+        return None;
+    }
+    // Greedy binds `chosen` in the noise slot, which the kernel then does not read.
+    let (noise, mode) = match &pick.noise {
+        None => (chosen.clone(), 0u32),
+        Some(noise) => (noise.clone(), 1),
+    };
+    let temperature = pick.temperature.unwrap_or(1.0);
+    let fused = |t: Tensor<3>| t.try_into_primitive::<Cube>().ok();
+    let queries = fused(queries.clone())?;
+    let client = queries.client.clone();
+    let inputs = vec![
+        queries.into_ir(),
+        fused(keys.clone())?.into_ir(),
+        fused(chosen.clone())?.into_ir(),
+        fused(noise)?.into_ir(),
+    ];
+    let output = |shape: Shape, dtype| TensorIr::uninit(client.create_empty_handle(), shape, dtype);
+    let outputs = vec![
+        output(Shape::new([rows]), DType::I32),
+        output(Shape::new([rows]), DType::F32),
+        output(Shape::new([rows, n]), DType::F32),
+    ];
+    let operation = DecodeStepOp {
+        inputs: inputs.clone(),
+        outputs: outputs.clone(),
+        info: [
+            rows as u32,
+            n as u32,
+            d as u32,
+            k as u32,
+            mode,
+            temperature.to_bits(),
+            (d as f32).sqrt().to_bits(),
+            0,
+        ],
+    };
+    let description = CustomOpIr::new("goalrank::decode_step", &inputs, &outputs);
+    let mut outputs = client
+        .register(
+            StreamId::current(),
+            OperationIr::Custom(description),
+            operation,
+        )
+        .into_iter();
+    let picks = Tensor::<1, Int>::from_primitive::<Cube>(outputs.next()?).reshape([b, k, 1]);
+    let log_probs = Tensor::<1>::from_primitive::<Cube>(outputs.next()?).reshape([b, k]);
+    let chosen = Tensor::<2>::from_primitive::<Cube>(outputs.next()?).reshape([b, k, n]);
+    Some(Step {
+        picks,
+        log_probs,
+        chosen,
+    })
+}
+
+/// The decoder step as a fusion-stream operation: inputs queries, keys, chosen, noise; outputs
+/// picks, log-probabilities, chosen; `info` as `shaders/decode_step.wgsl` reads it.
+#[derive(Debug)]
+struct DecodeStepOp {
+    inputs: Vec<TensorIr>,
+    outputs: Vec<TensorIr>,
+    info: [u32; 8],
+}
+
+impl Operation<FusionCubeRuntime> for DecodeStepOp {
+    fn execute(
+        &self,
+        handles: &mut HandleContainer<CubeFusionHandle>,
+    ) -> Result<(), ExecutionError> {
+        let [queries, keys, chosen, noise] = [0, 1, 2, 3]
+            .map(|i| into_contiguous(handles.get_float_tensor::<CubeBackend>(&self.inputs[i])));
+        let [rows, n] = [self.info[0] as usize, self.info[1] as usize];
+        let picks = empty(&queries, [rows], DType::I32);
+        let log_probs = empty(&queries, [rows], DType::F32);
+        let chosen_out = empty(&queries, [rows, n], DType::F32);
+        let arguments = KernelArguments::new()
+            .with_buffer(queries.handle.clone().binding())
+            .with_buffer(keys.handle.clone().binding())
+            .with_buffer(chosen.handle.clone().binding())
+            .with_buffer(noise.handle.clone().binding())
+            .with_buffer(picks.handle.clone().binding())
+            .with_buffer(log_probs.handle.clone().binding())
+            .with_buffer(chosen_out.handle.clone().binding())
+            .with_info(MetadataBindingInfo::custom(pack(&self.info)));
+        queries.client.launch(
+            Box::new(WgslKernel::new("decode_step", DECODE_STEP)),
+            CubeCount::Static(
+                rows.min(MAX_GROUPS) as u32,
+                rows.div_ceil(MAX_GROUPS) as u32,
+                1,
+            ),
+            arguments,
+        );
+        LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        handles.register_int_tensor::<CubeBackend>(&self.outputs[0].id, picks);
+        handles.register_float_tensor::<CubeBackend>(&self.outputs[1].id, log_probs);
+        handles.register_float_tensor::<CubeBackend>(&self.outputs[2].id, chosen_out);
+        Ok(())
+    }
+}
+
+/// A new contiguous tensor on `like`'s device, not initialised.
+fn empty<const D: usize>(like: &CubeTensor, shape: [usize; D], dtype: DType) -> CubeTensor {
+    let bytes = shape.iter().product::<usize>() * dtype.size();
+    let handle = like.client.empty(bytes.max(4));
+    CubeTensor::new_contiguous(
+        like.client.clone(),
+        like.device.clone(),
+        Shape::new(shape),
+        handle,
+        dtype,
+    )
+}
+
+/// Words of the kernel's `info` binding: pairs of u32 packed into u64, low word first.
+fn pack(words: &[u32]) -> Vec<u64> {
+    words
+        .chunks(2)
+        .map(|pair| pair[0] as u64 | (pair.get(1).copied().unwrap_or(0) as u64) << 32)
+        .collect()
+}
+
+/// A WGSL text with entry point `main`, keyed by its name and a hash of the text (CubeCL caches
+/// compiled kernels by key).
+struct WgslKernel {
+    name: &'static str,
+    source: &'static str,
+}
+
+impl WgslKernel {
+    fn new(name: &'static str, source: &'static str) -> Self {
+        Self { name, source }
+    }
+}
+
+impl KernelMetadata for WgslKernel {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info((self.name, fnv1a(self.source)))
+    }
+
+    fn address_type(&self) -> ElemType {
+        ElemType::UInt(UIntKind::U32)
+    }
+}
+
+impl CubeKernel for WgslKernel {
+    fn define(&self) -> KernelDefinition {
+        let settings =
+            KernelSettings::new(Dim3::new_single(), ExecutionMode::Checked, AddressType::U32);
+        KernelDefinition {
+            body: Scope::root(settings.clone()),
+            settings,
+            info: Info::default(),
+        }
+    }
+
+    fn source(&self) -> Option<PrecompiledSource> {
+        Some(PrecompiledSource {
+            source: self.source.to_string(),
+            entrypoint_name: "main".to_string(),
+            lang: "wgsl",
+        })
+    }
+}
+
+/// FNV-1a of `text`: a stable key for the kernel cache.
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ byte as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
