@@ -64,7 +64,14 @@ pub fn decode_step(
     let n = keys.dims()[1];
     let rows = b * k;
     let int_dtype = queries.device().settings().int_dtype;
-    if queries.dtype() != DType::F32 || int_dtype != IntDType::I32 || rows == 0 || n == 0 {
+    // The kernel indexes with u32.
+    let largest = (b * n * d).max(rows * n).max(rows * d);
+    if queries.dtype() != DType::F32
+        || int_dtype != IntDType::I32
+        || rows == 0
+        || n == 0
+        || largest > u32::MAX as usize
+    {
         return None;
     }
     // Greedy binds `chosen` in the noise slot, which the kernel then does not read.
@@ -73,14 +80,18 @@ pub fn decode_step(
         Some(noise) => (noise.clone(), 1),
     };
     let temperature = pick.temperature.unwrap_or(1.0);
-    let fused = |t: Tensor<3>| t.try_into_primitive::<Cube>().ok();
-    let queries = fused(queries.clone())?;
+    let fused = |t: &Tensor<3>| t.clone().try_into_primitive::<Cube>().ok();
+    let [Some(queries), Some(keys), Some(chosen), Some(noise)] =
+        [queries, keys, chosen, &noise].map(fused)
+    else {
+        return None;
+    };
     let client = queries.client.clone();
     let inputs = vec![
         queries.into_ir(),
-        fused(keys.clone())?.into_ir(),
-        fused(chosen.clone())?.into_ir(),
-        fused(noise)?.into_ir(),
+        keys.into_ir(),
+        chosen.into_ir(),
+        noise.into_ir(),
     ];
     let output = |shape: Shape, dtype| TensorIr::uninit(client.create_empty_handle(), shape, dtype);
     let outputs = vec![
