@@ -76,9 +76,19 @@ pub fn kernel_launches() -> u64 {
 pub fn decode_step(queries: Tensor<3>, keys: Tensor<3>, chosen: Tensor<3>, pick: Pick) -> Step {
     #[cfg(not(target_arch = "wasm32"))]
     if runs_kernels(&queries.device())
-        && let Some(step) = super::wgsl::decode_step(&queries, &keys, &chosen, &pick)
+        && let Some((picks, log_probs, chosen)) = super::wgsl::decode_step(
+            &queries,
+            &keys,
+            &chosen,
+            pick.noise.as_ref(),
+            pick.temperature.unwrap_or(1.0),
+        )
     {
-        return step;
+        return Step {
+            picks,
+            log_probs,
+            chosen,
+        };
     }
     twin(queries, keys, chosen, pick)
 }

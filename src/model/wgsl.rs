@@ -23,8 +23,6 @@ use cubecl_runtime::id::KernelId;
 use cubecl_runtime::kernel::{CubeKernel, KernelDefinition, KernelMetadata, PrecompiledSource};
 use cubecl_runtime::server::{CubeCount, KernelArguments, MetadataBindingInfo};
 
-use super::decode_step::{Pick, Step};
-
 /// `shaders/decode_step.wgsl`.
 const DECODE_STEP: &str = include_str!("../../shaders/decode_step.wgsl");
 
@@ -50,16 +48,19 @@ pub fn runs_kernels(device: &Device) -> bool {
 }
 
 /// The fused decoder step (see `model::decode_step`), queued in the fusion stream like any other
-/// operation; `None` where the tensors are not f32 with i32 indices.
+/// operation: the picks, their log π and the chosen mask with the picks added; `None` where the
+/// tensors are not f32 with i32 indices. Without `noise` the pick is greedy.
 ///
 /// # Shapes
-/// - queries `[B, K, d]`, keys `[B, N, d]`, chosen `[B, K, N]`
+/// - queries `[B, K, d]`, keys `[B, N, d]`, chosen and noise `[B, K, N]`
+/// - output: picks `[B, K, 1]`, log π `[B, K]`, chosen `[B, K, N]`
 pub fn decode_step(
     queries: &Tensor<3>,
     keys: &Tensor<3>,
     chosen: &Tensor<3>,
-    pick: &Pick,
-) -> Option<Step> {
+    noise: Option<&Tensor<3>>,
+    temperature: f32,
+) -> Option<(Tensor<3, Int>, Tensor<2>, Tensor<3>)> {
     let [b, k, d] = queries.dims();
     let n = keys.dims()[1];
     let rows = b * k;
@@ -75,11 +76,10 @@ pub fn decode_step(
         return None;
     }
     // Greedy binds `chosen` in the noise slot, which the kernel then does not read.
-    let (noise, mode) = match &pick.noise {
+    let (noise, mode) = match noise {
         None => (chosen.clone(), 0u32),
         Some(noise) => (noise.clone(), 1),
     };
-    let temperature = pick.temperature.unwrap_or(1.0);
     let fused = |t: &Tensor<3>| t.clone().try_into_primitive::<Cube>().ok();
     let [Some(queries), Some(keys), Some(chosen), Some(noise)] =
         [queries, keys, chosen, &noise].map(fused)
@@ -124,11 +124,7 @@ pub fn decode_step(
     let picks = Tensor::<1, Int>::from_primitive::<Cube>(outputs.next()?).reshape([b, k, 1]);
     let log_probs = Tensor::<1>::from_primitive::<Cube>(outputs.next()?).reshape([b, k]);
     let chosen = Tensor::<2>::from_primitive::<Cube>(outputs.next()?).reshape([b, k, n]);
-    Some(Step {
-        picks,
-        log_probs,
-        chosen,
-    })
+    Some((picks, log_probs, chosen))
 }
 
 /// The decoder step as a fusion-stream operation: inputs queries, keys, chosen, noise; outputs
