@@ -176,18 +176,14 @@ struct Launches {
     _observation: cubecl_runtime::logging::LaunchObservation,
 }
 
-/// Launches in all and by kernel name.
+/// Launches by kernel name.
 #[derive(Default)]
-struct LaunchCount(
-    std::sync::atomic::AtomicU64,
-    std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
-);
+struct LaunchCount(std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>);
 
 #[cfg(not(target_arch = "wasm32"))]
 impl cubecl_runtime::logging::LaunchObserver for LaunchCount {
     fn launched(&self, kernel: &'static str) {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Ok(mut names) = self.1.lock() {
+        if let Ok(mut names) = self.0.lock() {
             *names.entry(kernel).or_default() += 1;
         }
     }
@@ -204,11 +200,11 @@ impl Launches {
     }
 
     fn now(&self) -> u64 {
-        self.count.0.load(std::sync::atomic::Ordering::Relaxed)
+        self.count.0.lock().map(|n| n.values().sum()).unwrap_or(0)
     }
 
     fn by_kernel(&self) -> std::collections::BTreeMap<&'static str, u64> {
-        self.count.1.lock().map(|n| n.clone()).unwrap_or_default()
+        self.count.0.lock().map(|n| n.clone()).unwrap_or_default()
     }
 
     /// Launches by kernel since `before` (a [`Launches::by_kernel`]), most launched first.

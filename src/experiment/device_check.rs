@@ -83,9 +83,7 @@ pub fn check_wgpu(dataset: &Dataset, steps: usize, tolerance: f32) -> Result<Dev
     }
     // More candidates than the kernel's 64 threads, so each thread scores several.
     let kernels = super::check_decode_step(&gpu, 8, 4, 70, 32)?;
-    let worst = kernels
-        .max_log_prob_difference
-        .max(kernels.max_chosen_difference);
+    let worst = kernels.largest_difference();
     let wanted = crate::model::runs_kernels(&gpu);
     if kernels.kernel_ran != wanted {
         return Err(crate::Error::Check(format!(
@@ -102,7 +100,7 @@ pub fn check_wgpu(dataset: &Dataset, steps: usize, tolerance: f32) -> Result<Dev
             "the fused decoder step disagrees with its twin on wgpu: {} of {} picks differ, \
              log-probabilities by up to {}, chosen masks by up to {} (tolerance {KERNEL_TOLERANCE})",
             kernels.different_picks,
-            3 * kernels.rows,
+            kernels.modes * kernels.rows,
             kernels.max_log_prob_difference,
             kernels.max_chosen_difference
         )));

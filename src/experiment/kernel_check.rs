@@ -18,6 +18,8 @@ pub struct KernelCheck {
     pub kernel_ran: bool,
     /// Rows (request × list) compared per pick mode.
     pub rows: usize,
+    /// Pick modes compared (greedy, drawn, tempered).
+    pub modes: usize,
     /// Rows whose pick differs, over all modes.
     pub different_picks: usize,
     /// Largest |log π(pick)| difference where the picks agree.
@@ -53,6 +55,7 @@ pub fn check_decode_step(
     let mut check = KernelCheck {
         kernel_ran: false,
         rows: b * k,
+        modes: picks.len(),
         different_picks: 0,
         max_log_prob_difference: 0.0,
         max_chosen_difference: 0.0,
@@ -77,8 +80,15 @@ pub fn check_decode_step(
             .fold(0.0f32, worst);
         check.max_chosen_difference = worst(check.max_chosen_difference, chosen_difference);
     }
-    check.kernel_ran = kernel_launches() - launched == 3;
+    check.kernel_ran = kernel_launches() - launched == check.modes as u64;
     Ok(check)
+}
+
+impl KernelCheck {
+    /// The larger of the log-probability and mask differences; NaN when either is.
+    pub fn largest_difference(&self) -> f32 {
+        worst(self.max_log_prob_difference, self.max_chosen_difference)
+    }
 }
 
 /// A step's picks, log-probabilities and chosen mask, read back.

@@ -23,8 +23,12 @@ use cubecl_runtime::id::KernelId;
 use cubecl_runtime::kernel::{CubeKernel, KernelDefinition, KernelMetadata, PrecompiledSource};
 use cubecl_runtime::server::{CubeCount, KernelArguments, MetadataBindingInfo};
 
-/// `shaders/decode_step.wgsl`.
-const DECODE_STEP: &str = include_str!("../../shaders/decode_step.wgsl");
+/// `shaders/decode_step.wgsl`, keyed by its name and a hash of its text (CubeCL caches compiled
+/// kernels by key, on disk too).
+const DECODE_STEP: WgslKernel = WgslKernel::new(
+    "decode_step",
+    include_str!("../../shaders/decode_step.wgsl"),
+);
 
 /// Kernels of this module launched so far, process-wide.
 static LAUNCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -157,7 +161,7 @@ impl Operation<FusionCubeRuntime> for DecodeStepOp {
             .with_buffer(chosen_out.handle.clone().binding())
             .with_info(MetadataBindingInfo::custom(pack(&self.info)));
         queries.client.launch(
-            Box::new(WgslKernel::new("decode_step", DECODE_STEP)),
+            Box::new(DECODE_STEP),
             CubeCount::Static(
                 rows.min(MAX_GROUPS) as u32,
                 rows.div_ceil(MAX_GROUPS) as u32,
@@ -194,16 +198,21 @@ fn pack(words: &[u32]) -> Vec<u64> {
         .collect()
 }
 
-/// A WGSL text with entry point `main`, keyed by its name and a hash of the text (CubeCL caches
-/// compiled kernels by key).
+/// A WGSL text with entry point `main`, its name and the hash of its text.
+#[derive(Clone, Copy)]
 struct WgslKernel {
     name: &'static str,
     source: &'static str,
+    hash: u64,
 }
 
 impl WgslKernel {
-    fn new(name: &'static str, source: &'static str) -> Self {
-        Self { name, source }
+    const fn new(name: &'static str, source: &'static str) -> Self {
+        Self {
+            name,
+            source,
+            hash: fnv1a(source),
+        }
     }
 }
 
@@ -213,7 +222,7 @@ impl KernelMetadata for WgslKernel {
     }
 
     fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((self.name, fnv1a(self.source)))
+        KernelId::new::<Self>().info((self.name, self.hash))
     }
 
     fn address_type(&self) -> ElemType {
@@ -241,9 +250,14 @@ impl CubeKernel for WgslKernel {
     }
 }
 
-/// FNV-1a of `text`: a stable key for the kernel cache.
-fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ byte as u64).wrapping_mul(0x0100_0000_01b3)
-    })
+/// FNV-1a of `text`: a stable key for the kernel cache, computed at compile time.
+const fn fnv1a(text: &str) -> u64 {
+    let bytes = text.as_bytes();
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    let mut i = 0;
+    while i < bytes.len() {
+        hash = (hash ^ bytes[i] as u64).wrapping_mul(0x0100_0000_01b3);
+        i += 1;
+    }
+    hash
 }
