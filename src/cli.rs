@@ -23,7 +23,8 @@ use goalrank::run::{
     FitOptions, fit_goalrank, fit_pointwise, fit_reward, load_generator, load_reward,
 };
 use goalrank::train::{
-    GoalRankConfig, GroupSampling, Objective, PointwiseTrainingConfig, Reward, RewardTrainingConfig,
+    GoalRankConfig, GroupSampling, Objective, PointwiseTrainingConfig, Reward, RewardSelection,
+    RewardTrainingConfig,
 };
 
 /// Writes a line to stdout. A failed write is an error the command returns: a closed pipe
@@ -295,6 +296,11 @@ enum TrainCommand {
         /// Random candidate lists per request and step (retrieved items labelled 0).
         #[arg(long, default_value_t = RewardTrainingConfig::new().random_lists)]
         random_lists: usize,
+        /// What keeps an epoch: validation log-loss of the clicks, the validation objective
+        /// (log-loss plus the weighted listwise and imitation terms), or how often R(logged
+        /// list) > R(random list) on validation requests.
+        #[arg(long, value_enum, default_value_t = RewardTrainingConfig::new().select)]
+        select: RewardSelection,
         #[arg(long, default_value_t = RewardTrainingConfig::new().seed)]
         model_seed: u64,
     },
@@ -839,6 +845,7 @@ fn train(what: TrainCommand) -> Result<()> {
             imitation,
             redundancy,
             random_lists,
+            select,
             model_seed,
         } => {
             let config = RewardTrainingConfig::new()
@@ -852,6 +859,7 @@ fn train(what: TrainCommand) -> Result<()> {
                 .with_listwise(listwise)
                 .with_imitation(imitation)
                 .with_redundancy(redundancy)
+                .with_select(select)
                 .with_seed(model_seed);
             config.validate()?;
             let dataset = data.load()?;
@@ -865,8 +873,13 @@ fn train(what: TrainCommand) -> Result<()> {
             let device = options.device.clone();
             let (model, state) = fit_reward(&dataset, split, check, &config, &options)?;
             out!(
-                "reward model: best {} log-loss {:.4} at step {} ({:.0}s) -> {}",
+                "reward model: best {} {} {:.4} at step {} ({:.0}s) -> {}",
                 check.name(),
+                match config.select {
+                    RewardSelection::LogLoss => "log-loss",
+                    RewardSelection::Objective => "objective",
+                    RewardSelection::LoggedOverRandom => "1 − share of R(logged) > R(random)",
+                },
                 state.best.unwrap_or(f64::NAN),
                 state.best_step,
                 state.seconds,

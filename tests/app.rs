@@ -26,6 +26,11 @@ fn shipped_model_samples_a_group_whose_reference_policy_sums_to_one() {
     h.run();
     let app = h.state();
     assert!(app.message.is_empty(), "{}", app.message);
+    assert_eq!(
+        app.settings.live.w_ref,
+        goalrank::experiment::MainExperimentConfig::new().logged_w_ref,
+        "live training on logged data takes experiment main's logged-data w_ref"
+    );
     assert!(
         app.models.generator.is_some(),
         "the shipped generator loads"
@@ -99,6 +104,11 @@ fn live_training_on_the_simulator_starts_reports_and_stops() {
     let mut h = harness(settings);
     h.run();
     assert!(h.state().models.generator.is_none());
+    assert_eq!(
+        h.state().settings.live.w_ref,
+        goalrank::experiment::MainExperimentConfig::new().w_ref,
+        "live training on simulated data takes experiment main's simulated-data w_ref"
+    );
     h.get_by_label("Train live").click();
     h.run();
     h.get_by_label("Start training").click();

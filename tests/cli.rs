@@ -157,6 +157,16 @@ fn train_resume_and_evaluate_a_checkpoint() {
     let metrics = run.join("metrics.jsonl");
     assert_eq!(count_lines(&metrics, "train"), 4);
     assert_eq!(count_lines(&metrics, "valid"), 2);
+    // Each validation logs the reward model's mean R of the chosen lists; logged data has no
+    // exact utility.
+    for line in std::fs::read_to_string(&metrics).expect("metrics").lines() {
+        let record: serde_json::Value = serde_json::from_str(line).expect("json line");
+        if record["kind"] == "valid" {
+            let r = record["reward"].as_f64().expect("validation logs mean R");
+            assert!(r.is_finite() && r >= 0.0, "mean R {r}");
+            assert!(record["utility"].is_null(), "{record}");
+        }
+    }
 
     // Resume to 6 steps: the log continues rather than restarting.
     let out = goalrank(&[goalrank_args("6"), vec!["--resume"]].concat());

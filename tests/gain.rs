@@ -306,3 +306,75 @@ fn a_request_whose_logged_item_is_not_a_candidate_is_refused() {
     request.labels.pop();
     assert!(request.check("train 0").is_err());
 }
+
+#[test]
+fn a_reward_model_run_on_the_simulator_logs_utility_but_is_selected_on_labels() {
+    let dataset = sim_tiny();
+    let device = Device::flex();
+    let reward = tiny_reward().model(&dataset).init(&device);
+    let run = tempfile::tempdir().expect("tempdir");
+    let mut options = goalrank::run::FitOptions::new(run.path().join("run"), device.clone());
+    options.steps = 6;
+    options.eval_every = 2;
+    options.progress = false;
+    let (_, state) =
+        goalrank::run::fit_goalrank(&dataset, reward, &tiny_goalrank(), &options).expect("fit");
+    let log = std::fs::read_to_string(run.path().join("run/metrics.jsonl")).expect("log");
+    let valid: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line"))
+        .filter(|r| r["kind"] == "valid")
+        .collect();
+    assert_eq!(valid.len(), 3);
+    let mut best = (f64::NEG_INFINITY, 0);
+    for record in &valid {
+        let utility = record["utility"].as_f64().expect("exact utility logged");
+        let r = record["reward"].as_f64().expect("mean R logged");
+        assert!(utility > 0.0 && utility.is_finite(), "{record}");
+        assert!(r >= 0.0 && r.is_finite(), "{record}");
+        let ndcg = record["metrics"]["ndcg"].as_f64().expect("N@L");
+        if ndcg > best.0 {
+            best = (ndcg, record["step"].as_u64().expect("step") as usize);
+        }
+    }
+    assert_eq!(
+        state.best_step, best.1,
+        "the run keeps the step of best validation N@L, not of best utility"
+    );
+}
+
+#[test]
+fn a_reward_model_selected_on_its_objective_keeps_the_epoch_of_lowest_objective() {
+    let dataset = sim_tiny();
+    let run = tempfile::tempdir().expect("tempdir");
+    let mut options = goalrank::run::FitOptions::new(run.path().join("run"), Device::flex());
+    options.progress = false;
+    let config = tiny_reward()
+        .with_epochs(3)
+        .with_select(goalrank::train::RewardSelection::Objective);
+    let (_, state) =
+        goalrank::run::fit_reward(&dataset, Split::Train, Split::Valid, &config, &options)
+            .expect("fit");
+    let log = std::fs::read_to_string(run.path().join("run/metrics.jsonl")).expect("log");
+    let mut checks = Vec::new();
+    for line in log.lines() {
+        let record: serde_json::Value = serde_json::from_str(line).expect("json line");
+        if record["kind"] == "valid" {
+            let check = &record["check"];
+            let term = |k: &str| check[k].as_f64().unwrap_or_else(|| panic!("{k}: {check}"));
+            let objective = term("objective");
+            let by_hand = term("log_loss")
+                + f64::from(config.listwise) * term("listwise")
+                + f64::from(config.imitation) * term("imitation");
+            assert!((objective - by_hand).abs() < 1e-9, "{check}");
+            checks.push((objective, record["step"].as_u64().expect("step") as usize));
+        }
+    }
+    assert_eq!(checks.len(), 3);
+    let best = checks
+        .iter()
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .expect("epochs");
+    assert_eq!(state.best_step, best.1);
+    assert_eq!(state.best, Some(best.0));
+}

@@ -185,13 +185,12 @@ async fn compute_view(inputs: ViewInputs) -> RequestView {
         lists.push((policy.name().into(), ranking.list));
     }
     if let Some(world) = &dataset.world {
-        let mut sorted = request.candidates.clone();
-        sorted.sort_by(|a, b| {
-            world
-                .attraction(request.user, *b)
-                .total_cmp(&world.attraction(request.user, *a))
-        });
-        sorted.truncate(l);
+        let sorted = world
+            .attraction_order(request.user, &request.candidates)
+            .iter()
+            .take(l)
+            .map(|&p| request.candidates[p])
+            .collect();
         lists.push(("true attractions sorted (oracle)".into(), sorted));
         let best = world.best_list(request.user, &request.candidates, l);
         lists.push(("exact optimum (oracle)".into(), best.list));

@@ -127,6 +127,7 @@ pub fn open(app: &mut GoalRankApp) {
             return;
         }
     };
+    app.settings.live.follow_data(&dataset);
     let mut notes = Vec::new();
     if app.settings.generator.trim() == EMBEDDED {
         match demo_generator(&dataset, &app.device) {

@@ -34,8 +34,25 @@ pub struct LiveSettings {
     pub eval_every: usize,
 }
 
+impl LiveSettings {
+    /// Sets `w_ref` to experiment main's value for `dataset`'s kind of data (simulated or
+    /// logged: the pull that suits one is too strong or too weak for the other), unless it has
+    /// been changed from either default.
+    pub fn follow_data(&mut self, dataset: &crate::data::Dataset) {
+        let main = crate::experiment::MainExperimentConfig::new();
+        if self.w_ref == main.w_ref || self.w_ref == main.logged_w_ref {
+            self.w_ref = if dataset.world.is_some() {
+                main.w_ref
+            } else {
+                main.logged_w_ref
+            };
+        }
+    }
+}
+
 impl Default for LiveSettings {
-    /// Experiment main's GoalRank settings (one source of defaults), with a short schedule.
+    /// Experiment main's GoalRank settings (one source of defaults), with a short schedule; its
+    /// simulated-data w_ref until data is opened (`follow_data`).
     fn default() -> Self {
         let main = crate::experiment::MainExperimentConfig::new();
         Self {

@@ -8,7 +8,7 @@ use crate::data::{Batch, Dataset, Request, World};
 use crate::model::{
     Decode, Encoded, Generator, Pointwise, RewardModel, block_on, plackett_luce, read_f32, read_i64,
 };
-use crate::train::bce_with_probs;
+use crate::train::{bce_with_probs, imitation_loss, listwise_loss};
 use crate::{Error, Result};
 
 /// Runs `choose` on batches of requests and turns its `[B, 1, L]` candidate positions into
@@ -328,6 +328,20 @@ pub struct RewardQuality {
     pub log_loss: f64,
     /// AUC of per-position probabilities against labels, pooled over all logged items.
     pub auc: f64,
+    /// The listwise term (clicked items against all candidates) and the imitation term (the
+    /// logged list's Plackett-Luce likelihood) on the candidate logits, per request; `None`
+    /// for a model without candidate logits.
+    pub listwise: Option<f64>,
+    pub imitation: Option<f64>,
+}
+
+impl RewardQuality {
+    /// The training objective without random lists: log-loss plus the weighted ranking terms.
+    pub fn objective(&self, listwise: f32, imitation: f32) -> f64 {
+        self.log_loss
+            + f64::from(listwise) * self.listwise.unwrap_or(0.0)
+            + f64::from(imitation) * self.imitation.unwrap_or(0.0)
+    }
 }
 
 /// Log-loss and pooled AUC of `reward` on the logged lists of `requests`.
@@ -341,17 +355,38 @@ pub fn reward_quality(
     let mut scores = Vec::new();
     let mut labels = Vec::new();
     let mut loss = 0.0f64;
+    let mut ranking: Option<(f64, f64)> = None;
     for chunk in requests.chunks(batch_size.max(1)) {
         let refs: Vec<&Request> = chunk.iter().collect();
         let batch = Batch::new(dataset, &refs, device);
-        let logits = reward.logged_probs(&batch);
-        let batch_loss = bce_with_probs(logits.clone(), batch.labels.clone());
+        let context = reward.context(&batch);
+        let [b, l] = batch.logged.dims();
+        let probs = reward
+            .list_probs(&context, batch.logged.clone().reshape([b, 1, l]))
+            .reshape([b, l]);
+        let batch_loss = bce_with_probs(probs.clone(), batch.labels.clone());
         loss += f64::from(batch_loss.into_scalar::<f32>()) * chunk.len() as f64;
-        scores.extend(block_on(read_f32(logits))?);
+        if let Some(logits) = reward.candidate_logits(&context) {
+            let terms = Tensor::cat(
+                vec![
+                    listwise_loss(logits.clone(), batch.logged.clone(), batch.labels.clone()),
+                    imitation_loss(logits, batch.logged.clone()),
+                ],
+                0,
+            );
+            let terms = block_on(read_f32(terms))?;
+            let sums = ranking.get_or_insert((0.0, 0.0));
+            sums.0 += f64::from(terms[0]) * chunk.len() as f64;
+            sums.1 += f64::from(terms[1]) * chunk.len() as f64;
+        }
+        scores.extend(block_on(read_f32(probs))?);
         labels.extend(chunk.iter().flat_map(|r| r.labels.iter().map(|&y| y > 0)));
     }
+    let n = requests.len().max(1) as f64;
     Ok(RewardQuality {
-        log_loss: loss / requests.len().max(1) as f64,
+        log_loss: loss / n,
         auc: metrics::auc(&scores, &labels).unwrap_or(0.5),
+        listwise: ranking.map(|(lw, _)| lw / n),
+        imitation: ranking.map(|(_, im)| im / n),
     })
 }

@@ -107,9 +107,7 @@ fn lists_for(
         lists.push(order[..l].to_vec());
     }
     if let Some(world) = &dataset.world {
-        let mut sorted: Vec<usize> = (0..request.candidates.len()).collect();
-        let attraction = |p: usize| world.attraction(request.user, request.candidates[p]);
-        sorted.sort_by(|&a, &b| attraction(b).total_cmp(&attraction(a)));
+        let sorted = world.attraction_order(request.user, &request.candidates);
         lists.push(sorted[..l].to_vec());
         let best = world.best_list(request.user, &request.candidates, l);
         lists.push(best.list.iter().filter_map(|&i| position(i)).collect());

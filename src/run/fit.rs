@@ -18,14 +18,18 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::checkpoint::{self, RunState};
 use crate::data::{Dataset, Split};
 use crate::eval::{
-    Metrics, generator_rankings, mean_utility, pointwise_rankings, reward_quality, score_rankings,
+    Metrics, generator_rankings, mean_reward, mean_utility, pointwise_rankings, reward_diagnostics,
+    reward_quality, score_rankings,
 };
+
+/// Validation requests on which a reward model's R(logged) > R(random) is measured.
+const SELECTION_REQUESTS: usize = 500;
 use crate::files::{load_json, save_json, write_bytes};
 use crate::model::{Generator, Pointwise, RewardModel};
 use crate::model::{first_non_finite, load_module, module_bytes, module_from_bytes, save_module};
 use crate::train::{
     GoalRankConfig, GoalRankTrainer, PointwiseTrainer, PointwiseTrainingConfig, Reward,
-    RewardRecord, RewardTrainer, RewardTrainingConfig,
+    RewardRecord, RewardSelection, RewardTrainer, RewardTrainingConfig,
 };
 use crate::{Error, Result};
 
@@ -264,10 +268,31 @@ pub fn fit_reward(
             let model = trainer.borrow().model();
             let quality =
                 reward_quality(&model, dataset, dataset.split(check), 256, &options.device)?;
+            let objective = quality.objective(config.listwise, config.imitation);
+            // Measured only where it selects: on the simulator the diagnostics also solve each
+            // request's exact optimum.
+            let beats = if config.select == RewardSelection::LoggedOverRandom {
+                let requests = dataset.split(check);
+                let requests = &requests[..requests.len().min(SELECTION_REQUESTS)];
+                let diagnostics =
+                    reward_diagnostics(&model, dataset, requests, 128, 0, &options.device)?;
+                Some(diagnostics.logged_beats_random)
+            } else {
+                None
+            };
             Ok(Checked {
                 model,
-                value: quality.log_loss,
-                log: serde_json::json!(quality),
+                value: match config.select {
+                    RewardSelection::LogLoss => quality.log_loss,
+                    RewardSelection::Objective => objective,
+                    RewardSelection::LoggedOverRandom => 1.0 - beats.unwrap_or(0.0),
+                },
+                log: {
+                    let mut log = serde_json::json!(quality);
+                    log["objective"] = serde_json::json!(objective);
+                    log["logged_beats_random"] = serde_json::json!(beats);
+                    log
+                },
             })
         },
     )
@@ -377,11 +402,15 @@ pub fn fit_goalrank(
     let model_config = config.model(dataset);
     // Trained on the exact utility, a run is also selected on it (validation utility); every
     // other run on validation N@L, as a run on logged data must be.
+    // Where the data is simulated, validation also logs the exact utility, and with a reward
+    // model the model's mean R of the chosen lists: diagnostics only, never the selection of a
+    // run trained on a reward model.
     let reward: Reward = reward.into();
-    let exact = match &reward {
-        Reward::Oracle(world) => Some(world.clone()),
-        Reward::Model(_) => None,
+    let (exact, frozen) = match &reward {
+        Reward::Oracle(_) => (true, None),
+        Reward::Model(model) => (false, Some(model.as_ref().clone())),
     };
+    let world = dataset.world.as_ref();
     std::fs::create_dir_all(dir).map_err(|source| Error::Write {
         path: dir.clone(),
         source,
@@ -472,14 +501,19 @@ pub fn fit_goalrank(
                 .min(valid.len())];
             let rankings = generator_rankings(&model, dataset, valid, 256, device)?;
             let metrics = score_rankings(valid, &rankings, dataset.config.list_len)?;
-            let utility = exact
-                .as_ref()
-                .map(|world| mean_utility(world, valid, &rankings));
+            let utility = world.map(|world| mean_utility(world, valid, &rankings));
+            let mean_r = match &frozen {
+                Some(model) => Some(mean_reward(model, dataset, valid, &rankings, 256, device)?),
+                None => None,
+            };
             log.write(
                 serde_json::json!({"kind": "valid", "step": step, "metrics": metrics,
-                "utility": utility}),
+                "utility": utility, "reward": mean_r}),
             )?;
-            let value = utility.unwrap_or(metrics.ndcg);
+            let value = match utility {
+                Some(u) if exact => u,
+                _ => metrics.ndcg,
+            };
             // The weights are checked finite above and serialised once, for the best model
             // (written before the checkpoint that records it) and the checkpoint.
             let weights = module_bytes(&model)?;

@@ -14,7 +14,7 @@ pub use goalrank::{GoalRankConfig, GoalRankTrainer, GroupSampling, Objective, Re
 pub use pointwise::{PointwiseTrainer, PointwiseTrainingConfig};
 pub use profile::Phase;
 pub use reward::{
-    RewardRecord, RewardTrainer, RewardTrainingConfig, bce_with_logits, bce_with_probs,
-    imitation_loss,
+    RewardRecord, RewardSelection, RewardTrainer, RewardTrainingConfig, bce_with_logits,
+    bce_with_probs, imitation_loss, listwise_loss,
 };
 pub use sampler::BatchSampler;

@@ -20,6 +20,19 @@ use super::BatchSampler;
 use crate::data::{Batch, Dataset, Request, Split};
 use crate::model::{EncoderConfig, RewardKind, RewardModel, RewardModelConfig, one_hot};
 
+/// The validation measure that picks a reward model's kept epoch (the lowest is kept).
+#[derive(Config, Debug, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RewardSelection {
+    /// Log-loss of the logged clicks only.
+    LogLoss,
+    /// The training objective without its random lists: log-loss plus the weighted listwise
+    /// and imitation terms, which measure how the model ranks each request's candidates.
+    Objective,
+    /// How often R(logged list) exceeds R(random list of candidates), on up to 500 requests
+    /// (kept as 1 − that share): a measure of ranking whole lists that needs no oracle.
+    LoggedOverRandom,
+}
+
 /// Reward-model size and training schedule.
 #[derive(Config, Debug)]
 pub struct RewardTrainingConfig {
@@ -40,9 +53,12 @@ pub struct RewardTrainingConfig {
     pub learning_rate: f64,
     #[config(default = 1e-5)]
     pub weight_decay: f32,
-    /// Passes over the training split (the best epoch by validation log-loss is kept).
+    /// Passes over the training split; the best epoch by `select` is kept.
     #[config(default = 8)]
     pub epochs: usize,
+    /// What picks the kept epoch on the validation split.
+    #[config(default = "RewardSelection::LogLoss")]
+    pub select: RewardSelection,
     /// Random lists of candidates added per request and step, labelled with the candidates'
     /// labels (retrieved items 0), so the model also sees items that were never logged.
     #[config(default = 0)]
@@ -122,6 +138,17 @@ pub fn bce_with_probs(probs: Tensor<2>, labels: Tensor<2>) -> Tensor<1> {
     (labels.clone() * p.log() + labels.neg().add_scalar(1.0) * one_minus.log())
         .mean()
         .neg()
+}
+
+/// Softmax cross-entropy of each clicked logged item against all N candidates under the
+/// candidate logits, averaged over clicks (the listwise term).
+///
+/// # Shapes
+/// - logits `[B, N]`, logged `[B, L]` candidate positions, clicks `[B, L]` → `[1]`
+pub fn listwise_loss(logits: Tensor<2>, logged: Tensor<2, Int>, clicks: Tensor<2>) -> Tensor<1> {
+    // Log-softmax over candidates [B, N], gathered at the logged items [B, L].
+    let picked = log_softmax(logits, 1).gather(1, logged);
+    (picked * clicks.clone()).sum().neg() / clicks.sum().clamp_min(1.0)
 }
 
 /// Mean per-step negative Plackett-Luce log-likelihood of the logged lists under candidate
@@ -271,10 +298,7 @@ impl<'a> RewardTrainer<'a> {
         if self.listwise > 0.0
             && let Some(logits) = self.model.candidate_logits(&context)
         {
-            // # Shapes: log-softmax over candidates [B, N], gathered at the logged items [B, L]
-            let picked = log_softmax(logits, 1).gather(1, batch.logged.clone());
-            let clicks = batch.labels.clone();
-            let listwise = (picked * clicks.clone()).sum().neg() / clicks.sum().clamp_min(1.0);
+            let listwise = listwise_loss(logits, batch.logged.clone(), batch.labels.clone());
             loss = loss + listwise.mul_scalar(self.listwise);
         }
         if self.imitation > 0.0

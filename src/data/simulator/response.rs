@@ -29,6 +29,18 @@ impl World {
         1.0 / (1.0 + (-logit).exp())
     }
 
+    /// Positions of `candidates` by their true attraction for `user`, highest first (ties keep
+    /// candidate order): the list a perfect pointwise model would rank.
+    pub fn attraction_order(&self, user: u32, candidates: &[u32]) -> Vec<usize> {
+        let attraction: Vec<f64> = candidates
+            .iter()
+            .map(|&item| self.attraction(user, item))
+            .collect();
+        let mut order: Vec<usize> = (0..candidates.len()).collect();
+        order.sort_by(|&a, &b| attraction[b].total_cmp(&attraction[a]));
+        order
+    }
+
     /// Patience β_u: the chance of examining the next position after a non-click.
     pub fn patience(&self, user: u32) -> f64 {
         f64::from(self.patience[user as usize])
