@@ -364,20 +364,24 @@ pub fn reward_quality(
         let probs = reward
             .list_probs(&context, batch.logged.clone().reshape([b, 1, l]))
             .reshape([b, l]);
-        let batch_loss = bce_with_probs(probs.clone(), batch.labels.clone());
-        loss += f64::from(batch_loss.into_scalar::<f32>()) * chunk.len() as f64;
-        if let Some(logits) = reward.candidate_logits(&context) {
-            let terms = Tensor::cat(
-                vec![
-                    listwise_loss(logits.clone(), batch.logged.clone(), batch.labels.clone()),
-                    imitation_loss(logits, batch.logged.clone()),
-                ],
-                0,
-            );
-            let terms = block_on(read_f32(terms))?;
+        // The batch's loss terms, read back together: log-loss, then listwise and imitation.
+        let mut terms = vec![bce_with_probs(probs.clone(), batch.labels.clone())];
+        let logits = reward.candidate_logits(&context);
+        if let Some(logits) = logits.clone() {
+            terms.push(listwise_loss(
+                logits.clone(),
+                batch.logged.clone(),
+                batch.labels.clone(),
+            ));
+            terms.push(imitation_loss(logits, batch.logged.clone()));
+        }
+        let terms = block_on(read_f32(Tensor::cat(terms, 0)))?;
+        let weight = chunk.len() as f64;
+        loss += f64::from(terms[0]) * weight;
+        if logits.is_some() {
             let sums = ranking.get_or_insert((0.0, 0.0));
-            sums.0 += f64::from(terms[0]) * chunk.len() as f64;
-            sums.1 += f64::from(terms[1]) * chunk.len() as f64;
+            sums.0 += f64::from(terms[1]) * weight;
+            sums.1 += f64::from(terms[2]) * weight;
         }
         scores.extend(block_on(read_f32(probs))?);
         labels.extend(chunk.iter().flat_map(|r| r.labels.iter().map(|&y| y > 0)));

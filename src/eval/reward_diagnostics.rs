@@ -31,6 +31,10 @@ use crate::model::{Decode, Generator, RewardModel, block_on, read_f32, read_i64}
 /// Random lists per request in the list-ranking measures.
 pub const RANDOM_LISTS: usize = 16;
 
+/// Requests (the first of a split) on which the list-ranking measures are taken by `train
+/// reward`, `experiment main` and the reward models' `--select logged-over-random`.
+pub const DIAGNOSTIC_REQUESTS: usize = 500;
+
 /// A reward model's list-ranking quality on some requests.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RewardDiagnostics {

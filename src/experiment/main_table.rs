@@ -19,10 +19,10 @@ use super::{Column, Goal, Report};
 use crate::data::simulator::Optimum;
 use crate::data::{Dataset, Split};
 use crate::eval::{
-    GroupDiagnostics, ListSource, Picker, Proposer, Ranking, RewardDiagnostics, SimplePolicy,
-    best_of_rankings, generator_ladder, generator_rankings, group_diagnostics, mean_reward,
-    optimal_lists, optimum_rankings, pointwise_rankings, reward_diagnostics, reward_quality,
-    score_rankings, utility_metrics,
+    DIAGNOSTIC_REQUESTS, GroupDiagnostics, ListSource, Picker, Proposer, Ranking,
+    RewardDiagnostics, SimplePolicy, best_of_rankings, generator_ladder, generator_rankings,
+    group_diagnostics, mean_reward, optimal_lists, optimum_rankings, pointwise_rankings,
+    reward_diagnostics, reward_quality, score_rankings, utility_metrics,
 };
 use crate::files::{load_json, save_json};
 use crate::model::{Decode, Generator, Pointwise, RewardKind, RewardModel};
@@ -205,9 +205,6 @@ pub struct ExperimentOptions {
     pub progress: bool,
     pub device: Device,
 }
-
-/// Validation requests the reward model's list-ranking diagnostics look at.
-const DIAGNOSTIC_REQUESTS: usize = 500;
 
 /// Columns of the main table; on simulated data `utility` and `regret` come before the time.
 const COLUMNS: [Column; 6] = [

@@ -18,12 +18,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::checkpoint::{self, RunState};
 use crate::data::{Dataset, Split};
 use crate::eval::{
-    Metrics, generator_rankings, mean_reward, mean_utility, pointwise_rankings, reward_diagnostics,
-    reward_quality, score_rankings,
+    DIAGNOSTIC_REQUESTS, Metrics, generator_rankings, mean_reward, mean_utility,
+    pointwise_rankings, reward_diagnostics, reward_quality, score_rankings,
 };
-
-/// Validation requests on which a reward model's R(logged) > R(random) is measured.
-const SELECTION_REQUESTS: usize = 500;
 use crate::files::{load_json, save_json, write_bytes};
 use crate::model::{Generator, Pointwise, RewardModel};
 use crate::model::{first_non_finite, load_module, module_bytes, module_from_bytes, save_module};
@@ -273,7 +270,7 @@ pub fn fit_reward(
             // request's exact optimum.
             let beats = if config.select == RewardSelection::LoggedOverRandom {
                 let requests = dataset.split(check);
-                let requests = &requests[..requests.len().min(SELECTION_REQUESTS)];
+                let requests = &requests[..requests.len().min(DIAGNOSTIC_REQUESTS)];
                 let diagnostics =
                     reward_diagnostics(&model, dataset, requests, 128, 0, &options.device)?;
                 Some(diagnostics.logged_beats_random)
