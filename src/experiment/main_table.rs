@@ -31,7 +31,8 @@ use crate::run::{
     load_reward,
 };
 use crate::train::{
-    GoalRankConfig, GroupSampling, Objective, PointwiseTrainingConfig, Reward, RewardTrainingConfig,
+    GoalRankConfig, GroupSampling, Objective, PointwiseTrainingConfig, Reward, RewardSelection,
+    RewardTrainingConfig,
 };
 
 /// Settings of `experiment main`. The defaults are the CPU preset (about 30 minutes on 2 cores
@@ -48,6 +49,9 @@ pub struct MainExperimentConfig {
     pub reward_kind: RewardKind,
     #[config(default = "RewardTrainingConfig::new().epochs")]
     pub reward_epochs: usize,
+    /// What keeps the reward models' epoch (also the independent evaluator's).
+    #[config(default = "RewardTrainingConfig::new().select")]
+    pub reward_select: RewardSelection,
     /// Random candidate lists per request and step in reward-model training.
     #[config(default = 1)]
     pub random_lists: usize,
@@ -172,6 +176,7 @@ impl MainExperimentConfig {
             .with_kind(self.reward_kind)
             .with_d_model(self.d_model)
             .with_epochs(self.reward_epochs)
+            .with_select(self.reward_select)
             .with_random_lists(self.random_lists)
             .with_seed(1 + seed)
     }
@@ -334,6 +339,7 @@ impl<'a> Runner<'a> {
             .with_kind(config.reward_kind)
             .with_d_model(config.d_model)
             .with_epochs(config.evaluator_epochs)
+            .with_select(config.reward_select)
             .with_random_lists(config.random_lists)
             .with_seed(config.evaluator_seed);
         let (model, _) = cached(
@@ -744,19 +750,20 @@ pub fn run_main(
         quality.push_str(" On the lists the step compares (same validation requests):");
         quality.push_str(&groups);
     }
-    report.notes =
-        vec![
+    report.notes = vec![
         format!(
             "{} seeds; {} test requests ({} without a logged positive are left out of the label \
              metrics); request seed {}.",
             config.seeds,
             test.len(),
-            test.iter().filter(|r| r.labels.iter().all(|&y| y == 0)).count(),
+            test.iter()
+                .filter(|r| r.labels.iter().all(|&y| y == 0))
+                .count(),
             dataset.config.seed
         ),
         format!(
             "Reward model ({:?}, trained on train, {} random list(s) per request, imitation \
-             weight {}, redundancy term {}): pooled validation AUC {:.4} ± {:.4}. GoalRank: K \
+             weight {}, redundancy term {}, epoch kept by {}): pooled validation AUC {:.4} ± {:.4}. GoalRank: K \
              {}, τ {}, w_ref {} (on per-step log π), w_sup {}, {} groups plus the logged list, lr \
              {}, {} steps, best validation N@{k} kept; the supervised-only generator is the same \
              model and schedule with w_ref 0; the policy-gradient row minimises w · (−A·log π) \
@@ -768,6 +775,11 @@ pub fn run_main(
                 "on"
             } else {
                 "off"
+            },
+            match config.reward_select {
+                RewardSelection::LogLoss => "validation log-loss",
+                RewardSelection::Objective => "the validation objective",
+                RewardSelection::LoggedOverRandom => "validation R(logged) > R(random)",
             },
             auc.0,
             auc.1,

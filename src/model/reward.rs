@@ -306,17 +306,6 @@ impl RewardModel {
         Some(affinity + bias.forward(context.candidates.clone()).reshape([b, n]))
     }
 
-    /// Per-position probabilities of the logged lists.
-    ///
-    /// # Shapes
-    /// - output: `[B, L]`
-    pub fn logged_probs(&self, batch: &Batch) -> Tensor<2> {
-        let [b, l] = batch.logged.dims();
-        let context = self.context(batch);
-        self.list_probs(&context, batch.logged.clone().reshape([b, 1, l]))
-            .reshape([b, l])
-    }
-
     /// Per-position probabilities and list reward R of K lists per request.
     ///
     /// # Shapes

@@ -229,9 +229,9 @@ fn fit_epochs<M: Module>(
     Ok((best, state))
 }
 
-/// Trains a reward model on `split` for `config.epochs`, keeping the epoch with the lowest
-/// log-loss on `check` (validation for the main model; train for the independent evaluator,
-/// which is trained on validation).
+/// Trains a reward model on `split` for `config.epochs`, keeping the best epoch by
+/// `config.select` on `check` (validation for the main model; train for the independent
+/// evaluator, which is trained on validation).
 pub fn fit_reward(
     dataset: &Dataset,
     split: Split,
