@@ -358,30 +358,20 @@ fn a_reward_model_run_on_the_simulator_logs_utility_but_is_selected_on_labels() 
 
 #[test]
 fn a_reward_model_selected_on_its_objective_keeps_the_epoch_of_lowest_objective() {
-    let dataset = sim_tiny();
-    let run = tempfile::tempdir().expect("tempdir");
-    let mut options = goalrank::run::FitOptions::new(run.path().join("run"), Device::flex());
-    options.progress = false;
     let config = tiny_reward()
         .with_epochs(3)
         .with_select(goalrank::train::RewardSelection::Objective);
-    let (_, state) =
-        goalrank::run::fit_reward(&dataset, Split::Train, Split::Valid, &config, &options)
-            .expect("fit");
-    let log = std::fs::read_to_string(run.path().join("run/metrics.jsonl")).expect("log");
+    let (state, valid) = fit_tiny_reward(&config);
     let mut checks = Vec::new();
-    for line in log.lines() {
-        let record: serde_json::Value = serde_json::from_str(line).expect("json line");
-        if record["kind"] == "valid" {
-            let check = &record["check"];
-            let term = |k: &str| check[k].as_f64().unwrap_or_else(|| panic!("{k}: {check}"));
-            let objective = term("objective");
-            let by_hand = term("log_loss")
-                + f64::from(config.listwise) * term("listwise")
-                + f64::from(config.imitation) * term("imitation");
-            assert!((objective - by_hand).abs() < 1e-9, "{check}");
-            checks.push((objective, record["step"].as_u64().expect("step") as usize));
-        }
+    for record in &valid {
+        let check = &record["check"];
+        let term = |k: &str| check[k].as_f64().unwrap_or_else(|| panic!("{k}: {check}"));
+        let objective = term("objective");
+        let by_hand = term("log_loss")
+            + f64::from(config.listwise) * term("listwise")
+            + f64::from(config.imitation) * term("imitation");
+        assert!((objective - by_hand).abs() < 1e-9, "{check}");
+        checks.push((objective, record["step"].as_u64().expect("step") as usize));
     }
     assert_eq!(checks.len(), 3);
     let best = checks
@@ -394,29 +384,19 @@ fn a_reward_model_selected_on_its_objective_keeps_the_epoch_of_lowest_objective(
 
 #[test]
 fn a_reward_model_is_kept_by_default_at_the_epoch_where_logged_lists_beat_random_ones_most() {
-    let dataset = sim_tiny();
-    let run = tempfile::tempdir().expect("tempdir");
-    let mut options = goalrank::run::FitOptions::new(run.path().join("run"), Device::flex());
-    options.progress = false;
     let config = tiny_reward().with_epochs(3);
     assert_eq!(
         config.select,
         goalrank::train::RewardSelection::LoggedOverRandom
     );
-    let (_, state) =
-        goalrank::run::fit_reward(&dataset, Split::Train, Split::Valid, &config, &options)
-            .expect("fit");
-    let log = std::fs::read_to_string(run.path().join("run/metrics.jsonl")).expect("log");
+    let (state, valid) = fit_tiny_reward(&config);
     let mut checks = Vec::new();
-    for line in log.lines() {
-        let record: serde_json::Value = serde_json::from_str(line).expect("json line");
-        if record["kind"] == "valid" {
-            let beats = record["check"]["logged_beats_random"]
-                .as_f64()
-                .unwrap_or_else(|| panic!("logged_beats_random: {record}"));
-            assert!((0.0..=1.0).contains(&beats), "{record}");
-            checks.push((beats, record["step"].as_u64().expect("step") as usize));
-        }
+    for record in &valid {
+        let beats = record["check"]["logged_beats_random"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("logged_beats_random: {record}"));
+        assert!((0.0..=1.0).contains(&beats), "{record}");
+        checks.push((beats, record["step"].as_u64().expect("step") as usize));
     }
     assert_eq!(checks.len(), 3);
     // The first epoch of the highest share is kept (the lowest 1 − share, ties to the earlier).
@@ -433,4 +413,24 @@ fn a_reward_model_is_kept_by_default_at_the_epoch_where_logged_lists_beat_random
         "{kept} vs {}",
         best.0
     );
+}
+
+/// Trains a reward model on sim:tiny; returns its run state and the `valid` lines of its log.
+fn fit_tiny_reward(
+    config: &goalrank::train::RewardTrainingConfig,
+) -> (goalrank::run::RunState, Vec<serde_json::Value>) {
+    let dataset = sim_tiny();
+    let run = tempfile::tempdir().expect("tempdir");
+    let mut options = goalrank::run::FitOptions::new(run.path().join("run"), Device::flex());
+    options.progress = false;
+    let (_, state) =
+        goalrank::run::fit_reward(&dataset, Split::Train, Split::Valid, config, &options)
+            .expect("fit");
+    let log = std::fs::read_to_string(run.path().join("run/metrics.jsonl")).expect("log");
+    let valid = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line"))
+        .filter(|r| r["kind"] == "valid")
+        .collect();
+    (state, valid)
 }
