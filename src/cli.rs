@@ -886,8 +886,7 @@ fn train(what: TrainCommand) -> Result<()> {
                 run.display()
             );
             // How it ranks lists, on (up to 500) requests of the split it was checked on.
-            let requests = dataset.split(check);
-            let requests = &requests[..requests.len().min(goalrank::eval::DIAGNOSTIC_REQUESTS)];
+            let requests = goalrank::eval::diagnostic_probe(dataset.split(check));
             let diagnostics = reward_diagnostics(&model, &dataset, requests, 128, 0, &device)?;
             out!(
                 "reward model on {} {} requests: {}",

@@ -6,7 +6,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use goalrank::data::simulator::{self, SimConfig};
 use goalrank::data::{Batch, Split};
 use goalrank::eval::metrics::spearman;
-use goalrank::eval::{group_diagnostics, pair_measures, reward_diagnostics};
+use goalrank::eval::{group_diagnostics, logged_beats_random, pair_measures, reward_diagnostics};
 use goalrank::model::{RewardKind, RewardModelConfig};
 use goalrank::train::{GoalRankTrainer, Objective, Reward, RewardTrainer, imitation_loss};
 
@@ -171,6 +171,9 @@ fn reward_diagnostics_compare_against_the_exact_utility() {
     assert!((0.0..=1.0).contains(&exact.pair_accuracy), "{exact:?}");
     assert!((0.0..=1.0).contains(&exact.gap_exceeds_error), "{exact:?}");
     assert!(d.summary().contains("Spearman") && d.summary().contains("pairs ordered"));
+    // The epoch selection's share, taken without the exact lists, is the same number.
+    let share = logged_beats_random(&model, &dataset, valid, 16, 0, &device).expect("share");
+    assert_eq!(share, d.logged_beats_random);
     // Logged data has no exact part.
     let logged = crate::models::dataset();
     let model = RewardTrainer::new(&logged, Split::Train, &tiny_reward(), &device).model();

@@ -367,7 +367,8 @@ pub fn reward_quality(
         // The batch's loss terms, read back together: log-loss, then listwise and imitation.
         let mut terms = vec![bce_with_probs(probs.clone(), batch.labels.clone())];
         let logits = reward.candidate_logits(&context);
-        if let Some(logits) = logits.clone() {
+        let ranked = logits.is_some();
+        if let Some(logits) = logits {
             terms.push(listwise_loss(
                 logits.clone(),
                 batch.logged.clone(),
@@ -378,7 +379,7 @@ pub fn reward_quality(
         let terms = block_on(read_f32(Tensor::cat(terms, 0)))?;
         let weight = chunk.len() as f64;
         loss += f64::from(terms[0]) * weight;
-        if logits.is_some() {
+        if ranked {
             let sums = ranking.get_or_insert((0.0, 0.0));
             sums.0 += f64::from(terms[1]) * weight;
             sums.1 += f64::from(terms[2]) * weight;

@@ -26,7 +26,7 @@ pub use policy::SimplePolicy;
 pub use ranking::Ranking;
 pub use reward_diagnostics::{
     DIAGNOSTIC_REQUESTS, ExactDiagnostics, GroupDiagnostics, RANDOM_LISTS, RewardDiagnostics,
-    group_diagnostics, pair_measures, reward_diagnostics,
+    diagnostic_probe, group_diagnostics, logged_beats_random, pair_measures, reward_diagnostics,
 };
 pub use simulated::{
     UtilityMetrics, mean_utility, optimal_lists, optimum_rankings, utility_metrics,

@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use super::metrics;
 use crate::Result;
-use crate::data::{Batch, Dataset, Request};
+use crate::data::{Batch, Dataset, Request, World};
 use crate::model::{Decode, Generator, RewardModel, block_on, read_f32, read_i64};
 
 /// Random lists per request in the list-ranking measures.
@@ -95,10 +95,10 @@ pub fn pair_measures(rewards: &[f64], utilities: &[f64]) -> (f64, f64, f64) {
     (share(right), error, share(wide))
 }
 
-/// The lists scored per request: the logged list, [`RANDOM_LISTS`] random lists, and on the
-/// simulator the attraction-sorted list and the exact optimum (as candidate positions).
+/// The lists scored per request: the logged list, [`RANDOM_LISTS`] random lists, and with a
+/// `world` the attraction-sorted list and the exact optimum (as candidate positions).
 fn lists_for(
-    dataset: &Dataset,
+    world: Option<&World>,
     request: &Request,
     rng: &mut Xoshiro256PlusPlus,
 ) -> Vec<Vec<usize>> {
@@ -110,7 +110,7 @@ fn lists_for(
         order.shuffle(rng);
         lists.push(order[..l].to_vec());
     }
-    if let Some(world) = &dataset.world {
+    if let Some(world) = world {
         let sorted = world.attraction_order(request.user, &request.candidates);
         lists.push(sorted[..l].to_vec());
         let best = world.best_list(request.user, &request.candidates, l);
@@ -119,10 +119,52 @@ fn lists_for(
     lists
 }
 
+/// The first [`DIAGNOSTIC_REQUESTS`] of `requests`, on which the list-ranking measures are
+/// taken.
+pub fn diagnostic_probe(requests: &[Request]) -> &[Request] {
+    &requests[..requests.len().min(DIAGNOSTIC_REQUESTS)]
+}
+
 /// Diagnostics of `reward` on `requests` (seeded random lists).
 pub fn reward_diagnostics(
     reward: &RewardModel,
     dataset: &Dataset,
+    requests: &[Request],
+    batch_size: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<RewardDiagnostics> {
+    diagnose(
+        reward,
+        dataset,
+        dataset.world.as_ref(),
+        requests,
+        batch_size,
+        seed,
+        device,
+    )
+}
+
+/// How often R(logged list) > R(random list) on `requests`: the value of
+/// [`reward_diagnostics`] for the same seed, without the exact measures (on the simulator
+/// they solve each request's optimum, which an epoch's selection does not need).
+pub fn logged_beats_random(
+    reward: &RewardModel,
+    dataset: &Dataset,
+    requests: &[Request],
+    batch_size: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<f64> {
+    let diagnostics = diagnose(reward, dataset, None, requests, batch_size, seed, device)?;
+    Ok(diagnostics.logged_beats_random)
+}
+
+/// [`reward_diagnostics`], with the exact measures taken against `world` where given.
+fn diagnose(
+    reward: &RewardModel,
+    dataset: &Dataset,
+    world: Option<&World>,
     requests: &[Request],
     batch_size: usize,
     seed: u64,
@@ -140,7 +182,7 @@ pub fn reward_diagnostics(
         let refs: Vec<&Request> = chunk.iter().collect();
         let lists: Vec<Vec<Vec<usize>>> = chunk
             .iter()
-            .map(|r| lists_for(dataset, r, &mut rng))
+            .map(|r| lists_for(world, r, &mut rng))
             .collect();
         let k = lists[0].len();
         let flat: Vec<i64> = lists
@@ -169,7 +211,7 @@ pub fn reward_diagnostics(
             let random = &rewards[1..=RANDOM_LISTS];
             beats +=
                 random.iter().filter(|&&x| rewards[0] > x).count() as f64 / RANDOM_LISTS as f64;
-            if let Some(world) = &dataset.world {
+            if let Some(world) = world {
                 let utilities: Vec<f64> = lists[i]
                     .iter()
                     .map(|list| {
@@ -202,7 +244,7 @@ pub fn reward_diagnostics(
             .collect(),
         request_auc: (request_auc_n > 0).then(|| request_auc / request_auc_n as f64),
         logged_beats_random: beats / n,
-        exact: dataset.world.as_ref().map(|_| ExactDiagnostics {
+        exact: world.map(|_| ExactDiagnostics {
             spearman: rho / rho_n.max(1) as f64,
             reward_gap: reward_gap / n,
             utility_gap: utility_gap / n,

@@ -15,7 +15,7 @@ use super::main_table::{MainExperimentConfig, Runner};
 use super::plot::{LinePlot, Series};
 use super::{ExperimentOptions, Goal, Report};
 use crate::data::{SimConfig, Split, simulator};
-use crate::eval::{DIAGNOSTIC_REQUESTS, generator_rankings, reward_diagnostics, utility_metrics};
+use crate::eval::{diagnostic_probe, generator_rankings, reward_diagnostics, utility_metrics};
 use crate::train::Reward;
 
 /// Exploration shares of the logging study.
@@ -77,8 +77,7 @@ pub fn run_logging_study(
             let seed = 1000 * s as u64;
             let dir = options.runs.join(format!("main/seed-{s}"));
             let (reward, _, reward_config) = runner.reward(base, s)?;
-            let valid = dataset.split(Split::Valid);
-            let probe = &valid[..valid.len().min(DIAGNOSTIC_REQUESTS)];
+            let probe = diagnostic_probe(dataset.split(Split::Valid));
             let quality = reward_diagnostics(&reward, &dataset, probe, 128, seed, device)?;
             let learned = Reward::from(reward);
             let key = serde_json::json!(reward_config);

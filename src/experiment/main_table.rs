@@ -19,10 +19,10 @@ use super::{Column, Goal, Report};
 use crate::data::simulator::Optimum;
 use crate::data::{Dataset, Split};
 use crate::eval::{
-    DIAGNOSTIC_REQUESTS, GroupDiagnostics, ListSource, Picker, Proposer, Ranking,
-    RewardDiagnostics, SimplePolicy, best_of_rankings, generator_ladder, generator_rankings,
-    group_diagnostics, mean_reward, optimal_lists, optimum_rankings, pointwise_rankings,
-    reward_diagnostics, reward_quality, score_rankings, utility_metrics,
+    GroupDiagnostics, ListSource, Picker, Proposer, Ranking, RewardDiagnostics, SimplePolicy,
+    best_of_rankings, diagnostic_probe, generator_ladder, generator_rankings, group_diagnostics,
+    mean_reward, optimal_lists, optimum_rankings, pointwise_rankings, reward_diagnostics,
+    reward_quality, score_rankings, utility_metrics,
 };
 use crate::files::{load_json, save_json};
 use crate::model::{Decode, Generator, Pointwise, RewardKind, RewardModel};
@@ -493,7 +493,7 @@ pub fn run_main(
         let valid = dataset.split(Split::Valid);
         let quality = reward_quality(&reward, dataset, valid, 256, device)?;
         reward_auc.push(Some(quality.auc));
-        let probe = &valid[..valid.len().min(DIAGNOSTIC_REQUESTS)];
+        let probe = diagnostic_probe(valid);
         diagnostics.push(reward_diagnostics(
             &reward, dataset, probe, 128, seed, device,
         )?);

@@ -18,8 +18,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::checkpoint::{self, RunState};
 use crate::data::{Dataset, Split};
 use crate::eval::{
-    DIAGNOSTIC_REQUESTS, Metrics, generator_rankings, mean_reward, mean_utility,
-    pointwise_rankings, reward_diagnostics, reward_quality, score_rankings,
+    Metrics, diagnostic_probe, generator_rankings, logged_beats_random, mean_reward, mean_utility,
+    pointwise_rankings, reward_quality, score_rankings,
 };
 use crate::files::{load_json, save_json, write_bytes};
 use crate::model::{Generator, Pointwise, RewardModel};
@@ -266,14 +266,17 @@ pub fn fit_reward(
             let quality =
                 reward_quality(&model, dataset, dataset.split(check), 256, &options.device)?;
             let objective = quality.objective(config.listwise, config.imitation);
-            // Measured only where it selects: on the simulator the diagnostics also solve each
-            // request's exact optimum.
+            // Measured only where it selects.
             let beats = if config.select == RewardSelection::LoggedOverRandom {
-                let requests = dataset.split(check);
-                let requests = &requests[..requests.len().min(DIAGNOSTIC_REQUESTS)];
-                let diagnostics =
-                    reward_diagnostics(&model, dataset, requests, 128, 0, &options.device)?;
-                Some(diagnostics.logged_beats_random)
+                let requests = diagnostic_probe(dataset.split(check));
+                Some(logged_beats_random(
+                    &model,
+                    dataset,
+                    requests,
+                    128,
+                    0,
+                    &options.device,
+                )?)
             } else {
                 None
             };
