@@ -219,7 +219,7 @@ struct ExperimentArgs {
     /// Seeds [default: 3, or 2 with --smoke].
     #[arg(long)]
     seeds: Option<usize>,
-    /// GoalRank and supervised-only generator steps [default: 500, or 4 with --smoke].
+    /// GoalRank and supervised-only generator steps [default: 1000, or 4 with --smoke].
     #[arg(long)]
     steps: Option<usize>,
     /// Steps of the exact-reward (oracle) GoalRank rows on the simulator [default: 2000, or 4

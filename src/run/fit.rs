@@ -266,27 +266,20 @@ pub fn fit_reward(
             let quality =
                 reward_quality(&model, dataset, dataset.split(check), 256, &options.device)?;
             let objective = quality.objective(config.listwise, config.imitation);
-            // Measured only where it selects.
-            let beats = if config.select == RewardSelection::LoggedOverRandom {
-                let requests = diagnostic_probe(dataset.split(check));
-                Some(logged_beats_random(
-                    &model,
-                    dataset,
-                    requests,
-                    128,
-                    0,
-                    &options.device,
-                )?)
-            } else {
-                None
+            // R(logged) > R(random) is measured only where it selects.
+            let (value, beats) = match config.select {
+                RewardSelection::LogLoss => (quality.log_loss, None),
+                RewardSelection::Objective => (objective, None),
+                RewardSelection::LoggedOverRandom => {
+                    let requests = diagnostic_probe(dataset.split(check));
+                    let beats =
+                        logged_beats_random(&model, dataset, requests, 128, 0, &options.device)?;
+                    (1.0 - beats, Some(beats))
+                }
             };
             Ok(Checked {
                 model,
-                value: match config.select {
-                    RewardSelection::LogLoss => quality.log_loss,
-                    RewardSelection::Objective => objective,
-                    RewardSelection::LoggedOverRandom => 1.0 - beats.unwrap_or(0.0),
-                },
+                value,
                 log: {
                     let mut log = serde_json::json!(quality);
                     log["objective"] = serde_json::json!(objective);
