@@ -31,6 +31,11 @@ fn shipped_model_samples_a_group_whose_reference_policy_sums_to_one() {
         goalrank::experiment::MainExperimentConfig::new().logged_w_ref,
         "live training on logged data takes experiment main's logged-data w_ref"
     );
+    assert_eq!(
+        app.settings.live.group_size,
+        goalrank::experiment::MainExperimentConfig::new().logged_group_size,
+        "and its logged-data group size"
+    );
     assert!(
         app.models.generator.is_some(),
         "the shipped generator loads"

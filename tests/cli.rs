@@ -420,7 +420,12 @@ fn experiment_main_writes_every_method_and_reuses_finished_runs() {
         "{md}"
     );
     assert!(
-        md.contains(&format!("w {} (its own choice", main.logged_pg_w_ref)),
+        md.contains(&format!("w {} (both its own choice", main.logged_pg_w_ref)),
+        "{md}"
+    );
+    assert_ne!(main.logged_group_size, main.group_size);
+    assert!(
+        md.contains(&format!("GoalRank: K {}, τ", main.logged_group_size)),
         "{md}"
     );
     // Two seeds per row, and every H@6 mean is a fraction.

@@ -35,16 +35,24 @@ pub struct LiveSettings {
 }
 
 impl LiveSettings {
-    /// Sets `w_ref` to experiment main's value for `dataset`'s kind of data (simulated or
-    /// logged: the pull that suits one is too strong or too weak for the other), unless it has
-    /// been changed from either default.
+    /// Sets `w_ref` and the group size to experiment main's values for `dataset`'s kind of data
+    /// (simulated or logged: the pull that suits one is too strong or too weak for the other),
+    /// each unless it has been changed from either default.
     pub fn follow_data(&mut self, dataset: &crate::data::Dataset) {
         let main = crate::experiment::MainExperimentConfig::new();
+        let simulated = dataset.world.is_some();
         if self.w_ref == main.w_ref || self.w_ref == main.logged_w_ref {
-            self.w_ref = if dataset.world.is_some() {
+            self.w_ref = if simulated {
                 main.w_ref
             } else {
                 main.logged_w_ref
+            };
+        }
+        if self.group_size == main.group_size || self.group_size == main.logged_group_size {
+            self.group_size = if simulated {
+                main.group_size
+            } else {
+                main.logged_group_size
             };
         }
     }
