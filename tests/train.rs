@@ -118,6 +118,35 @@ fn a_few_goalrank_steps_raise_the_mean_group_reward() {
     }
 }
 
+/// With one sampled list beside the logged one, the z-scores are ±1, so π_ref gives the logged
+/// list σ(2) when it has the higher reward and σ(−2) otherwise: the two logged statistics must
+/// agree with each other, and disappear without the logged list.
+#[test]
+fn the_step_reports_the_logged_lists_weight_and_how_often_it_is_best() {
+    let dataset = dataset();
+    let device = Device::flex();
+    let reward = RewardTrainer::new(&dataset, Split::Train, &tiny_reward(), &device).model();
+    let config = tiny_goalrank().with_group_size(1).with_tau(1.0);
+    let mut trainer = GoalRankTrainer::new(&dataset, reward.clone(), config.clone(), &device);
+    let (high, low) = (1.0 / (1.0 + (-2.0f32).exp()), 1.0 / (1.0 + 2.0f32.exp()));
+    for _ in 0..3 {
+        let record = trainer.step().unwrap();
+        let weight = record.ref_logged.expect("the logged list is in the group");
+        let best = record.logged_best.expect("the logged list is in the group");
+        assert!((0.0..=1.0).contains(&best), "share {best}");
+        let expected = best * high + (1.0 - best) * low;
+        assert!(
+            (weight - expected).abs() < 1e-3,
+            "π_ref(logged) {weight}, expected {expected} from a best share of {best}"
+        );
+    }
+    let without = tiny_goalrank().with_include_logged(false);
+    let mut trainer = GoalRankTrainer::new(&dataset, reward, without, &device);
+    let record = trainer.step().unwrap();
+    assert_eq!((record.ref_logged, record.logged_best), (None, None));
+    assert!(record.ref_entropy.is_some());
+}
+
 /// Burn 0.22.1's own gradient all-reduce (`DistributedOps`, behind `DistributedContext` and
 /// `Tensor::set_distributed`) is implemented for CUDA only: starting it for CPU devices
 /// panics. So goalrank's data-parallel step sums its replicas' gradients with

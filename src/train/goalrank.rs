@@ -244,6 +244,11 @@ pub struct StepRecord {
     pub reward_best: Option<f32>,
     /// Mean entropy of π_ref (ln K when all rewards tie).
     pub ref_entropy: Option<f32>,
+    /// Mean weight π_ref gives the logged list; `None` without it in the group.
+    pub ref_logged: Option<f32>,
+    /// Share of requests whose logged list has the group's highest reward (ties count);
+    /// `None` without it in the group.
+    pub logged_best: Option<f32>,
     pub seconds: f64,
     /// Time per phase of the step, when profiling is on ([`GoalRankTrainer::set_profile`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -468,13 +473,21 @@ impl<'a> GoalRankTrainer<'a> {
             //    list's log-likelihood is weighted by in the loss.
             let advantages = group::z_scores(seen);
             let pi_ref = group::softmax_policy(advantages.clone(), config.tau);
-            let sampled = rewards.slice([0..b, 0..config.group_size]);
+            let sampled = rewards.clone().slice([0..b, 0..config.group_size]);
             statistics.extend([
                 sampled.clone().mean(),
                 group::std(sampled.clone()).mean(),
-                sampled.max_dim(1).mean(),
+                sampled.clone().max_dim(1).mean(),
                 group::entropy(pi_ref.clone()),
             ]);
+            if config.include_logged {
+                // # Shapes: the logged list is the group's last column, `[B, 1]`.
+                let logged = rewards.slice([0..b, config.group_size..k]);
+                statistics.extend([
+                    pi_ref.clone().slice([0..b, config.group_size..k]).mean(),
+                    logged.greater_equal(sampled.max_dim(1)).float().mean(),
+                ]);
+            }
             group_weights = Some(match config.objective {
                 Objective::Reference => pi_ref,
                 Objective::PolicyGradient => advantages,
@@ -537,6 +550,8 @@ impl<'a> GoalRankTrainer<'a> {
             reward_std: terms.statistics.get(1).copied(),
             reward_best: terms.statistics.get(2).copied(),
             ref_entropy: terms.statistics.get(3).copied(),
+            ref_logged: terms.statistics.get(4).copied(),
+            logged_best: terms.statistics.get(5).copied(),
             seconds: start.elapsed().as_secs_f64(),
             phases: timer.finish(),
         })
@@ -757,7 +772,8 @@ struct Terms {
     loss: f32,
     loss_sup: f32,
     loss_ref: Option<f32>,
-    /// The group's mean, std and best reward and π_ref's entropy (empty without a group).
+    /// The group's mean, std and best reward, π_ref's entropy and, with the logged list in
+    /// the group, its π_ref weight and how often it is best (empty without a group).
     statistics: Vec<f32>,
 }
 
