@@ -100,10 +100,10 @@ pub struct MainExperimentConfig {
     /// 0.4041.
     #[config(default = 1.0)]
     pub logged_pg_w_ref: f32,
-    /// `group_size` on logged data (GoalRank's and the policy gradient's groups), chosen on
-    /// ml-latest-small validation at 1,000 steps: best N@6 on seeds 0 / 1 / 2 was 0.5396 /
-    /// 0.5449 / 0.5461 for K 2, 0.5387 / 0.5446 / 0.5333 for K 4 and 0.5245 / 0.5325 / 0.5039
-    /// for K 20 (supervised-only: 0.5243 / 0.5363 / 0.5213).
+    /// GoalRank's `group_size` on logged data (the policy gradient's is
+    /// `logged_pg_group_size`), chosen on ml-latest-small validation at 1,000 steps: best N@6
+    /// on seeds 0 / 1 / 2 was 0.5396 / 0.5449 / 0.5461 for K 2, 0.5387 / 0.5446 / 0.5333 for
+    /// K 4 and 0.5245 / 0.5325 / 0.5039 for K 20 (supervised-only: 0.5243 / 0.5363 / 0.5213).
     #[config(default = 2)]
     pub logged_group_size: usize,
     /// `pg_group_size` on logged data, chosen the same way for the policy gradient (seed 0):
