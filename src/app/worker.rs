@@ -41,20 +41,20 @@ impl LiveSettings {
     pub fn follow_data(&mut self, dataset: &crate::data::Dataset) {
         let main = crate::experiment::MainExperimentConfig::new();
         let simulated = dataset.world.is_some();
-        if self.w_ref == main.w_ref || self.w_ref == main.logged_w_ref {
-            self.w_ref = if simulated {
-                main.w_ref
-            } else {
-                main.logged_w_ref
-            };
-        }
-        if self.group_size == main.group_size || self.group_size == main.logged_group_size {
-            self.group_size = if simulated {
-                main.group_size
-            } else {
-                main.logged_group_size
-            };
-        }
+        follow(&mut self.w_ref, main.w_ref, main.logged_w_ref, simulated);
+        follow(
+            &mut self.group_size,
+            main.group_size,
+            main.logged_group_size,
+            simulated,
+        );
+    }
+}
+
+/// Sets `value` to the default for simulated or logged data, unless the user moved it off both.
+fn follow<T: PartialEq + Copy>(value: &mut T, simulated: T, logged: T, is_simulated: bool) {
+    if *value == simulated || *value == logged {
+        *value = if is_simulated { simulated } else { logged };
     }
 }
 

@@ -182,9 +182,7 @@ impl MainExperimentConfig {
         self.pointwise(0, 0).validate()?;
         self.pointwise(self.prm_layers, 0).validate()?;
         self.goalrank(self.w_ref, 0).validate()?;
-        self.goalrank(self.pg_w_ref, 0)
-            .with_group_size(self.pg_group_size)
-            .validate()
+        self.policy_gradient(0).validate()
     }
 
     /// The settings for logged data, where no exact utility can choose them: GoalRank's and the
@@ -226,6 +224,13 @@ impl MainExperimentConfig {
             .with_sampling(self.sampling)
             .with_learning_rate(self.learning_rate)
             .with_seed(7 + seed)
+    }
+
+    /// The policy-gradient row's settings: GoalRank's, with its own weight, K and objective.
+    pub(crate) fn policy_gradient(&self, seed: u64) -> GoalRankConfig {
+        self.goalrank(self.pg_w_ref, seed)
+            .with_group_size(self.pg_group_size)
+            .with_objective(Objective::PolicyGradient)
     }
 }
 
@@ -560,10 +565,7 @@ pub fn run_main(
         )?;
         let (pg, pg_s) = generator(
             "policy-gradient",
-            config
-                .goalrank(config.pg_w_ref, seed)
-                .with_group_size(config.pg_group_size)
-                .with_objective(Objective::PolicyGradient),
+            config.policy_gradient(seed),
             &learned,
             &reward_key,
         )?;
