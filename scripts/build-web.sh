@@ -26,9 +26,15 @@ if [ ! -x web/node_modules/.bin/wasm-opt ]; then
 fi
 
 cargo build --locked --profile web --target wasm32-unknown-unknown --bin goalrank
+wasm="$target_dir/wasm32-unknown-unknown/web/goalrank.wasm"
+# A wasm binary with `main` is linked as a command: unless `main` runs the static constructors
+# itself (src/main.rs), the linker wraps every export so that each call from JS re-runs them all.
+if grep -q -a 'command_export' "$wasm"; then
+  echo "error: $wasm: exports are wrapped to re-run static constructors (see src/main.rs)" >&2
+  exit 1
+fi
 mkdir -p "$out"
-wasm-bindgen --target web --no-typescript --out-dir "$out" --out-name goalrank \
-  "$target_dir/wasm32-unknown-unknown/web/goalrank.wasm"
+wasm-bindgen --target web --no-typescript --out-dir "$out" --out-name goalrank "$wasm"
 web/node_modules/.bin/wasm-opt -Oz \
   --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
   --enable-mutable-globals --enable-reference-types --enable-multivalue \
