@@ -1,10 +1,11 @@
-//! wgpu smoke test: the same reward-model steps on Vulkan (Mesa's software driver in CI) and on
-//! the CPU give the same losses, and the fused WGSL decoder step agrees with its tensor-op twin.
+//! wgpu smoke tests: the same reward-model steps on Vulkan (Mesa's software driver in CI) and on
+//! the CPU give the same losses, the fused WGSL decoder step agrees with its tensor-op twin, and
+//! `bench` counts a training step's kernel launches by phase and by kernel.
 //!
 //! Without a Vulkan adapter it reports itself skipped, unless `GOALRANK_REQUIRE_WGPU` is set
 //! (as `.ci/run` sets it).
 //!
-//! It runs `goalrank check-device` in a child process: a wgpu device created in a test thread
+//! They run `goalrank` in a child process: a wgpu device created in a test thread
 //! crashed the test binary at exit (SIGSEGV after all tests passed) on Mesa's lavapipe, while
 //! the command line exits cleanly.
 
@@ -12,13 +13,16 @@ use std::process::Command;
 
 use crate::common::fixture;
 
-#[test]
-fn wgpu_and_flex_give_the_same_losses() {
+/// Runs `goalrank ARGS` (a command that needs a Vulkan adapter) and returns its JSON output, or
+/// `None` where there is no adapter and `GOALRANK_REQUIRE_WGPU` is not set (the test is then
+/// skipped, and says so).
+fn run_on_vulkan(test: &str, args: &[&str]) -> Option<serde_json::Value> {
     let artifacts = tempfile::tempdir().expect("tempdir");
     let data = fixture("ml-latest-tiny");
     let run = || {
         Command::new(env!("CARGO_BIN_EXE_goalrank"))
-            .args(["check-device", "--candidates", "15", "--data"])
+            .args(args)
+            .args(["--candidates", "15", "--data"])
             .arg(&data)
             .arg("--artifacts")
             .arg(artifacts.path())
@@ -34,7 +38,8 @@ fn wgpu_and_flex_give_the_same_losses() {
             break;
         }
         eprintln!(
-            "check-device ended by a signal ({:?}); retrying:\n{}",
+            "{} ended by a signal ({:?}); retrying:\n{}",
+            args[0],
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
@@ -48,19 +53,27 @@ fn wgpu_and_flex_give_the_same_losses() {
         && std::env::var_os("GOALRANK_REQUIRE_WGPU").is_none()
     {
         eprintln!(
-            "skipped: wgpu_and_flex_give_the_same_losses needs a Vulkan adapter; install one \
-             (apt-get install mesa-vulkan-drivers) to run it, or set GOALRANK_REQUIRE_WGPU=1 to \
-             make its absence a failure"
+            "skipped: {test} needs a Vulkan adapter; install one (apt-get install \
+             mesa-vulkan-drivers) to run it, or set GOALRANK_REQUIRE_WGPU=1 to make its absence \
+             a failure"
         );
-        return;
+        return None;
     }
     assert!(
         out.status.success(),
-        "check-device failed ({:?}); without a Vulkan adapter install one, e.g. \
+        "{} failed ({:?}); without a Vulkan adapter install one, e.g. \
          `apt-get install mesa-vulkan-drivers` (as .ci/run does):\n{stderr}",
+        args[0],
         out.status
     );
-    let check: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    Some(serde_json::from_slice(&out.stdout).expect("json"))
+}
+
+#[test]
+fn wgpu_and_flex_give_the_same_losses() {
+    let Some(check) = run_on_vulkan("wgpu_and_flex_give_the_same_losses", &["check-device"]) else {
+        return;
+    };
     let reference = check["reference"].as_array().expect("losses");
     assert_eq!(reference.len(), 2);
     assert!(
@@ -75,4 +88,52 @@ fn wgpu_and_flex_give_the_same_losses() {
     assert_eq!(kernels["different_picks"], 0, "{kernels}");
     assert!(kernels["max_log_prob_difference"].as_f64().expect("diff") <= 1e-4);
     assert_eq!(kernels["max_chosen_difference"], 0.0, "{kernels}");
+}
+
+#[test]
+fn bench_counts_a_training_steps_launches_by_phase_and_by_kernel() {
+    let Some(rows) = run_on_vulkan(
+        "bench_counts_a_training_steps_launches_by_phase_and_by_kernel",
+        &[
+            "bench",
+            "--device",
+            "wgpu",
+            "--profile",
+            "--json",
+            "--batch-size",
+            "4",
+            "--d-model",
+            "16",
+            "--layers",
+            "1",
+            "--group-size",
+            "2",
+            "--steps",
+            "1",
+            "--latency-requests",
+            "1",
+        ],
+    ) else {
+        return;
+    };
+    let row = &rows[0];
+    let per_step = row["train_launches_per_step"].as_f64().expect("launches");
+    assert!(per_step > 0.0, "{row}");
+    // One timed step: its phases and its kernels each account for every launch of the step.
+    let phases = row["phases"].as_array().expect("phases");
+    let by_phase: u64 = phases
+        .iter()
+        .map(|p| p["launches"].as_u64().expect("n"))
+        .sum();
+    assert_eq!(by_phase as f64, per_step, "{phases:?}");
+    for phase in ["encode", "backward"] {
+        let p = phases.iter().find(|p| p["name"] == phase).expect(phase);
+        assert!(p["launches"].as_u64() > Some(0), "{p}");
+    }
+    let kernels = row["train_kernels"].as_array().expect("kernels");
+    let by_kernel: u64 = kernels
+        .iter()
+        .map(|k| k["launches"].as_u64().expect("n"))
+        .sum();
+    assert_eq!(by_kernel as f64, per_step, "{kernels:?}");
 }

@@ -14,7 +14,9 @@ use crate::Result;
 use crate::data::{Dataset, Request};
 use crate::eval::generator_rankings;
 use crate::model::{RewardModel, read_backs};
-use crate::train::{GoalRankConfig, GoalRankTrainer, Phase, RewardTrainingConfig};
+use crate::train::{
+    GoalRankConfig, GoalRankTrainer, KernelCount, Launches, Phase, RewardTrainingConfig,
+};
 
 /// What `goalrank bench` measures and on how much.
 #[derive(Clone, Debug)]
@@ -50,16 +52,13 @@ pub struct BenchRow {
     /// The kernels a greedy batch launched, by name, most launched first (empty on the CPU).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub greedy_kernels: Vec<KernelCount>,
+    /// The kernels the timed training steps launched together (`train_steps` of them), by
+    /// name, most launched first (empty on the CPU).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub train_kernels: Vec<KernelCount>,
     /// Mean time per phase of a training step, when profiled.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub phases: Vec<Phase>,
-}
-
-/// How many times one kernel was launched.
-#[derive(Clone, Debug, Serialize)]
-pub struct KernelCount {
-    pub kernel: String,
-    pub launches: u64,
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -99,22 +98,29 @@ pub fn bench_device(
     trainer.set_profile(options.profile);
     let steps = options.train_steps.max(1);
     let mut phases: Vec<Phase> = Vec::new();
-    let launches = Launches::observe();
-    let counts = Counts::start(device, &launches);
+    let _launches = Launches::observe();
+    let counts = Counts::start(device);
+    let before = Launches::by_kernel();
     let start = Instant::now();
     for _ in 0..steps {
         let record = trainer.step()?;
         for (i, phase) in record.phases.into_iter().enumerate() {
             match phases.get_mut(i) {
-                Some(total) => total.ms += phase.ms,
+                Some(total) => {
+                    total.ms += phase.ms;
+                    total.launches += phase.launches;
+                }
                 None => phases.push(phase),
             }
         }
     }
-    let (train_launches, train_read_backs) = counts.finish(device, &launches);
+    let (train_launches, train_read_backs) = counts.finish(device);
+    let train_kernels = Launches::since(&before);
     let train_step_ms = start.elapsed().as_secs_f64() * 1e3 / steps as f64;
+    // Means per step (launches rounded down).
     for phase in &mut phases {
         phase.ms /= steps as f64;
+        phase.launches /= steps as u64;
     }
 
     let model = trainer.model();
@@ -125,13 +131,13 @@ pub fn bench_device(
         .cloned()
         .collect();
     generator_rankings(&model, dataset, &batch, batch.len(), device)?;
-    let counts = Counts::start(device, &launches);
-    let before = launches.by_kernel();
+    let counts = Counts::start(device);
+    let before = Launches::by_kernel();
     let start = Instant::now();
     generator_rankings(&model, dataset, &batch, batch.len(), device)?;
     let greedy_batch_ms = start.elapsed().as_secs_f64() * 1e3;
-    let (greedy_launches, greedy_read_backs) = counts.finish(device, &launches);
-    let greedy_kernels = launches.since(&before);
+    let (greedy_launches, greedy_read_backs) = counts.finish(device);
+    let greedy_kernels = Launches::since(&before);
 
     let mut latencies = Vec::with_capacity(options.latency_requests);
     for (i, request) in dataset
@@ -164,63 +170,9 @@ pub fn bench_device(
         train_read_backs_per_step: train_read_backs as f64 / steps as f64,
         greedy_read_backs,
         greedy_kernels,
+        train_kernels,
         phases,
     })
-}
-
-/// Counts GPU kernel launches with CubeCL's process-wide launch observer while it lives (on
-/// native builds; the browser build counts none).
-struct Launches {
-    count: std::sync::Arc<LaunchCount>,
-    #[cfg(not(target_arch = "wasm32"))]
-    _observation: cubecl_runtime::logging::LaunchObservation,
-}
-
-/// Launches by kernel name.
-#[derive(Default)]
-struct LaunchCount(std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>);
-
-#[cfg(not(target_arch = "wasm32"))]
-impl cubecl_runtime::logging::LaunchObserver for LaunchCount {
-    fn launched(&self, kernel: &'static str) {
-        if let Ok(mut names) = self.0.lock() {
-            *names.entry(kernel).or_default() += 1;
-        }
-    }
-}
-
-impl Launches {
-    fn observe() -> Self {
-        let count = std::sync::Arc::new(LaunchCount::default());
-        Self {
-            #[cfg(not(target_arch = "wasm32"))]
-            _observation: cubecl_runtime::logging::LaunchObservation::new(count.clone()),
-            count,
-        }
-    }
-
-    fn now(&self) -> u64 {
-        self.count.0.lock().map(|n| n.values().sum()).unwrap_or(0)
-    }
-
-    fn by_kernel(&self) -> std::collections::BTreeMap<&'static str, u64> {
-        self.count.0.lock().map(|n| n.clone()).unwrap_or_default()
-    }
-
-    /// Launches by kernel since `before` (a [`Launches::by_kernel`]), most launched first.
-    fn since(&self, before: &std::collections::BTreeMap<&'static str, u64>) -> Vec<KernelCount> {
-        let mut counts: Vec<KernelCount> = self
-            .by_kernel()
-            .into_iter()
-            .map(|(kernel, n)| KernelCount {
-                kernel: kernel.to_string(),
-                launches: n - before.get(kernel).copied().unwrap_or(0),
-            })
-            .filter(|c| c.launches > 0)
-            .collect();
-        counts.sort_by(|a, b| b.launches.cmp(&a.launches).then(a.kernel.cmp(&b.kernel)));
-        counts
-    }
 }
 
 /// Launches and read-backs from `start` to `finish`, each taken once the device has finished
@@ -231,18 +183,18 @@ struct Counts {
 }
 
 impl Counts {
-    fn start(device: &Device, launches: &Launches) -> Self {
+    fn start(device: &Device) -> Self {
         let _ = device.sync();
         Self {
-            launches: launches.now(),
+            launches: Launches::total(),
             read_backs: read_backs(),
         }
     }
 
-    fn finish(self, device: &Device, launches: &Launches) -> (u64, u64) {
+    fn finish(self, device: &Device) -> (u64, u64) {
         let _ = device.sync();
         (
-            launches.now() - self.launches,
+            Launches::total() - self.launches,
             read_backs() - self.read_backs,
         )
     }
@@ -344,11 +296,29 @@ pub fn bench_table(
             );
         }
     }
-    for r in rows.iter().filter(|r| !r.phases.is_empty()) {
+    for r in rows.iter().filter(|r| !r.train_kernels.is_empty()) {
         let _ = write!(
             out,
-            "\n\ntraining step on {}, ms per phase (mean of {}):",
+            "\n\nkernels of a training step on {} (mean of {}):",
             r.device, options.train_steps
+        );
+        for k in &r.train_kernels {
+            let _ = write!(
+                out,
+                "\n  {:>7.1}  {}",
+                k.launches as f64 / options.train_steps.max(1) as f64,
+                short_kernel_name(&k.kernel)
+            );
+        }
+    }
+    for r in rows.iter().filter(|r| !r.phases.is_empty()) {
+        let launches = r.phases.iter().any(|p| p.launches > 0);
+        let _ = write!(
+            out,
+            "\n\ntraining step on {}, ms per phase (mean of {}){}:",
+            r.device,
+            options.train_steps,
+            if launches { " and kernel launches" } else { "" }
         );
         for phase in &r.phases {
             let _ = write!(
@@ -358,6 +328,9 @@ pub fn bench_table(
                 phase.ms,
                 100.0 * phase.ms / r.train_step_ms
             );
+            if launches {
+                let _ = write!(out, " {:>7}", phase.launches);
+            }
         }
     }
     out

@@ -12,7 +12,7 @@ mod sampler;
 
 pub use goalrank::{GoalRankConfig, GoalRankTrainer, GroupSampling, Objective, Reward, StepRecord};
 pub use pointwise::{PointwiseTrainer, PointwiseTrainingConfig};
-pub use profile::Phase;
+pub use profile::{KernelCount, Launches, Phase};
 pub use reward::{
     RewardRecord, RewardSelection, RewardTrainer, RewardTrainingConfig, bce_with_logits,
     bce_with_probs, imitation_loss, listwise_loss,

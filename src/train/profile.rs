@@ -1,22 +1,95 @@
 //! Where a training step's time goes: wall-clock per phase, with the device synchronised at each
-//! boundary so that queued work is charged to the phase that queued it. Off by default (a
-//! synchronisation stalls a GPU's queue); `goalrank bench --profile` turns it on.
+//! boundary so that queued work is charged to the phase that queued it, and the GPU kernels each
+//! phase launched. Off by default (a synchronisation stalls a GPU's queue); `goalrank bench
+//! --profile` turns it on.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use burn::tensor::Device;
 use serde::Serialize;
 use web_time::Instant;
 
-/// Time spent in one phase of a step.
+/// Time spent in one phase of a step, and the GPU kernels it launched (0 where none were seen:
+/// on the CPU, or with no [`Launches`] observing).
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Phase {
     pub name: &'static str,
     pub ms: f64,
+    pub launches: u64,
+}
+
+/// GPU kernel launches by kernel name, counted while a [`Launches`] lives.
+static LAUNCHED: Mutex<BTreeMap<&'static str, u64>> = Mutex::new(BTreeMap::new());
+
+/// Counts GPU kernel launches through CubeCL's process-wide launch observer while it lives
+/// (native builds; the browser build counts none). The observer sees every launch after Burn's
+/// fusion.
+pub struct Launches {
+    #[cfg(not(target_arch = "wasm32"))]
+    _observation: cubecl_runtime::logging::LaunchObservation,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+struct Observer;
+
+#[cfg(not(target_arch = "wasm32"))]
+impl cubecl_runtime::logging::LaunchObserver for Observer {
+    fn launched(&self, kernel: &'static str) {
+        if let Ok(mut names) = LAUNCHED.lock() {
+            *names.entry(kernel).or_default() += 1;
+        }
+    }
+}
+
+/// How many times one kernel was launched.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelCount {
+    pub kernel: String,
+    pub launches: u64,
+}
+
+impl Launches {
+    /// Starts counting.
+    pub fn observe() -> Self {
+        Self {
+            #[cfg(not(target_arch = "wasm32"))]
+            _observation: cubecl_runtime::logging::LaunchObservation::new(std::sync::Arc::new(
+                Observer,
+            )),
+        }
+    }
+
+    /// All launches counted so far.
+    pub fn total() -> u64 {
+        LAUNCHED.lock().map(|n| n.values().sum()).unwrap_or(0)
+    }
+
+    /// Launches counted so far, by kernel.
+    pub fn by_kernel() -> BTreeMap<&'static str, u64> {
+        LAUNCHED.lock().map(|n| n.clone()).unwrap_or_default()
+    }
+
+    /// Launches by kernel since `before` (a [`Launches::by_kernel`]), most launched first.
+    pub fn since(before: &BTreeMap<&'static str, u64>) -> Vec<KernelCount> {
+        let mut counts: Vec<KernelCount> = Self::by_kernel()
+            .into_iter()
+            .map(|(kernel, n)| KernelCount {
+                kernel: kernel.to_string(),
+                launches: n - before.get(kernel).copied().unwrap_or(0),
+            })
+            .filter(|c| c.launches > 0)
+            .collect();
+        counts.sort_by(|a, b| b.launches.cmp(&a.launches).then(a.kernel.cmp(&b.kernel)));
+        counts
+    }
 }
 
 /// Marks phase boundaries; does nothing unless built with a device.
 pub(crate) struct PhaseTimer {
     device: Option<Device>,
     last: Instant,
+    launched: u64,
     phases: Vec<Phase>,
 }
 
@@ -30,11 +103,13 @@ impl PhaseTimer {
         Self {
             device: device.cloned(),
             last: Instant::now(),
+            launched: Launches::total(),
             phases: Vec::new(),
         }
     }
 
-    /// Ends the phase `name`: waits for the device, then charges the time since the last mark.
+    /// Ends the phase `name`: waits for the device, then charges the time and the launches
+    /// since the last mark.
     pub(crate) fn mark(&mut self, name: &'static str) {
         let Some(device) = &self.device else {
             return;
@@ -42,11 +117,14 @@ impl PhaseTimer {
         // A failed sync surfaces at the step's next read-back; timing goes on.
         let _ = device.sync();
         let now = Instant::now();
+        let launched = Launches::total();
         self.phases.push(Phase {
             name,
             ms: (now - self.last).as_secs_f64() * 1e3,
+            launches: launched - self.launched,
         });
         self.last = now;
+        self.launched = launched;
     }
 
     pub(crate) fn finish(self) -> Vec<Phase> {
