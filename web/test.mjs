@@ -10,10 +10,11 @@
 //                                       (the start before the CPU-first warm-up), timed the same way
 
 import { chromium } from "playwright-core";
-import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+
+import { serve } from "./serve.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const site = path.resolve(root, process.argv[2] ?? "site");
@@ -23,23 +24,6 @@ const TRAIN_STEPS = 3;
 // Small steps: on SwiftShader (software WebGPU, 2 cores) one such step takes 5–15 s and the
 // first one, which compiles and tunes the kernels, 70–110 s.
 const TRAIN_COMMAND = `train ${TRAIN_STEPS} batch=8 group=4`;
-
-const types = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm" };
-
-function serve(dir) {
-  const server = http.createServer((req, res) => {
-    const name = decodeURIComponent(new URL(req.url, "http://x").pathname);
-    const file = path.join(dir, name === "/" ? "index.html" : name);
-    if (!file.startsWith(dir) || !fs.existsSync(file) || !fs.statSync(file).isFile()) {
-      res.writeHead(404);
-      res.end();
-      return;
-    }
-    res.writeHead(200, { "content-type": types[path.extname(file)] ?? "application/octet-stream" });
-    fs.createReadStream(file).pipe(res);
-  });
-  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(server)));
-}
 
 function check(condition, message) {
   if (!condition) throw new Error(message);
@@ -136,6 +120,13 @@ async function run(url, webgpu) {
       `${mode}: first list on "${first.s.backend}"`,
     );
     check(first.s.warmup.preparing === warmed, `${mode}: warm-up state ${JSON.stringify(first.s.warmup)}`);
+    // What one call from JS into the module costs (the page makes thousands per WebGPU step).
+    const callMs = await page.evaluate(() => {
+      const start = performance.now();
+      for (let i = 0; i < 200; i++) window.goalrank.state();
+      return (performance.now() - start) / 200;
+    });
+    console.log(`${mode}: one call into the module (goalrank.state()) takes ${callMs.toFixed(3)} ms`);
     if (warmupOff) {
       const frames = await page.evaluate(() => window.__frames);
       const gap = longestGap(frames);
