@@ -2,7 +2,7 @@
 //! the CPU give the same losses, the fused WGSL decoder step agrees with its tensor-op twin, and
 //! `bench` counts a training step's kernel launches by phase and by kernel.
 //!
-//! Without a Vulkan adapter it reports itself skipped, unless `GOALRANK_REQUIRE_WGPU` is set
+//! Without a Vulkan adapter each reports itself skipped, unless `GOALRANK_REQUIRE_WGPU` is set
 //! (as `.ci/run` sets it).
 //!
 //! They run `goalrank` in a child process: a wgpu device created in a test thread
