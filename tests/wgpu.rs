@@ -120,20 +120,23 @@ fn bench_counts_a_training_steps_launches_by_phase_and_by_kernel() {
     let per_step = row["train_launches_per_step"].as_f64().expect("launches");
     assert!(per_step > 0.0, "{row}");
     // One timed step: its phases and its kernels each account for every launch of the step.
-    let phases = row["phases"].as_array().expect("phases");
-    let by_phase: u64 = phases
-        .iter()
-        .map(|p| p["launches"].as_u64().expect("n"))
-        .sum();
-    assert_eq!(by_phase as f64, per_step, "{phases:?}");
+    let launches = |items: &serde_json::Value| -> f64 {
+        let items = items.as_array().expect("a list");
+        items
+            .iter()
+            .map(|i| i["launches"].as_u64().expect("n"))
+            .sum::<u64>() as f64
+    };
+    assert_eq!(launches(&row["phases"]), per_step, "{}", row["phases"]);
     for phase in ["encode", "backward"] {
+        let phases = row["phases"].as_array().expect("phases");
         let p = phases.iter().find(|p| p["name"] == phase).expect(phase);
         assert!(p["launches"].as_u64() > Some(0), "{p}");
     }
-    let kernels = row["train_kernels"].as_array().expect("kernels");
-    let by_kernel: u64 = kernels
-        .iter()
-        .map(|k| k["launches"].as_u64().expect("n"))
-        .sum();
-    assert_eq!(by_kernel as f64, per_step, "{kernels:?}");
+    assert_eq!(
+        launches(&row["train_kernels"]),
+        per_step,
+        "{}",
+        row["train_kernels"]
+    );
 }

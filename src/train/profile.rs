@@ -89,6 +89,7 @@ impl Launches {
 pub(crate) struct PhaseTimer {
     device: Option<Device>,
     last: Instant,
+    /// [`Launches::total`] at the last mark (read only when timing).
     launched: u64,
     phases: Vec<Phase>,
 }
@@ -103,7 +104,11 @@ impl PhaseTimer {
         Self {
             device: device.cloned(),
             last: Instant::now(),
-            launched: Launches::total(),
+            launched: if device.is_some() {
+                Launches::total()
+            } else {
+                0
+            },
             phases: Vec::new(),
         }
     }
