@@ -6,6 +6,7 @@ use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, L
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 
+use super::rows::linear_rows;
 use crate::data::{Batch, Dataset, ItemBatch, YEAR_BUCKETS};
 
 /// Sizes of the catalogue the encoders embed.
@@ -87,7 +88,7 @@ impl ItemEncoder {
     /// - output: `[B, S, d]`
     pub fn forward(&self, items: &ItemBatch) -> Tensor<3> {
         self.id.forward(items.ids.clone())
-            + self.genre.forward(items.genres.clone())
+            + linear_rows(&self.genre, items.genres.clone())
             + self.year.forward(items.years.clone())
     }
 }
@@ -100,9 +101,7 @@ impl UserEncoder {
         let [b, h, d] = history.dims();
         let tokens = history + self.feedback.forward(batch.history_labels.clone());
         // Attention pooling: one learned score per history item, padding masked.
-        let logits = self
-            .attention
-            .forward(tokens.clone())
+        let logits = linear_rows(&self.attention, tokens.clone())
             .reshape([b, h])
             .mask_fill(batch.history_pad.clone(), -1e4);
         let weights = softmax(logits, 1).reshape([b, h, 1]);

@@ -8,9 +8,7 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::transformer::{
-    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
-};
+use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig};
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -18,6 +16,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::decode_step::{Pick, decode_step, step_log_probs};
 use super::encoder::{EncoderConfig, ItemEncoder, UserEncoder};
 use super::gather::{gather_rows, gumbel, one_hot, plackett_luce};
+use super::rows::linear_rows;
+use super::transformer;
 use crate::data::Batch;
 
 #[derive(Config, Debug)]
@@ -152,13 +152,12 @@ impl Generator {
         let candidates = self.items.forward(&batch.candidates);
         let [b, n, d] = candidates.dims();
         let tokens = Tensor::cat(vec![user.reshape([b, 1, d]), candidates], 1);
-        let hidden = self.norm.forward(
-            self.transformer
-                .forward(TransformerEncoderInput::new(tokens)),
-        );
+        let hidden = self
+            .norm
+            .forward(transformer::encode(&self.transformer, tokens));
         let user = hidden.clone().slice([0..b, 0..1, 0..d]).reshape([b, d]);
         let candidates = hidden.slice([0..b, 1..n + 1, 0..d]);
-        let keys = self.key.forward(candidates.clone());
+        let keys = linear_rows(&self.key, candidates.clone());
         Encoded {
             user,
             candidates,
@@ -177,12 +176,10 @@ impl Generator {
             .step
             .forward(steps.reshape([1, t]))
             .reshape([1, 1, t, d]);
-        let u = user.reshape([b, 1, 1, d]) + step + self.prefix.forward(prefix_mean);
-        let z = u.clone()
-            + self
-                .mlp_out
-                .forward(gelu(self.mlp_in.forward(self.mlp_norm.forward(u))));
-        self.query.forward(self.query_norm.forward(z))
+        let u = user.reshape([b, 1, 1, d]) + step + linear_rows(&self.prefix, prefix_mean);
+        let hidden = gelu(linear_rows(&self.mlp_in, self.mlp_norm.forward(u.clone())));
+        let z = u + linear_rows(&self.mlp_out, hidden);
+        linear_rows(&self.query, self.query_norm.forward(z))
     }
 
     /// log π of given lists, all steps at once (teacher forcing).

@@ -9,7 +9,9 @@ mod generator;
 mod pointwise;
 mod read;
 mod reward;
+mod rows;
 mod store;
+mod transformer;
 #[cfg(not(target_arch = "wasm32"))]
 mod wgsl;
 

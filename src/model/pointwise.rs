@@ -7,15 +7,15 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::transformer::{
-    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
-};
+use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
 use super::encoder::{EncoderConfig, ItemEncoder, UserEncoder};
 use super::gather::repeat_group;
+use super::rows::linear_rows;
+use super::transformer;
 use crate::data::Batch;
 
 #[derive(Config, Debug)]
@@ -80,14 +80,11 @@ impl Pointwise {
         let [b, n, _] = candidates.dims();
         let user = repeat_group(user, n); // [B, N, d]
         let candidates = match &self.context {
-            Some(context) => {
-                context.forward(TransformerEncoderInput::new(candidates + user.clone()))
-            }
+            Some(context) => transformer::encode(context, candidates + user.clone()),
             None => candidates,
         };
         let features = Tensor::cat(vec![self.norm.forward(candidates), user], 2);
-        self.out
-            .forward(gelu(self.hidden.forward(features)))
-            .reshape([b, n])
+        let hidden = gelu(linear_rows(&self.hidden, features));
+        linear_rows(&self.out, hidden).reshape([b, n])
     }
 }

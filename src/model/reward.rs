@@ -23,15 +23,15 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::transformer::{
-    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
-};
+use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig};
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{sigmoid, softplus};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::encoder::{EncoderConfig, ItemEncoder, UserEncoder};
 use super::gather::{gather_rows, repeat_group};
+use super::rows::linear_rows;
+use super::transformer;
 use crate::data::Batch;
 
 /// The shape of the reward model.
@@ -175,7 +175,7 @@ impl RewardModel {
         let (wu, we) = (self.affinity_user.as_ref()?, self.affinity_item.as_ref()?);
         let [b, s, d] = items.dims();
         let u = wu.forward(user).reshape([b, d, 1]);
-        let e = we.forward(items);
+        let e = linear_rows(we, items);
         Some(e.matmul(u).reshape([b, s]).div_scalar((d as f32).sqrt()))
     }
 
@@ -199,12 +199,11 @@ impl RewardModel {
     fn candidate_set_logits(&self, user: &Tensor<2>, candidates: &Tensor<3>) -> Tensor<2> {
         let [b, n, d] = candidates.dims();
         let tokens = Tensor::cat(vec![user.clone().reshape([b, 1, d]), candidates.clone()], 1);
-        let hidden = self.norm.forward(
-            self.transformer
-                .forward(TransformerEncoderInput::new(tokens)),
-        );
+        let hidden = self
+            .norm
+            .forward(transformer::encode(&self.transformer, tokens));
         let hidden = hidden.slice([0..b, 1..n + 1, 0..d]);
-        let logits = self.head.forward(hidden.clone()).reshape([b, n]);
+        let logits = linear_rows(&self.head, hidden.clone()).reshape([b, n]);
         match self.interaction(user.clone(), hidden) {
             Some(affinity) => logits + affinity,
             None => logits,
@@ -236,11 +235,10 @@ impl RewardModel {
         let position = self.position.forward(positions); // [1, L, d]
         let user = repeat_group(context.user.clone(), k).reshape([b * k, 1, d]);
         let tokens = items.clone().reshape([b * k, l, d]) + position + user;
-        let hidden = self.norm.forward(
-            self.transformer
-                .forward(TransformerEncoderInput::new(tokens)),
-        );
-        let context_logits = self.head.forward(hidden).reshape([b, k, l]);
+        let hidden = self
+            .norm
+            .forward(transformer::encode(&self.transformer, tokens));
+        let context_logits = linear_rows(&self.head, hidden).reshape([b, k, l]);
         // Factorised model: attraction (user, item) × examination (position, list). The
         // attraction is computed on the gathered items rather than once per candidate: Burn
         // initialises parameters on first use, so moving it ahead of the transformer would
@@ -250,7 +248,7 @@ impl RewardModel {
             &self.item_bias,
         ) {
             (Some(affinity), Some(bias)) => {
-                let attraction = affinity + bias.forward(items.clone()).reshape([b, k * l]);
+                let attraction = affinity + linear_rows(bias, items.clone()).reshape([b, k * l]);
                 sigmoid(attraction.reshape([b, k, l])) * sigmoid(context_logits)
             }
             _ => sigmoid(context_logits),
@@ -276,9 +274,8 @@ impl RewardModel {
         let [m, l, d] = items.dims();
         let device = items.device();
         // # Shapes: similarities [M, L, L], row i against column j
-        let similarity = wq
-            .forward(items.clone())
-            .matmul(wk.forward(items).transpose())
+        let similarity = linear_rows(wq, items.clone())
+            .matmul(linear_rows(wk, items).transpose())
             .div_scalar((d as f32).sqrt())
             .sub_scalar(REDUNDANCY_OFFSET);
         let above: Vec<f32> = (0..l * l)
@@ -303,7 +300,7 @@ impl RewardModel {
         let [b, n, _] = context.candidates.dims();
         let affinity = self.interaction(context.user.clone(), context.candidates.clone())?;
         let bias = self.item_bias.as_ref()?;
-        Some(affinity + bias.forward(context.candidates.clone()).reshape([b, n]))
+        Some(affinity + linear_rows(bias, context.candidates.clone()).reshape([b, n]))
     }
 
     /// Per-position probabilities and list reward R of K lists per request.

@@ -1,0 +1,158 @@
+//! The forward pass of Burn's pre-norm `TransformerEncoder`, with every linear layer applied
+//! to all rows at once ([`linear_rows`]).
+//!
+//! The module, its parameters, their initialisation and the checkpoint format stay Burn's
+//! (`burn::nn::transformer`); only the forward differs, in the one way `linear_rows` explains.
+//! Burn's own forward runs each of a layer's six linear layers as a batched product against
+//! the broadcast weight, and its backward as one weight-gradient product per request (about
+//! 400 MB of partial gradients per layer at batch 512). The attention itself is Burn's
+//! computation, step for step: scaled scores, softmax (or quiet softmax), dropout, weighted
+//! values. Parameters are used in the same order as Burn's forward, so a fresh model's lazily
+//! initialised weights are the same.
+
+use burn::nn::attention::MultiHeadAttention;
+use burn::nn::transformer::{PositionWiseFeedForward, TransformerEncoder, TransformerEncoderLayer};
+use burn::tensor::Tensor;
+use burn::tensor::activation::{quiet_softmax, softmax};
+
+use super::rows::linear_rows;
+
+/// `encoder` applied to `tokens` (no masks).
+///
+/// # Shapes
+/// - tokens `[B, S, d]`
+/// - output `[B, S, d]`
+pub fn encode(encoder: &TransformerEncoder, tokens: Tensor<3>) -> Tensor<3> {
+    encoder
+        .layers
+        .iter()
+        .fold(tokens, |x, layer| encoder_layer(layer, x))
+}
+
+/// One layer: `x + MHA(norm x)`, then `x + FFN(norm x)` (pre-norm), or post-norm when the
+/// layer was built with `norm_first` off.
+///
+/// # Shapes
+/// - x `[B, S, d]` → `[B, S, d]`
+fn encoder_layer(layer: &TransformerEncoderLayer, x: Tensor<3>) -> Tensor<3> {
+    let attended = if layer.norm_first {
+        layer.norm_2.forward(x.clone())
+    } else {
+        x.clone()
+    };
+    let attended = layer.dropout.forward(self_attention(&layer.mha, attended));
+    let mut x = x + attended;
+    let fed = if layer.norm_first {
+        layer.norm_1.forward(x.clone())
+    } else {
+        x = layer.norm_1.forward(x);
+        x.clone()
+    };
+    let fed = layer.dropout.forward(feed_forward(&layer.pwff, fed));
+    let x = x + fed;
+    if layer.norm_first {
+        x
+    } else {
+        layer.norm_2.forward(x)
+    }
+}
+
+/// Multi-head self-attention.
+///
+/// # Shapes
+/// - x `[B, S, d]` → `[B, S, d]`; per head `[B, H, S, d_k]`, scores `[B, H, S, S]`
+fn self_attention(mha: &MultiHeadAttention, x: Tensor<3>) -> Tensor<3> {
+    let [b, s, d] = x.dims();
+    let heads = |projected: Tensor<3>| {
+        projected
+            .reshape([b, s, mha.n_heads, mha.d_k])
+            .swap_dims(1, 2)
+    };
+    let query = heads(linear_rows(&mha.query, x.clone()));
+    let key = heads(linear_rows(&mha.key, x.clone()));
+    let value = heads(linear_rows(&mha.value, x));
+    let scores = query
+        .matmul(key.transpose())
+        .div_scalar((mha.d_k as f32).sqrt());
+    let weights = if mha.quiet_softmax {
+        quiet_softmax(scores, 3)
+    } else {
+        softmax(scores, 3)
+    };
+    let weights = mha.dropout.forward(weights);
+    let context = weights.matmul(value).swap_dims(1, 2).reshape([b, s, d]);
+    linear_rows(&mha.output, context)
+}
+
+/// Position-wise feed-forward: `W_2 act(W_1 x)`.
+///
+/// # Shapes
+/// - x `[B, S, d]` → `[B, S, d]`
+fn feed_forward(pwff: &PositionWiseFeedForward, x: Tensor<3>) -> Tensor<3> {
+    let hidden = pwff.activation.forward(linear_rows(&pwff.linear_inner, x));
+    linear_rows(&pwff.linear_outer, pwff.dropout.forward(hidden))
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::Param;
+    use burn::nn::transformer::{TransformerEncoderConfig, TransformerEncoderInput};
+    use burn::tensor::{Device, Distribution};
+
+    use super::*;
+
+    fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
+        tensor.into_data().try_into_vec_as::<f32>().expect("f32")
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    /// Output, and the gradients of a fixed weighted sum of it with respect to the first
+    /// layer's FFN input weight and attention query weight, of a freshly seeded encoder.
+    fn run(norm_first: bool, ours: bool) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let device = Device::flex().autodiff();
+        device.seed(11);
+        // Dropout on: the two forwards must also draw their masks in the same order.
+        let encoder = TransformerEncoderConfig::new(16, 64, 4, 2)
+            .with_dropout(0.1)
+            .with_norm_first(norm_first)
+            .init(&device);
+        // 3 requests of 7 tokens: not a multiple of 32 rows, so Burn's forward broadcasts.
+        let tokens = Tensor::<3>::random([3, 7, 16], Distribution::Normal(0.0, 1.0), &device);
+        let output = if ours {
+            encode(&encoder, tokens)
+        } else {
+            encoder.forward(TransformerEncoderInput::new(tokens))
+        };
+        let mix = Tensor::<3>::random([3, 7, 16], Distribution::Normal(0.0, 1.0), &device);
+        let grads = (output.clone() * mix).sum().backward();
+        let grad = |param: &Param<Tensor<2>>| values(param.grad(&grads).expect("a gradient"));
+        let layer = &encoder.layers[0];
+        (
+            values(output),
+            grad(&layer.pwff.linear_inner.weight),
+            grad(&layer.mha.query.weight),
+        )
+    }
+
+    #[test]
+    fn the_folded_forward_matches_burns_outputs_and_gradients() {
+        for norm_first in [true, false] {
+            let (out, ffn, query) = run(norm_first, true);
+            let (burn_out, burn_ffn, burn_query) = run(norm_first, false);
+            // Same function, same initial weights and dropout masks; only the order of
+            // floating-point sums differs.
+            assert!(max_diff(&out, &burn_out) < 1e-5, "norm_first {norm_first}");
+            let scale = burn_ffn.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+            assert!(scale > 1e-3, "the gradient is not trivially zero");
+            assert!(max_diff(&ffn, &burn_ffn) < 1e-4 * scale.max(1.0));
+            assert!(max_diff(&query, &burn_query) < 1e-4 * scale.max(1.0));
+        }
+    }
+}
