@@ -488,7 +488,7 @@ pub fn main() -> ExitCode {
         // SAFETY: nothing else runs yet; no other thread reads the environment.
         unsafe { std::env::set_var("BURN_DEVICE", "flex") };
     }
-    // Reuse freed memory (about twice as fast on the CPU backend); GOALRANK_RELEASE_MEMORY=1
+    // Reuse freed memory (a third faster on the CPU backend); GOALRANK_RELEASE_MEMORY=1
     // keeps the C library's defaults, which hand large blocks back to the system.
     if std::env::var_os("GOALRANK_RELEASE_MEMORY").is_none() {
         goalrank::device::keep_freed_memory();
