@@ -1,5 +1,5 @@
-//! The forward pass of Burn's pre-norm `TransformerEncoder`, with every linear layer applied
-//! to all rows at once ([`linear_rows`]).
+//! The forward pass of Burn's `TransformerEncoder` (pre- or post-norm, no masks), with every
+//! linear layer applied to all rows at once ([`linear_rows`]).
 //!
 //! The module, its parameters, their initialisation and the checkpoint format stay Burn's
 //! (`burn::nn::transformer`); only the forward differs, in the one way `linear_rows` explains.
