@@ -6,11 +6,11 @@
 //! log π(l) = Σ_t log π(a_t | a_<t). Teacher forcing computes all L steps at once, because the
 //! prefix mean is an exclusive cumulative sum.
 
+use super::gelu::gelu;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig};
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::decode_step::{Pick, decode_step, step_log_probs};

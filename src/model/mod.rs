@@ -5,6 +5,7 @@
 mod decode_step;
 mod encoder;
 mod gather;
+mod gelu;
 mod generator;
 mod pointwise;
 mod read;

@@ -5,11 +5,11 @@
 //!   the user), then the same MLP scores each one (Pei et al., "Personalized Re-ranking for
 //!   Recommendation", 2019, without PRM's pre-trained personal vectors).
 
+use super::gelu::gelu;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
 use super::encoder::{EncoderConfig, ItemEncoder, UserEncoder};

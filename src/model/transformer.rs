@@ -10,12 +10,16 @@
 //! values. Parameters are used in the same order as Burn's forward, so a fresh model's lazily
 //! initialised weights are the same (a fresh `experiment main` reproduces the supervised-only
 //! generator's metrics to 5e-6).
+//! An exact GELU in the feed-forward runs as [`gelu`](super::gelu::gelu), which gives Burn's
+//! values on both of the CPU backend's threads.
 
+use burn::nn::activation::{Activation, Gelu};
 use burn::nn::attention::MultiHeadAttention;
 use burn::nn::transformer::{PositionWiseFeedForward, TransformerEncoder, TransformerEncoderLayer};
 use burn::tensor::Tensor;
 use burn::tensor::activation::{quiet_softmax, softmax};
 
+use super::gelu::gelu;
 use super::rows::linear_rows;
 
 /// `encoder` applied to `tokens` (no masks).
@@ -90,7 +94,11 @@ fn self_attention(mha: &MultiHeadAttention, x: Tensor<3>) -> Tensor<3> {
 /// # Shapes
 /// - x `[B, S, d]` → `[B, S, d]`
 fn feed_forward(pwff: &PositionWiseFeedForward, x: Tensor<3>) -> Tensor<3> {
-    let hidden = pwff.activation.forward(linear_rows(&pwff.linear_inner, x));
+    let inner = linear_rows(&pwff.linear_inner, x);
+    let hidden = match &pwff.activation {
+        Activation::Gelu(Gelu { approximate: false }) => gelu(inner),
+        activation => activation.forward(inner),
+    };
     linear_rows(&pwff.linear_outer, pwff.dropout.forward(hidden))
 }
 

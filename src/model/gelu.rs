@@ -1,0 +1,233 @@
+//! GELU, `0.5 x (1 + erf(x / √2))`, on both cores of the CPU backend.
+//!
+//! Burn 0.22.1's CPU backend (flex) computes GELU and its gradient one element at a time on the
+//! calling thread, each around a scalar `erff`; in a GoalRank training step that is a fifth of
+//! the main thread's time (the decoder's MLP runs on `[B, K + 1, L, 4d]`). This is the same
+//! computation, the same expressions in the same order with the same `erff`, split into chunks
+//! across rayon's threads, so the results are bit for bit Burn's. It is a Burn backend extension
+//! (`#[backend_extension]`) with its own backward pass for autodiff.
+//!
+//! Only flex devices (with or without autodiff) take it; every other device (wgpu, a remote
+//! device) runs Burn's `gelu`, whose kernels fuse there anyway.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::ops::ActivationOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, DispatchDevice, Flex, TensorMetadata, backend_extension};
+use burn::tensor::{Bytes, DType, Tensor};
+
+/// Elements per chunk handed to one thread (about 64 KB of f32).
+const CHUNK: usize = 16 * 1024;
+
+/// Below this many elements the work stays on the calling thread (the browser build has one).
+#[cfg(not(target_arch = "wasm32"))]
+const PARALLEL_FROM: usize = 4 * CHUNK;
+
+/// GELU and its gradient as one backend operation each.
+#[backend_extension(Flex, Autodiff)]
+pub trait GeluOps: Backend {
+    /// `0.5 x (1 + erf(x / √2))`.
+    fn gelu_chunked(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `grad (Φ(x) + x φ(x))`, the gradient of GELU at `x` times `grad`.
+    fn gelu_chunked_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+/// GELU of `x`: chunked across threads on flex, Burn's `gelu` elsewhere.
+///
+/// # Shapes
+/// - x: any; output: as x
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if runs_chunked(&x) {
+        Tensor::from_dispatch(<burn::backend::Dispatch as GeluOps>::gelu_chunked(
+            x.into_dispatch(),
+        ))
+    } else {
+        burn::tensor::activation::gelu(x)
+    }
+}
+
+/// Whether `x` is an f32 tensor on a flex device (with or without autodiff).
+fn runs_chunked<const D: usize>(x: &Tensor<D>) -> bool {
+    x.dtype() == DType::F32
+        && matches!(
+            x.device().as_dispatch().clone().inner(),
+            DispatchDevice::Flex(_)
+        )
+}
+
+/// GELU at one point: flex's expression (`burn_flex::ops::activation`), so results are Burn's.
+fn gelu_at(x: f32) -> f32 {
+    0.5 * x * (1.0 + libm::erff(x / core::f32::consts::SQRT_2))
+}
+
+/// GELU's gradient at one point times `g`: flex's expression.
+fn gelu_grad_at(x: f32, g: f32) -> f32 {
+    let inv_sqrt_2pi: f32 = 1.0 / (2.0 * core::f32::consts::PI).sqrt();
+    let cdf = 0.5 * (1.0 + libm::erff(x / core::f32::consts::SQRT_2));
+    let pdf = inv_sqrt_2pi * (-0.5 * x * x).exp();
+    g * (cdf + x * pdf)
+}
+
+/// A contiguous f32 copy-free view of `t`'s elements (a copy only where it is strided).
+fn contiguous(t: FlexTensor) -> FlexTensor {
+    if t.layout().is_contiguous() && t.layout().start_offset() == 0 {
+        t
+    } else {
+        t.to_contiguous()
+    }
+}
+
+/// `out[i] = f(x[i], y[i])` over chunks, on rayon's threads where there is enough work.
+fn map_chunks(x: &[f32], y: &[f32], f: impl Fn(f32, f32) -> f32 + Send + Sync) -> Vec<f32> {
+    let mut out = vec![0.0f32; x.len()];
+    let fill = |(o, (x, y)): (&mut [f32], (&[f32], &[f32]))| {
+        for (o, (&x, &y)) in o.iter_mut().zip(x.iter().zip(y)) {
+            *o = f(x, y);
+        }
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    if x.len() >= PARALLEL_FROM {
+        use rayon::prelude::*;
+        out.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
+            .for_each(fill);
+        return out;
+    }
+    out.chunks_mut(CHUNK)
+        .zip(x.chunks(CHUNK).zip(y.chunks(CHUNK)))
+        .for_each(fill);
+    out
+}
+
+/// A contiguous f32 flex tensor of `shape` holding `values`.
+fn flex_tensor(values: Vec<f32>, shape: burn::tensor::Shape) -> FlexTensor {
+    FlexTensor::new(
+        Bytes::from_elems(values),
+        Layout::contiguous(shape),
+        DType::F32,
+    )
+}
+
+impl GeluOps for Flex {
+    fn gelu_chunked(x: FlexTensor) -> FlexTensor {
+        if x.dtype() != DType::F32 {
+            return Flex::gelu(x);
+        }
+        let x = contiguous(x);
+        let shape = x.shape();
+        let n = shape.num_elements();
+        let values: &[f32] = &x.storage::<f32>()[..n];
+        flex_tensor(map_chunks(values, values, |x, _| gelu_at(x)), shape)
+    }
+
+    fn gelu_chunked_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
+        if x.dtype() != DType::F32 || grad.dtype() != DType::F32 || x.shape() != grad.shape() {
+            return Flex::gelu_backward(x, grad);
+        }
+        let (x, grad) = (contiguous(x), contiguous(grad));
+        let shape = x.shape();
+        let n = shape.num_elements();
+        let (xs, gs): (&[f32], &[f32]) = (&x.storage::<f32>()[..n], &grad.storage::<f32>()[..n]);
+        flex_tensor(map_chunks(xs, gs, gelu_grad_at), shape)
+    }
+}
+
+impl<B: Backend + GeluOps, C: CheckpointStrategy> GeluOps for Autodiff<B, C> {
+    fn gelu_chunked(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct GeluBackward;
+
+        impl<B: Backend + GeluOps> Backward<B, 1> for GeluBackward {
+            /// The input.
+            type State = B::FloatTensorPrimitive;
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let input = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+                    B::gelu_chunked_backward(input, grad)
+                });
+            }
+        }
+
+        let node = x.node();
+        let input = x.into_primitive();
+        match GeluBackward.prepare::<C>([node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let output = B::gelu_chunked(input.clone());
+                prep.finish(input, output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::gelu_chunked(input)),
+        }
+    }
+
+    fn gelu_chunked_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        // A gradient of the gradient is never taken here: Burn's composition is enough.
+        <Self as ActivationOps<Self>>::gelu_backward(x, grad)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Device, TensorData};
+
+    use super::*;
+
+    /// Inputs that cover GELU's range, including both tails and exact zeros, larger than one
+    /// parallel share so that the chunked path runs.
+    fn inputs(device: &Device) -> Tensor<2> {
+        // 17 columns, so that the last chunk is a partial one.
+        let rows = 3 * PARALLEL_FROM / 17 + 1;
+        let values: Vec<f32> = (0..rows * 17)
+            .map(|i| ((i * 7919) % 20_011) as f32 / 1_000.0 - 10.0)
+            .collect();
+        Tensor::from_data(TensorData::new(values, [rows, 17]), device)
+    }
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().expect("f32 data")
+    }
+
+    #[test]
+    fn chunked_gelu_is_burns_bit_for_bit() {
+        let device = Device::flex();
+        let x = inputs(&device);
+        assert_eq!(
+            values(gelu(x.clone())),
+            values(burn::tensor::activation::gelu(x.clone()))
+        );
+        // A strided view (transposed) takes the copy path and gives the same values.
+        let t = x.transpose();
+        assert_eq!(
+            values(gelu(t.clone())),
+            values(burn::tensor::activation::gelu(t))
+        );
+    }
+
+    #[test]
+    fn chunked_gelu_gradient_is_burns_bit_for_bit() {
+        let device = Device::flex().autodiff();
+        let grad_of = |chunked: bool| {
+            let x = inputs(&device).require_grad();
+            let weights = inputs(&device).mul_scalar(0.37).sin();
+            let y = if chunked {
+                gelu(x.clone())
+            } else {
+                burn::tensor::activation::gelu(x.clone())
+            };
+            let grads = (y * weights).sum().backward();
+            values(x.grad(&grads).expect("a gradient"))
+        };
+        let (ours, burns) = (grad_of(true), grad_of(false));
+        assert!(ours.iter().any(|g| *g != 0.0));
+        assert_eq!(ours, burns);
+    }
+}
