@@ -4,14 +4,23 @@ use burn::tensor::{Device, Distribution, IndexingUpdateOp, Int, Tensor};
 
 /// Rows of `values` picked by `index` per batch element.
 ///
+/// The rows are taken with one `select` over the flattened `[B·N, d]` rows (whole rows copied,
+/// and in the backward pass added back row by row) rather than a `gather` along dim 1, which
+/// needs an index per element and computes a source offset for each.
+///
 /// # Shapes
 /// - values: `[B, N, d]`, index: `[B, M]` (values in `0..N`)
 /// - output: `[B, M, d]`
 pub fn gather_rows(values: Tensor<3>, index: Tensor<2, Int>) -> Tensor<3> {
     let [b, m] = index.dims();
-    let d = values.dims()[2];
-    let index = index.reshape([b, m, 1]).expand([b, m, d]);
-    values.gather(1, index)
+    let [_, n, d] = values.dims();
+    let offsets =
+        Tensor::<1, Int>::arange_step(0..(b * n) as i64, n, &index.device()).reshape([b, 1]);
+    let rows = (index + offsets).reshape([b * m]);
+    values
+        .reshape([b * n, d])
+        .select(0, rows)
+        .reshape([b, m, d])
 }
 
 /// Repeats every batch element `k` times along a new second dim.
