@@ -90,3 +90,52 @@ pub fn one_hot(indices: Tensor<3, Int>, n: usize) -> Tensor<4> {
         IndexingUpdateOp::Add,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::TensorData;
+
+    use super::*;
+
+    /// `gather_rows` as a `gather` along dim 1, the formulation it replaces.
+    fn gather_along_dim(values: Tensor<3>, index: Tensor<2, Int>) -> Tensor<3> {
+        let [b, m] = index.dims();
+        let d = values.dims()[2];
+        values.gather(1, index.reshape([b, m, 1]).expand([b, m, d]))
+    }
+
+    #[test]
+    fn selected_rows_and_their_gradients_are_the_gathered_ones() {
+        let device = Device::flex().autodiff();
+        let (b, n, d, m) = (3, 5, 4, 7);
+        let values: Vec<f32> = (0..b * n * d).map(|i| (i as f32 * 0.37).sin()).collect();
+        // Repeated rows (their gradients add up) and every request's own rows.
+        let index: Vec<i64> = (0..b * m).map(|i| ((i * 3) % n) as i64).collect();
+        let weights: Vec<f32> = (0..b * m * d).map(|i| (i as f32 * 0.11).cos()).collect();
+        let run = |select: bool| {
+            let x = Tensor::<3>::from_data(TensorData::new(values.clone(), [b, n, d]), &device)
+                .require_grad();
+            let index =
+                Tensor::<2, Int>::from_data(TensorData::new(index.clone(), [b, m]), &device);
+            let w = Tensor::<3>::from_data(TensorData::new(weights.clone(), [b, m, d]), &device);
+            let rows = if select {
+                gather_rows(x.clone(), index)
+            } else {
+                gather_along_dim(x.clone(), index)
+            };
+            let grads = (rows.clone() * w).sum().backward();
+            let grad = x.grad(&grads).expect("a gradient");
+            (
+                rows.into_data().try_to_vec::<f32>().expect("f32"),
+                grad.into_data().try_to_vec::<f32>().expect("f32"),
+            )
+        };
+        let (rows, grad) = run(true);
+        let (expected_rows, expected_grad) = run(false);
+        assert_eq!(rows, expected_rows);
+        assert_eq!(grad, expected_grad);
+        // Request 1's first row is its own candidate, not request 0's.
+        let first = (n + index[m] as usize) * d;
+        assert_eq!(rows[m * d..m * d + d], values[first..first + d]);
+    }
+}
