@@ -2,16 +2,28 @@
 
 use burn::tensor::{Device, Distribution, IndexingUpdateOp, Int, Tensor};
 
+use super::backend::is_flex;
+
 /// Rows of `values` picked by `index` per batch element.
 ///
-/// The rows are taken with one `select` over the flattened `[B·N, d]` rows (whole rows copied,
-/// and in the backward pass added back row by row) rather than a `gather` along dim 1, which
-/// needs an index per element and computes a source offset for each.
+/// On the CPU backend the rows are taken with one `select` over the flattened `[B·N, d]` rows
+/// (whole rows copied, and in the backward pass added back row by row), which is faster there
+/// than a `gather` along dim 1 with an index per element; elsewhere the `gather` is one kernel
+/// where the `select` takes three. Both give the same values and gradients.
 ///
 /// # Shapes
 /// - values: `[B, N, d]`, index: `[B, M]` (values in `0..N`)
 /// - output: `[B, M, d]`
 pub fn gather_rows(values: Tensor<3>, index: Tensor<2, Int>) -> Tensor<3> {
+    if is_flex(&values.device()) {
+        select_rows(values, index)
+    } else {
+        gather_along_rows(values, index)
+    }
+}
+
+/// [`gather_rows`] as one `select` over the flattened rows.
+fn select_rows(values: Tensor<3>, index: Tensor<2, Int>) -> Tensor<3> {
     let [b, m] = index.dims();
     let [_, n, d] = values.dims();
     let offsets =
@@ -21,6 +33,13 @@ pub fn gather_rows(values: Tensor<3>, index: Tensor<2, Int>) -> Tensor<3> {
         .reshape([b * n, d])
         .select(0, rows)
         .reshape([b, m, d])
+}
+
+/// [`gather_rows`] as a `gather` along dim 1.
+fn gather_along_rows(values: Tensor<3>, index: Tensor<2, Int>) -> Tensor<3> {
+    let [b, m] = index.dims();
+    let d = values.dims()[2];
+    values.gather(1, index.reshape([b, m, 1]).expand([b, m, d]))
 }
 
 /// Repeats every batch element `k` times along a new second dim.
@@ -97,13 +116,6 @@ mod tests {
 
     use super::*;
 
-    /// `gather_rows` as a `gather` along dim 1, the formulation it replaces.
-    fn gather_along_dim(values: Tensor<3>, index: Tensor<2, Int>) -> Tensor<3> {
-        let [b, m] = index.dims();
-        let d = values.dims()[2];
-        values.gather(1, index.reshape([b, m, 1]).expand([b, m, d]))
-    }
-
     #[test]
     fn selected_rows_and_their_gradients_are_the_gathered_ones() {
         let device = Device::flex().autodiff();
@@ -119,9 +131,9 @@ mod tests {
                 Tensor::<2, Int>::from_data(TensorData::new(index.clone(), [b, m]), &device);
             let w = Tensor::<3>::from_data(TensorData::new(weights.clone(), [b, m, d]), &device);
             let rows = if select {
-                gather_rows(x.clone(), index)
+                select_rows(x.clone(), index)
             } else {
-                gather_along_dim(x.clone(), index)
+                gather_along_rows(x.clone(), index)
             };
             let grads = (rows.clone() * w).sum().backward();
             let grad = x.grad(&grads).expect("a gradient");

@@ -17,8 +17,10 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::flex::{FlexTensor, Layout};
 use burn::backend::ops::ActivationOps;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, DispatchDevice, Flex, TensorMetadata, backend_extension};
+use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{Bytes, DType, Tensor};
+
+use super::backend::is_flex;
 
 /// Elements per chunk handed to one thread (about 64 KB of f32).
 const CHUNK: usize = 16 * 1024;
@@ -52,11 +54,7 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 
 /// Whether `x` is an f32 tensor on a flex device (with or without autodiff).
 fn runs_chunked<const D: usize>(x: &Tensor<D>) -> bool {
-    x.dtype() == DType::F32
-        && matches!(
-            x.device().as_dispatch().clone().inner(),
-            DispatchDevice::Flex(_)
-        )
+    x.dtype() == DType::F32 && is_flex(&x.device())
 }
 
 /// GELU at one point: flex's expression (`burn_flex::ops::activation`), so results are Burn's.

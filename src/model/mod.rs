@@ -2,6 +2,7 @@
 //! builds its model on any device (CPU flex, wgpu, with or without autodiff). `decode_step` is
 //! the decoder's sampling step, a fused WGSL kernel (`shaders/`) on native wgpu.
 
+mod backend;
 mod decode_step;
 mod encoder;
 mod gather;
