@@ -15,7 +15,7 @@ use super::backend::is_flex;
 /// - values: `[B, N, d]`, index: `[B, M]` (values in `0..N`)
 /// - output: `[B, M, d]`
 pub fn gather_rows(values: Tensor<3>, index: Tensor<2, Int>) -> Tensor<3> {
-    if is_flex(&values.device()) {
+    if is_flex(&values.device()) && values.dims()[1] > 0 {
         select_rows(values, index)
     } else {
         gather_along_rows(values, index)
@@ -23,6 +23,10 @@ pub fn gather_rows(values: Tensor<3>, index: Tensor<2, Int>) -> Tensor<3> {
 }
 
 /// [`gather_rows`] as one `select` over the flattened rows.
+///
+/// # Shapes
+/// - values: `[B, N, d]` (N > 0), index: `[B, M]`
+/// - output: `[B, M, d]`
 fn select_rows(values: Tensor<3>, index: Tensor<2, Int>) -> Tensor<3> {
     let [b, m] = index.dims();
     let [_, n, d] = values.dims();
@@ -36,6 +40,10 @@ fn select_rows(values: Tensor<3>, index: Tensor<2, Int>) -> Tensor<3> {
 }
 
 /// [`gather_rows`] as a `gather` along dim 1.
+///
+/// # Shapes
+/// - values: `[B, N, d]`, index: `[B, M]`
+/// - output: `[B, M, d]`
 fn gather_along_rows(values: Tensor<3>, index: Tensor<2, Int>) -> Tensor<3> {
     let [b, m] = index.dims();
     let d = values.dims()[2];

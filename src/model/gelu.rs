@@ -1,4 +1,4 @@
-//! GELU, `0.5 x (1 + erf(x / √2))`, on both cores of the CPU backend.
+//! GELU, `0.5 x (1 + erf(x / √2))`, on all of the CPU backend's threads.
 //!
 //! Burn 0.22.1's CPU backend (flex) computes GELU and its gradient one element at a time on the
 //! calling thread, each around a scalar `erff`; in a GoalRank training step that is a fifth of
@@ -7,15 +7,16 @@
 //! across rayon's threads, so the results are bit for bit Burn's. It is a Burn backend extension
 //! (`#[backend_extension]`) with its own backward pass for autodiff.
 //!
-//! Only flex devices (with or without autodiff) take it; every other device (wgpu, a remote
-//! device) runs Burn's `gelu`, whose kernels fuse there anyway.
+//! Only f32 tensors on flex devices (with or without autodiff) take it, split across rayon's
+//! threads from `PARALLEL_FROM` elements on (one thread in the browser build); every other
+//! device (wgpu, a remote device) runs Burn's `gelu`, whose kernels fuse there anyway.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::flex::{FlexTensor, Layout};
-use burn::backend::ops::ActivationOps;
+use burn::backend::ops::{ActivationOps, FloatTensorOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{Bytes, DType, Tensor};
@@ -33,8 +34,14 @@ const PARALLEL_FROM: usize = 4 * CHUNK;
 #[backend_extension(Flex, Autodiff)]
 pub trait GeluOps: Backend {
     /// `0.5 x (1 + erf(x / √2))`.
+    ///
+    /// # Shapes
+    /// - x: any; output: as x
     fn gelu_chunked(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// `grad (Φ(x) + x φ(x))`, the gradient of GELU at `x` times `grad`.
+    ///
+    /// # Shapes
+    /// - x, grad: the same shape; output: as x
     fn gelu_chunked_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
@@ -70,7 +77,7 @@ fn gelu_grad_at(x: f32, g: f32) -> f32 {
     g * (cdf + x * pdf)
 }
 
-/// A contiguous f32 copy-free view of `t`'s elements (a copy only where it is strided).
+/// `t` itself where its elements are contiguous from offset 0, else a contiguous copy.
 fn contiguous(t: FlexTensor) -> FlexTensor {
     if t.layout().is_contiguous() && t.layout().start_offset() == 0 {
         t
@@ -167,9 +174,22 @@ impl<B: Backend + GeluOps, C: CheckpointStrategy> GeluOps for Autodiff<B, C> {
         }
     }
 
+    /// The exact gradient from differentiable operations (the project never differentiates it
+    /// again; Burn's default `gelu_backward` is the tanh approximation's, so it is not used).
     fn gelu_chunked_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        // A gradient of the gradient is never taken here: Burn's composition is enough.
-        <Self as ActivationOps<Self>>::gelu_backward(x, grad)
+        let inv_sqrt_2pi: f32 = 1.0 / (2.0 * core::f32::consts::PI).sqrt();
+        let scaled = Self::float_div_scalar(x.clone(), core::f32::consts::SQRT_2.into());
+        let cdf = Self::float_mul_scalar(
+            Self::float_add_scalar(Self::float_erf(scaled), 1.0f32.into()),
+            0.5f32.into(),
+        );
+        let square = Self::float_mul(x.clone(), x.clone());
+        let pdf = Self::float_mul_scalar(
+            Self::float_exp(Self::float_mul_scalar(square, (-0.5f32).into())),
+            inv_sqrt_2pi.into(),
+        );
+        let slope = Self::float_add(cdf, Self::float_mul(x, pdf));
+        Self::float_mul(grad, slope)
     }
 }
 
@@ -227,5 +247,34 @@ mod tests {
         let (ours, burns) = (grad_of(true), grad_of(false));
         assert!(ours.iter().any(|g| *g != 0.0));
         assert_eq!(ours, burns);
+    }
+
+    #[test]
+    fn the_gradient_on_an_autodiff_device_is_the_exact_one() {
+        let x = inputs(&Device::flex());
+        let grad = x.clone().mul_scalar(0.37).sin();
+        let expected = values(Tensor::<2>::from_dispatch(
+            <burn::backend::Dispatch as GeluOps>::gelu_chunked_backward(
+                x.clone().into_dispatch(),
+                grad.clone().into_dispatch(),
+            ),
+        ));
+        // Tracked inputs on an autodiff device take the autodiff implementation.
+        let autodiff = Device::flex().autodiff();
+        let x = inputs(&autodiff).require_grad();
+        let grad = x.clone().mul_scalar(0.37).sin().detach().require_grad();
+        let on_autodiff = values(Tensor::<2>::from_dispatch(
+            <burn::backend::Dispatch as GeluOps>::gelu_chunked_backward(
+                x.into_dispatch(),
+                grad.into_dispatch(),
+            ),
+        ));
+        // Composed of other operations, so equal within rounding, not bit for bit.
+        let worst = expected
+            .iter()
+            .zip(&on_autodiff)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-5, "largest difference {worst}");
     }
 }

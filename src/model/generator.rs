@@ -6,7 +6,6 @@
 //! log π(l) = Σ_t log π(a_t | a_<t). Teacher forcing computes all L steps at once, because the
 //! prefix mean is an exclusive cumulative sum.
 
-use super::gelu::gelu;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig};
@@ -16,6 +15,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::decode_step::{Pick, decode_step, step_log_probs};
 use super::encoder::{EncoderConfig, ItemEncoder, UserEncoder};
 use super::gather::{gather_rows, gumbel, one_hot, plackett_luce};
+use super::gelu::gelu;
 use super::rows::linear_rows;
 use super::transformer;
 use crate::data::Batch;

@@ -5,7 +5,6 @@
 //!   the user), then the same MLP scores each one (Pei et al., "Personalized Re-ranking for
 //!   Recommendation", 2019, without PRM's pre-trained personal vectors).
 
-use super::gelu::gelu;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig};
@@ -14,6 +13,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::encoder::{EncoderConfig, ItemEncoder, UserEncoder};
 use super::gather::repeat_group;
+use super::gelu::gelu;
 use super::rows::linear_rows;
 use super::transformer;
 use crate::data::Batch;
