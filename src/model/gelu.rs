@@ -77,15 +77,6 @@ fn gelu_grad_at(x: f32, g: f32) -> f32 {
     g * (cdf + x * pdf)
 }
 
-/// `t` itself where its elements are contiguous from offset 0, else a contiguous copy.
-fn contiguous(t: FlexTensor) -> FlexTensor {
-    if t.layout().is_contiguous() && t.layout().start_offset() == 0 {
-        t
-    } else {
-        t.to_contiguous()
-    }
-}
-
 /// `out[i] = f(x[i], y[i])` over chunks, on rayon's threads where there is enough work.
 fn map_chunks(x: &[f32], y: &[f32], f: impl Fn(f32, f32) -> f32 + Send + Sync) -> Vec<f32> {
     let mut out = vec![0.0f32; x.len()];
@@ -122,7 +113,8 @@ impl GeluOps for Flex {
         if x.dtype() != DType::F32 {
             return Flex::gelu(x);
         }
-        let x = contiguous(x);
+        // A handle on the same buffer where it is contiguous already, else a copy.
+        let x = x.to_contiguous();
         let shape = x.shape();
         let n = shape.num_elements();
         let values: &[f32] = &x.storage::<f32>()[..n];
@@ -133,7 +125,7 @@ impl GeluOps for Flex {
         if x.dtype() != DType::F32 || grad.dtype() != DType::F32 || x.shape() != grad.shape() {
             return Flex::gelu_backward(x, grad);
         }
-        let (x, grad) = (contiguous(x), contiguous(grad));
+        let (x, grad) = (x.to_contiguous(), grad.to_contiguous());
         let shape = x.shape();
         let n = shape.num_elements();
         let (xs, gs): (&[f32], &[f32]) = (&x.storage::<f32>()[..n], &grad.storage::<f32>()[..n]);

@@ -11,7 +11,7 @@
 //! initialised weights are the same (a fresh `experiment main` reproduces the supervised-only
 //! generator's metrics to 5e-6).
 //! An exact GELU in the feed-forward runs as [`gelu`](super::gelu::gelu), which gives Burn's
-//! values on both of the CPU backend's threads.
+//! values on all of the CPU backend's threads.
 
 use burn::nn::activation::{Activation, Gelu};
 use burn::nn::attention::MultiHeadAttention;
