@@ -1,10 +1,12 @@
-//! GELU, `0.5 x (1 + erf(x / √2))`, on all of the CPU backend's threads.
+//! GELU, `0.5 x (1 + erf(x / √2))`, on all of the CPU backend's threads and in vector code.
 //!
 //! Burn 0.22.1's CPU backend (flex) computes GELU and its gradient one element at a time on the
-//! calling thread, each around a scalar `erff`; in a GoalRank training step that is a fifth of
+//! calling thread, each around a scalar `erff`; in a GoalRank training step that was a fifth of
 //! the main thread's time (the decoder's MLP runs on `[B, K + 1, L, 4d]`). This is the same
-//! computation, the same expressions in the same order with the same `erff`, split into chunks
-//! across rayon's threads, so the results are bit for bit Burn's. It is a Burn backend extension
+//! computation, the same expressions in the same order, with `erff` computed by
+//! `model::erf::erf_in_place` (vector code, bit for bit `libm::erff`), split into chunks across
+//! rayon's threads and compiled for AVX-512 or AVX2 where the processor has them (chosen at run
+//! time), so the results are bit for bit Burn's. It is a Burn backend extension
 //! (`#[backend_extension]`) with its own backward pass for autodiff.
 //!
 //! Only f32 tensors on flex devices (with or without autodiff) take it, split across rayon's
@@ -22,6 +24,7 @@ use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{Bytes, DType, Tensor};
 
 use super::backend::is_flex;
+use super::erf::erf_in_place;
 
 /// Elements per chunk handed to one thread (about 64 KB of f32).
 const CHUNK: usize = 16 * 1024;
@@ -64,27 +67,101 @@ fn runs_chunked<const D: usize>(x: &Tensor<D>) -> bool {
     x.dtype() == DType::F32 && is_flex(&x.device())
 }
 
-/// GELU at one point: flex's expression (`burn_flex::ops::activation`), so results are Burn's.
-fn gelu_at(x: f32) -> f32 {
-    0.5 * x * (1.0 + libm::erff(x / core::f32::consts::SQRT_2))
+/// GELU over a slice: flex's expression (`burn_flex::ops::activation`),
+/// `0.5 * x * (1.0 + erff(x / √2))`, with `erff` computed by `erf_in_place`, so the bits are
+/// Burn's.
+#[inline(always)]
+fn gelu_fill(x: &[f32], out: &mut [f32]) {
+    for (out, &x) in out.iter_mut().zip(x) {
+        *out = x / core::f32::consts::SQRT_2;
+    }
+    erf_in_place(out, &mut Vec::with_capacity(x.len()));
+    for (out, &x) in out.iter_mut().zip(x) {
+        *out = 0.5 * x * (1.0 + *out);
+    }
 }
 
-/// GELU's gradient at one point times `g`: flex's expression.
-fn gelu_grad_at(x: f32, g: f32) -> f32 {
+/// GELU's gradient times `grad` over slices: flex's expressions,
+/// `grad * (0.5 * (1.0 + erff(x / √2)) + x * (φ₀ * exp(-0.5 * x * x)))`.
+#[inline(always)]
+fn gelu_grad_fill(x: &[f32], grad: &[f32], out: &mut [f32]) {
     let inv_sqrt_2pi: f32 = 1.0 / (2.0 * core::f32::consts::PI).sqrt();
-    let cdf = 0.5 * (1.0 + libm::erff(x / core::f32::consts::SQRT_2));
-    let pdf = inv_sqrt_2pi * (-0.5 * x * x).exp();
-    g * (cdf + x * pdf)
+    for (out, &x) in out.iter_mut().zip(x) {
+        *out = x / core::f32::consts::SQRT_2;
+    }
+    erf_in_place(out, &mut Vec::with_capacity(x.len()));
+    for ((out, &x), &g) in out.iter_mut().zip(x).zip(grad) {
+        let cdf = 0.5 * (1.0 + *out);
+        let pdf = inv_sqrt_2pi * (-0.5 * x * x).exp();
+        *out = g * (cdf + x * pdf);
+    }
 }
 
-/// `out[i] = f(x[i], y[i])` over chunks, on rayon's threads where there is enough work.
-fn map_chunks(x: &[f32], y: &[f32], f: impl Fn(f32, f32) -> f32 + Send + Sync) -> Vec<f32> {
-    let mut out = vec![0.0f32; x.len()];
-    let fill = |(o, (x, y)): (&mut [f32], (&[f32], &[f32]))| {
-        for (o, (&x, &y)) in o.iter_mut().zip(x.iter().zip(y)) {
-            *o = f(x, y);
+/// The two fills compiled for wider vectors, chosen at run time (the binary still runs on any
+/// x86-64). Only instruction selection differs: the operations, and so the bits, are the same.
+#[cfg(target_arch = "x86_64")]
+mod wide {
+    #[target_feature(enable = "avx512f")]
+    pub fn gelu_avx512(x: &[f32], out: &mut [f32]) {
+        super::gelu_fill(x, out)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub fn gelu_grad_avx512(x: &[f32], grad: &[f32], out: &mut [f32]) {
+        super::gelu_grad_fill(x, grad, out)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub fn gelu_avx2(x: &[f32], out: &mut [f32]) {
+        super::gelu_fill(x, out)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub fn gelu_grad_avx2(x: &[f32], grad: &[f32], out: &mut [f32]) {
+        super::gelu_grad_fill(x, grad, out)
+    }
+}
+
+/// `out = gelu(x)` on the widest vectors this processor has.
+fn gelu_slice(x: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the processor has AVX-512F (checked above).
+            return unsafe { wide::gelu_avx512(x, out) };
         }
-    };
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the processor has AVX2 (checked above).
+            return unsafe { wide::gelu_avx2(x, out) };
+        }
+    }
+    gelu_fill(x, out)
+}
+
+/// `out = grad · gelu'(x)` on the widest vectors this processor has.
+fn gelu_grad_slice(x: &[f32], grad: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the processor has AVX-512F (checked above).
+            return unsafe { wide::gelu_grad_avx512(x, grad, out) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the processor has AVX2 (checked above).
+            return unsafe { wide::gelu_grad_avx2(x, grad, out) };
+        }
+    }
+    gelu_grad_fill(x, grad, out)
+}
+
+/// `f(x, y, out)` over matching chunks, on rayon's threads where there is enough work.
+fn map_chunks(
+    x: &[f32],
+    y: &[f32],
+    f: impl Fn(&[f32], &[f32], &mut [f32]) + Send + Sync,
+) -> Vec<f32> {
+    let mut out = vec![0.0f32; x.len()];
+    let fill = |(o, (x, y)): (&mut [f32], (&[f32], &[f32]))| f(x, y, o);
     #[cfg(not(target_arch = "wasm32"))]
     if x.len() >= PARALLEL_FROM {
         use rayon::prelude::*;
@@ -118,7 +195,10 @@ impl GeluOps for Flex {
         let shape = x.shape();
         let n = shape.num_elements();
         let values: &[f32] = &x.storage::<f32>()[..n];
-        flex_tensor(map_chunks(values, values, |x, _| gelu_at(x)), shape)
+        flex_tensor(
+            map_chunks(values, values, |x, _, out| gelu_slice(x, out)),
+            shape,
+        )
     }
 
     fn gelu_chunked_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
@@ -129,7 +209,7 @@ impl GeluOps for Flex {
         let shape = x.shape();
         let n = shape.num_elements();
         let (xs, gs): (&[f32], &[f32]) = (&x.storage::<f32>()[..n], &grad.storage::<f32>()[..n]);
-        flex_tensor(map_chunks(xs, gs, gelu_grad_at), shape)
+        flex_tensor(map_chunks(xs, gs, gelu_grad_slice), shape)
     }
 }
 

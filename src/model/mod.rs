@@ -5,6 +5,7 @@
 mod backend;
 mod decode_step;
 mod encoder;
+mod erf;
 mod gather;
 mod gelu;
 mod generator;
