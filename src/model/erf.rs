@@ -146,8 +146,8 @@ fn far_lane(x: f32) -> f32 {
     if sign != 0 { -y } else { y }
 }
 
-/// `libm::expf(x)` for the arguments `erf_lane` passes (`-37 < x < 1`: no overflow, underflow
-/// or NaN), bit for bit, without branches.
+/// `libm::expf(x)` for the arguments `far_lane` passes (`-36.6 < x < -0.02`: no overflow,
+/// underflow or NaN), bit for bit, without branches.
 #[inline(always)]
 fn exp_lane(x: f32) -> f32 {
     let bits = x.to_bits();
@@ -191,7 +191,7 @@ pub const LANES: usize = 16;
 /// into blocks of their own for `erfc2`. `far` is scratch space. Inlined into callers compiled
 /// for wider vectors.
 #[inline(always)]
-pub fn erf_in_place(values: &mut [f32], far: &mut Vec<u32>) {
+pub fn erf_in_place(values: &mut [f32], far: &mut Vec<usize>) {
     far.clear();
     let len = values.len();
     let (blocks, rest) = values.as_chunks_mut::<LANES>();
@@ -202,7 +202,7 @@ pub fn erf_in_place(values: &mut [f32], far: &mut Vec<u32>) {
         }
         for (i, &x) in x.iter().enumerate() {
             if is_far(x) {
-                far.push((b * LANES + i) as u32);
+                far.push(b * LANES + i);
             }
         }
     }
@@ -211,22 +211,22 @@ pub fn erf_in_place(values: &mut [f32], far: &mut Vec<u32>) {
         let x = *v;
         *v = near_lane(x);
         if is_far(x) {
-            far.push((start + i) as u32);
+            far.push(start + i);
         }
     }
     let (blocks, rest) = far.as_chunks::<LANES>();
     for block in blocks {
-        let x: [f32; LANES] = std::array::from_fn(|i| values[block[i] as usize]);
+        let x: [f32; LANES] = std::array::from_fn(|i| values[block[i]]);
         let mut y = [0.0f32; LANES];
         for (y, &x) in y.iter_mut().zip(&x) {
             *y = far_lane(x);
         }
         for (&i, y) in block.iter().zip(y) {
-            values[i as usize] = y;
+            values[i] = y;
         }
     }
     for &i in rest {
-        values[i as usize] = far_lane(values[i as usize]);
+        values[i] = far_lane(values[i]);
     }
 }
 
@@ -238,7 +238,7 @@ mod tests {
     fn widest(values: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx512f")]
-        fn avx512(values: &mut [f32], far: &mut Vec<u32>) {
+        fn avx512(values: &mut [f32], far: &mut Vec<usize>) {
             erf_in_place(values, far)
         }
         let mut far = Vec::new();

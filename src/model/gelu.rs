@@ -321,6 +321,36 @@ mod tests {
         assert_eq!(ours, burns);
     }
 
+    /// The AVX2 and AVX-512 builds of the fills give the plain build's bits (the tests above
+    /// run only the widest build the processor has).
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn every_vector_build_gives_the_same_bits() {
+        let x = values(inputs(&Device::flex()));
+        let g: Vec<f32> = x.iter().map(|v| (v * 0.37).sin()).collect();
+        let n = x.len();
+        let (mut plain, mut plain_grad) = (vec![0.0; n], vec![0.0; n]);
+        gelu_fill(&x, &mut plain);
+        gelu_grad_fill(&x, &g, &mut plain_grad);
+        let (mut out, mut grad) = (vec![0.0; n], vec![0.0; n]);
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the processor has AVX2 (checked above).
+            unsafe {
+                wide::gelu_avx2(&x, &mut out);
+                wide::gelu_grad_avx2(&x, &g, &mut grad);
+            }
+            assert_eq!((&out, &grad), (&plain, &plain_grad));
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the processor has AVX-512F (checked above).
+            unsafe {
+                wide::gelu_avx512(&x, &mut out);
+                wide::gelu_grad_avx512(&x, &g, &mut grad);
+            }
+            assert_eq!((&out, &grad), (&plain, &plain_grad));
+        }
+    }
+
     #[test]
     fn the_gradient_on_an_autodiff_device_is_the_exact_one() {
         let x = inputs(&Device::flex());
