@@ -67,15 +67,21 @@ fn runs_chunked<const D: usize>(x: &Tensor<D>) -> bool {
     x.dtype() == DType::F32 && is_flex(&x.device())
 }
 
+/// `out = erff(x / √2)`, the term GELU and its gradient share.
+#[inline(always)]
+fn erf_of_scaled(x: &[f32], out: &mut [f32]) {
+    for (out, &x) in out.iter_mut().zip(x) {
+        *out = x / core::f32::consts::SQRT_2;
+    }
+    erf_in_place(out);
+}
+
 /// GELU over a slice: flex's expression (`burn_flex::ops::activation`),
 /// `0.5 * x * (1.0 + erff(x / √2))`, with `erff` computed by `erf_in_place`, so the bits are
 /// Burn's.
 #[inline(always)]
 fn gelu_fill(x: &[f32], out: &mut [f32]) {
-    for (out, &x) in out.iter_mut().zip(x) {
-        *out = x / core::f32::consts::SQRT_2;
-    }
-    erf_in_place(out, &mut Vec::with_capacity(x.len()));
+    erf_of_scaled(x, out);
     for (out, &x) in out.iter_mut().zip(x) {
         *out = 0.5 * x * (1.0 + *out);
     }
@@ -86,10 +92,7 @@ fn gelu_fill(x: &[f32], out: &mut [f32]) {
 #[inline(always)]
 fn gelu_grad_fill(x: &[f32], grad: &[f32], out: &mut [f32]) {
     let inv_sqrt_2pi: f32 = 1.0 / (2.0 * core::f32::consts::PI).sqrt();
-    for (out, &x) in out.iter_mut().zip(x) {
-        *out = x / core::f32::consts::SQRT_2;
-    }
-    erf_in_place(out, &mut Vec::with_capacity(x.len()));
+    erf_of_scaled(x, out);
     for ((out, &x), &g) in out.iter_mut().zip(x).zip(grad) {
         let cdf = 0.5 * (1.0 + *out);
         let pdf = inv_sqrt_2pi * (-0.5 * x * x).exp();
