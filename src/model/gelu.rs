@@ -22,6 +22,7 @@ use burn::backend::ops::{ActivationOps, FloatTensorOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{Bytes, DType, Tensor};
+use core::mem::MaybeUninit;
 
 use super::backend::is_flex;
 use super::erf::erf_in_place;
@@ -157,26 +158,51 @@ fn gelu_grad_slice(x: &[f32], grad: &[f32], out: &mut [f32]) {
     gelu_grad_fill(x, grad, out)
 }
 
-/// `f(x, y, out)` over matching chunks, on rayon's threads where there is enough work.
+/// `f(x, y, out)` over matching chunks, on rayon's threads where there is enough work. Each
+/// chunk of the output is zeroed by the thread that fills it, not all of it up front by the
+/// calling thread.
 fn map_chunks(
     x: &[f32],
     y: &[f32],
     f: impl Fn(&[f32], &[f32], &mut [f32]) + Send + Sync,
 ) -> Vec<f32> {
-    let mut out = vec![0.0f32; x.len()];
-    let fill = |(o, (x, y)): (&mut [f32], (&[f32], &[f32]))| f(x, y, o);
+    // The zipped chunks stop at the shorter input (callers pass equal lengths).
+    let n = x.len().min(y.len());
+    let (x, y) = (&x[..n], &y[..n]);
+    let mut out: Vec<f32> = Vec::with_capacity(n);
+    let fill = |(o, (x, y)): Chunks<'_>| f(x, y, zeroed(o));
+    let spare = &mut out.spare_capacity_mut()[..n];
     #[cfg(not(target_arch = "wasm32"))]
-    if x.len() >= PARALLEL_FROM {
+    if n >= PARALLEL_FROM {
         use rayon::prelude::*;
-        out.par_chunks_mut(CHUNK)
+        spare
+            .par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
             .for_each(fill);
+        // SAFETY: the chunks cover the first `n` elements, and `fill` initialised each.
+        unsafe { out.set_len(n) };
         return out;
     }
-    out.chunks_mut(CHUNK)
+    spare
+        .chunks_mut(CHUNK)
         .zip(x.chunks(CHUNK).zip(y.chunks(CHUNK)))
         .for_each(fill);
+    // SAFETY: the chunks cover the first `n` elements, and `fill` initialised each.
+    unsafe { out.set_len(n) };
     out
+}
+
+/// One output chunk (not yet initialised) and its input chunks.
+type Chunks<'a> = (&'a mut [MaybeUninit<f32>], (&'a [f32], &'a [f32]));
+
+/// `values`, each set to zero.
+fn zeroed(values: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    for value in values.iter_mut() {
+        value.write(0.0);
+    }
+    // SAFETY: every element was initialised just above, and `MaybeUninit<f32>` has the layout
+    // of `f32`.
+    unsafe { &mut *(values as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
 /// A contiguous f32 flex tensor of `shape` holding `values`.

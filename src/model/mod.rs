@@ -10,6 +10,7 @@ mod gather;
 mod gelu;
 mod generator;
 mod pointwise;
+mod product;
 mod read;
 mod reward;
 mod rows;
