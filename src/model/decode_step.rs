@@ -9,6 +9,8 @@
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, IndexingUpdateOp, Int, Tensor};
 
+use super::product::product;
+
 /// How a step picks its item: `argmax(log π / temperature + noise)`, a draw when `noise` is
 /// Gumbel noise; without noise the most likely remaining candidate.
 #[derive(Clone, Debug)]
@@ -129,9 +131,7 @@ pub(crate) fn step_log_probs(
 ) -> Tensor<4> {
     let [b, k, t, d] = queries.dims();
     let n = keys.dims()[1];
-    let scores = queries
-        .reshape([b, k * t, d])
-        .matmul(keys.transpose())
+    let scores = product(queries.reshape([b, k * t, d]), keys.transpose())
         .div_scalar((d as f32).sqrt())
         .reshape([b, k, t, n]);
     log_softmax(scores.mask_fill(chosen, -1e9), 3)

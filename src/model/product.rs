@@ -13,8 +13,9 @@
 //! place, on rayon's threads (flex adds it on the calling thread, into another new buffer);
 //! under autodiff it is the product followed by Burn's broadcast add.
 //!
-//! Only 2-D f32 products on flex devices (with or without autodiff) take them; every other
-//! device runs Burn's `matmul` (and `add`).
+//! Only f32 products on flex devices (with or without autodiff) take them, batched ones where
+//! both sides have the same leading dimensions; every other device runs Burn's `matmul` (and
+//! `add`).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -32,18 +33,24 @@ use super::backend::is_flex;
 #[cfg(not(target_arch = "wasm32"))]
 const PARALLEL_FROM: usize = 192 * 192 * 192;
 
+/// Batches of products with at least this many multiply-adds in all run one product per
+/// thread (flex's threshold).
+#[cfg(not(target_arch = "wasm32"))]
+const BATCH_PARALLEL_FROM: usize = 128 * 128 * 128;
+
 /// Bias additions over at least this many elements run on rayon's threads.
 #[cfg(not(target_arch = "wasm32"))]
 const PARALLEL_ADD_FROM: usize = 64 * 1024;
 
-/// The 2-D matrix product as one backend operation.
+/// The matrix product as one backend operation.
 #[backend_extension(Flex, Autodiff)]
 pub trait ProductOps: Backend {
-    /// `lhs · rhs`.
+    /// `lhs · rhs`, matrix by matrix over the leading dimensions.
     ///
     /// # Shapes
-    /// - lhs `[m, k]`, rhs `[k, n]` (either may be a strided view, such as a transpose)
-    /// - output `[m, n]`
+    /// - lhs `[.., m, k]`, rhs `[.., k, n]` (either may be a strided view, such as a
+    ///   transpose)
+    /// - output `[.., m, n]`
     fn product(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self>;
     /// `lhs · rhs + bias`, the bias added to every row (a linear layer).
     ///
@@ -57,12 +64,14 @@ pub trait ProductOps: Backend {
     ) -> FloatTensor<Self>;
 }
 
-/// `lhs · rhs`: written once on flex, Burn's `matmul` elsewhere.
+/// `lhs · rhs` (matrix by matrix over the leading dimensions): written once on flex, Burn's
+/// `matmul` elsewhere.
 ///
 /// # Shapes
-/// - lhs `[m, k]`, rhs `[k, n]`
-/// - output `[m, n]`
-pub fn product(lhs: Tensor<2>, rhs: Tensor<2>) -> Tensor<2> {
+/// - lhs `[.., m, k]`, rhs `[.., k, n]` (the same leading dimensions; flex runs Burn's
+///   `matmul` where they differ)
+/// - output `[.., m, n]`
+pub fn product<const D: usize>(lhs: Tensor<D>, rhs: Tensor<D>) -> Tensor<D> {
     if runs_here(&lhs) && runs_here(&rhs) {
         Tensor::from_dispatch(<burn::backend::Dispatch as ProductOps>::product(
             lhs.into_dispatch(),
@@ -92,84 +101,137 @@ pub fn product_bias(lhs: Tensor<2>, rhs: Tensor<2>, bias: Tensor<1>) -> Tensor<2
 }
 
 /// Whether `x` is an f32 tensor on a flex device (with or without autodiff).
-fn runs_here(x: &Tensor<2>) -> bool {
+fn runs_here<const D: usize>(x: &Tensor<D>) -> bool {
     x.dtype() == DType::F32 && is_flex(&x.device())
 }
 
-/// The row and column strides of a 2-D layout, in elements.
-fn strides_2d(layout: &Layout) -> (isize, isize) {
+/// The row and column strides of a layout's last two dimensions, in elements.
+fn matrix_strides(layout: &Layout) -> (isize, isize) {
     let strides = layout.strides();
-    (strides[0], strides[1])
+    let d = strides.len();
+    (strides[d - 2], strides[d - 1])
 }
 
-/// `lhs · rhs` as flex computes it (the same `gemm` call), row-major `[m, n]` values; `None`
-/// where flex's own product must run (not 2-D f32 operands of matching inner size).
-fn gemm_values(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<(Vec<f32>, [usize; 2])> {
+/// `lhs · rhs` as flex computes it (the same `gemm` calls, split across threads the same way),
+/// row-major values and their shape; `None` where flex's own product must run (not f32, batch
+/// dimensions that differ, inner sizes that do not match).
+///
+/// # Shapes
+/// - lhs `[.., m, k]`, rhs `[.., k, n]` with the same leading (batch) dimensions
+/// - output `[.., m, n]`
+fn gemm_values(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<(Vec<f32>, Shape)> {
     let (lhs_shape, rhs_shape) = (lhs.shape(), rhs.shape());
+    let rank = lhs_shape.num_dims();
     let plain = lhs.dtype() == DType::F32
         && rhs.dtype() == DType::F32
-        && lhs_shape.num_dims() == 2
-        && rhs_shape.num_dims() == 2
-        && lhs_shape[1] == rhs_shape[0];
+        && rank >= 2
+        && rhs_shape.num_dims() == rank
+        && lhs_shape[..rank - 2] == rhs_shape[..rank - 2]
+        && lhs_shape[rank - 1] == rhs_shape[rank - 2];
     if !plain {
         return None;
     }
-    let (m, k, n) = (lhs_shape[0], lhs_shape[1], rhs_shape[1]);
-    let (lhs_row, lhs_col) = strides_2d(lhs.layout());
-    let (rhs_row, rhs_col) = strides_2d(rhs.layout());
+    let (m, k, n) = (
+        lhs_shape[rank - 2],
+        lhs_shape[rank - 1],
+        rhs_shape[rank - 1],
+    );
+    let batch_dims = &lhs_shape[..rank - 2];
+    let batches: usize = batch_dims.iter().product();
+    let mut out_dims = batch_dims.to_vec();
+    out_dims.extend([m, n]);
+    let (matrix, len) = (m * n, batches * m * n);
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    if len == 0 {
+        return Some((out, Shape::from(out_dims)));
+    }
+
+    let (lhs_row, lhs_col) = matrix_strides(lhs.layout());
+    let (rhs_row, rhs_col) = matrix_strides(rhs.layout());
     let lhs_values: &[f32] = lhs.storage();
     let rhs_values: &[f32] = rhs.storage();
-    let lhs_start = &lhs_values[lhs.layout().start_offset()..];
-    let rhs_start = &rhs_values[rhs.layout().start_offset()..];
-
-    #[cfg(not(target_arch = "wasm32"))]
-    let parallelism = if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_FROM {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
+    let (lhs_start, rhs_start) = (lhs.layout().start_offset(), rhs.layout().start_offset());
+    // Element offset of batch `b`'s matrix (row-major batch index over the batch dimensions).
+    let offset = |b: usize, strides: &[isize]| -> isize {
+        let mut rest = b;
+        let mut offset = 0isize;
+        for (&size, &stride) in batch_dims.iter().zip(strides).rev() {
+            offset += (rest % size) as isize * stride;
+            rest /= size;
+        }
+        offset
     };
-    #[cfg(target_arch = "wasm32")]
-    let parallelism = gemm::Parallelism::None;
+    let one = |out: *mut f32, b: usize, parallelism: gemm::Parallelism| {
+        let lhs_at = lhs_start as isize + offset(b, lhs.layout().strides());
+        let rhs_at = rhs_start as isize + offset(b, rhs.layout().strides());
+        // SAFETY: the operands are f32 views whose shapes, strides and start offsets are their
+        // layouts' (as flex's own product reads them), so every element `gemm` reads lies in
+        // their storage. `out` points at `m · n` f32 of reserved capacity, row-major `[m, n]`;
+        // without `read_dst`, `gemm` writes each of them (zeros when k = 0) and reads none
+        // before.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                out,
+                1,
+                n as isize,
+                false,
+                lhs_values.as_ptr().offset(lhs_at),
+                lhs_col,
+                lhs_row,
+                rhs_values.as_ptr().offset(rhs_at),
+                rhs_col,
+                rhs_row,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            )
+        }
+    };
 
-    let len = m * n;
-    let mut out: Vec<f32> = Vec::with_capacity(len);
-    // SAFETY: the two operands are f32 views whose shapes, strides and start offsets are
-    // their layouts' (as flex's own product reads them), so every element `gemm` reads lies
-    // in their storage. The destination is `len` f32 of reserved capacity, row-major
-    // `[m, n]`; without `read_dst`, `gemm` writes each of its elements (zeros when k = 0)
-    // and reads none of them before, so all `len` are initialised when it returns.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            lhs_start.as_ptr(),
-            lhs_col,
-            lhs_row,
-            rhs_start.as_ptr(),
-            rhs_col,
-            rhs_row,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-        out.set_len(len);
+    let spare = &mut out.spare_capacity_mut()[..len];
+    // flex's split: one large product at a time on all threads, or many small ones each on
+    // one thread.
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        let per_matrix = m.saturating_mul(n).saturating_mul(k);
+        let total = batches.saturating_mul(per_matrix);
+        let many_small = batches >= 4 && total >= BATCH_PARALLEL_FROM;
+        if per_matrix >= PARALLEL_FROM && !many_small {
+            for (b, chunk) in spare.chunks_mut(matrix).enumerate() {
+                one(chunk.as_mut_ptr().cast(), b, gemm::Parallelism::Rayon(0));
+            }
+        } else if total >= BATCH_PARALLEL_FROM && batches > 1 {
+            spare
+                .par_chunks_mut(matrix)
+                .enumerate()
+                .for_each(|(b, chunk)| one(chunk.as_mut_ptr().cast(), b, gemm::Parallelism::None));
+        } else {
+            for (b, chunk) in spare.chunks_mut(matrix).enumerate() {
+                one(chunk.as_mut_ptr().cast(), b, gemm::Parallelism::None);
+            }
+        }
     }
-    Some((out, [m, n]))
+    #[cfg(target_arch = "wasm32")]
+    for (b, chunk) in spare.chunks_mut(matrix).enumerate() {
+        one(chunk.as_mut_ptr().cast(), b, gemm::Parallelism::None);
+    }
+    // SAFETY: the chunks cover the first `len` elements and `gemm` wrote each of them.
+    unsafe { out.set_len(len) };
+    Some((out, Shape::from(out_dims)))
 }
 
 /// A contiguous f32 flex tensor of `shape` holding `values`.
-fn flex_tensor(values: Vec<f32>, shape: [usize; 2]) -> FlexTensor {
+fn flex_tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::new(
         Bytes::from_elems(values),
-        Layout::contiguous(Shape::new(shape)),
+        Layout::contiguous(shape),
         DType::F32,
     )
 }
@@ -209,9 +271,11 @@ impl ProductOps for Flex {
         let bias_values = (bias.dtype() == DType::F32 && bias.shape().num_dims() == 1)
             .then(|| &bias.storage::<f32>()[bias.layout().start_offset()..][..bias.shape()[0]]);
         match (gemm_values(&lhs, &rhs), bias_values) {
-            (Some((mut values, [m, n])), Some(bias_values)) if bias_values.len() == n => {
+            (Some((mut values, shape)), Some(bias_values))
+                if shape.num_dims() == 2 && bias_values.len() == shape[1] =>
+            {
                 add_rows(&mut values, bias_values);
-                flex_tensor(values, [m, n])
+                flex_tensor(values, shape)
             }
             _ => {
                 let n = bias.shape().num_elements();
@@ -332,6 +396,52 @@ mod tests {
                 values(bt.matmul(at)),
                 "transposed {m}x{k}x{n}"
             );
+        }
+    }
+
+    fn tensor4(dims: [usize; 4], seed: usize, device: &Device) -> Tensor<4> {
+        let rows = dims[0] * dims[1] * dims[2];
+        matrix(rows, dims[3], seed, device).reshape(dims)
+    }
+
+    fn values4(t: Tensor<4>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().expect("f32 data")
+    }
+
+    /// Batched products (one at a time on all threads, many small ones each on one thread,
+    /// few small ones on the calling thread), on transposed and dimension-swapped views, and
+    /// their gradients, against Burn's.
+    #[test]
+    fn batched_products_and_gradients_are_burns_bit_for_bit() {
+        let device = Device::flex().autodiff();
+        for (batch, m, k, n) in [
+            [2, 3, 4, 5],
+            [8, 51, 32, 51],
+            [2, 300, 200, 250],
+            [3, 1, 7, 1],
+        ]
+        .map(|[a, b, c, d]| ([a, 2], b, c, d))
+        {
+            let run = |ours: bool| {
+                let a = tensor4([batch[0], batch[1], m, k], 1, &device).require_grad();
+                let b = tensor4([batch[0], batch[1], n, k], 2, &device).require_grad();
+                // The right side as a transposed view, as attention's keys are.
+                let bt = b.clone().transpose();
+                let y = if ours {
+                    product(a.clone(), bt)
+                } else {
+                    a.clone().matmul(bt)
+                };
+                let w = y.clone().detach().mul_scalar(0.37).sin();
+                let grads = (y.clone() * w).sum().backward();
+                (
+                    values4(y),
+                    a.grad(&grads).map(values4),
+                    b.grad(&grads).map(values4),
+                )
+            };
+            let (ours, burns) = (run(true), run(false));
+            assert_eq!(ours, burns, "{batch:?} {m}x{k}x{n}");
         }
     }
 

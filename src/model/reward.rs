@@ -30,6 +30,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::encoder::{EncoderConfig, ItemEncoder, UserEncoder};
 use super::gather::{gather_rows, repeat_group};
+use super::product::product;
 use super::rows::linear_rows;
 use super::transformer;
 use crate::data::Batch;
@@ -176,7 +177,7 @@ impl RewardModel {
         let [b, s, d] = items.dims();
         let u = wu.forward(user).reshape([b, d, 1]);
         let e = linear_rows(we, items);
-        Some(e.matmul(u).reshape([b, s]).div_scalar((d as f32).sqrt()))
+        Some(product(e, u).reshape([b, s]).div_scalar((d as f32).sqrt()))
     }
 
     pub fn context(&self, batch: &Batch) -> RewardContext {
@@ -274,10 +275,12 @@ impl RewardModel {
         let [m, l, d] = items.dims();
         let device = items.device();
         // # Shapes: similarities [M, L, L], row i against column j
-        let similarity = linear_rows(wq, items.clone())
-            .matmul(linear_rows(wk, items).transpose())
-            .div_scalar((d as f32).sqrt())
-            .sub_scalar(REDUNDANCY_OFFSET);
+        let similarity = product(
+            linear_rows(wq, items.clone()),
+            linear_rows(wk, items).transpose(),
+        )
+        .div_scalar((d as f32).sqrt())
+        .sub_scalar(REDUNDANCY_OFFSET);
         let above: Vec<f32> = (0..l * l)
             .map(|x| f32::from(u8::from(x % l < x / l)))
             .collect();

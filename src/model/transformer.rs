@@ -20,6 +20,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::{quiet_softmax, softmax};
 
 use super::gelu::gelu;
+use super::product::product;
 use super::rows::linear_rows;
 
 /// `encoder` applied to `tokens` (no masks).
@@ -76,16 +77,14 @@ fn self_attention(mha: &MultiHeadAttention, x: Tensor<3>) -> Tensor<3> {
     let query = heads(linear_rows(&mha.query, x.clone()));
     let key = heads(linear_rows(&mha.key, x.clone()));
     let value = heads(linear_rows(&mha.value, x));
-    let scores = query
-        .matmul(key.transpose())
-        .div_scalar((mha.d_k as f32).sqrt());
+    let scores = product(query, key.transpose()).div_scalar((mha.d_k as f32).sqrt());
     let weights = if mha.quiet_softmax {
         quiet_softmax(scores, 3)
     } else {
         softmax(scores, 3)
     };
     let weights = mha.dropout.forward(weights);
-    let context = weights.matmul(value).swap_dims(1, 2).reshape([b, s, d]);
+    let context = product(weights, value).swap_dims(1, 2).reshape([b, s, d]);
     linear_rows(&mha.output, context)
 }
 
