@@ -25,7 +25,10 @@ if [ ! -x web/node_modules/.bin/wasm-opt ]; then
   (cd web && npm ci --no-audit --no-fund)
 fi
 
-cargo build --locked --profile web --target wasm32-unknown-unknown --bin goalrank
+# WebAssembly SIMD (128-bit, in every current browser): Burn's CPU backend and its matrix
+# products use it, so the page's CPU fallback ranks and trains faster.
+RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+simd128" \
+  cargo build --locked --profile web --target wasm32-unknown-unknown --bin goalrank
 wasm="$target_dir/wasm32-unknown-unknown/web/goalrank.wasm"
 # A wasm binary with `main` is linked as a command: unless `main` runs the static constructors
 # itself (src/main.rs), the linker wraps every export so that each call from JS re-runs them all.
@@ -35,7 +38,7 @@ if grep -q -a 'command_export' "$wasm"; then
 fi
 mkdir -p "$out"
 wasm-bindgen --target web --no-typescript --out-dir "$out" --out-name goalrank "$wasm"
-web/node_modules/.bin/wasm-opt -Oz \
+web/node_modules/.bin/wasm-opt -Oz --enable-simd \
   --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
   --enable-mutable-globals --enable-reference-types --enable-multivalue \
   "$out/goalrank_bg.wasm" -o "$out/goalrank_bg.wasm"
