@@ -68,11 +68,11 @@ pub trait ProductOps: Backend {
 /// `matmul` elsewhere.
 ///
 /// # Shapes
-/// - lhs `[.., m, k]`, rhs `[.., k, n]` (the same leading dimensions; flex runs Burn's
-///   `matmul` where they differ)
+/// - lhs `[.., m, k]`, rhs `[.., k, n]` (the same leading dimensions; Burn's `matmul` runs
+///   where they differ)
 /// - output `[.., m, n]`
 pub fn product<const D: usize>(lhs: Tensor<D>, rhs: Tensor<D>) -> Tensor<D> {
-    if runs_here(&lhs) && runs_here(&rhs) {
+    if runs_here(&lhs) && runs_here(&rhs) && fits(&lhs.dims(), &rhs.dims()) {
         Tensor::from_dispatch(<burn::backend::Dispatch as ProductOps>::product(
             lhs.into_dispatch(),
             rhs.into_dispatch(),
@@ -89,7 +89,8 @@ pub fn product<const D: usize>(lhs: Tensor<D>, rhs: Tensor<D>) -> Tensor<D> {
 /// - lhs `[m, k]`, rhs `[k, n]`, bias `[n]`
 /// - output `[m, n]`
 pub fn product_bias(lhs: Tensor<2>, rhs: Tensor<2>, bias: Tensor<1>) -> Tensor<2> {
-    if runs_here(&lhs) && runs_here(&rhs) && bias.dtype() == DType::F32 {
+    let bias_fits = bias.dtype() == DType::F32 && bias.dims()[0] == rhs.dims()[1];
+    if runs_here(&lhs) && runs_here(&rhs) && bias_fits && fits(&lhs.dims(), &rhs.dims()) {
         Tensor::from_dispatch(<burn::backend::Dispatch as ProductOps>::product_bias(
             lhs.into_dispatch(),
             rhs.into_dispatch(),
@@ -98,6 +99,14 @@ pub fn product_bias(lhs: Tensor<2>, rhs: Tensor<2>, bias: Tensor<1>) -> Tensor<2
     } else {
         lhs.matmul(rhs) + bias.unsqueeze::<2>()
     }
+}
+
+/// Whether `[.., m, k] · [.., k, n]` has the same leading dimensions on both sides and
+/// matching inner sizes. Other shapes take Burn's `matmul`, which checks them (with a clear
+/// error) and broadcasts the leading dimensions where it can.
+fn fits(lhs: &[usize], rhs: &[usize]) -> bool {
+    let d = lhs.len();
+    d >= 2 && rhs.len() == d && lhs[..d - 2] == rhs[..d - 2] && lhs[d - 1] == rhs[d - 2]
 }
 
 /// Whether `x` is an f32 tensor on a flex device (with or without autodiff).
@@ -195,6 +204,14 @@ fn gemm_values(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<(Vec<f32>, Shape)> 
     };
 
     let spare = &mut out.spare_capacity_mut()[..len];
+    if m == 1 || n == 1 {
+        // `gemm` computes a matrix-vector product for these through a `&mut [f32]` over the
+        // destination (it writes before it reads), and such a slice must hold initialised
+        // values: zero them first (one row or column per product, cheap).
+        for value in spare.iter_mut() {
+            value.write(0.0);
+        }
+    }
     // flex's split: one large product at a time on all threads, or many small ones each on
     // one thread.
     #[cfg(not(target_arch = "wasm32"))]
@@ -342,9 +359,11 @@ impl<B: Backend + ProductOps, C: CheckpointStrategy> ProductOps for Autodiff<B, 
         }
     }
 
-    /// Composed of differentiable operations: the product, then Burn's broadcast add. (One
-    /// backward node for both, with the same gradients, changed the order in which autodiff
-    /// sums some gradients, and with it a trained reward model's last bits.)
+    /// Composed of differentiable operations: the product, then Burn's broadcast add, as Burn's
+    /// `Linear::forward` reaches autodiff (Burn's dispatch backend has no `linear` of its own,
+    /// so autodiff sees a matmul node and an add node). One backward node for both, with the
+    /// same gradients, changed the graph's depths, by which autodiff orders its backward steps,
+    /// and so the order in which some gradients are summed: a trained reward model's last bits.
     fn product_bias(
         lhs: FloatTensor<Self>,
         rhs: FloatTensor<Self>,
@@ -408,20 +427,19 @@ mod tests {
         t.into_data().try_to_vec::<f32>().expect("f32 data")
     }
 
-    /// Batched products (one at a time on all threads, many small ones each on one thread,
-    /// few small ones on the calling thread), on transposed and dimension-swapped views, and
-    /// their gradients, against Burn's.
+    /// Batched products in flex's three regimes (2 × 15 M multiply-adds: one product at a time
+    /// on all threads; 32 × 166 K: many small ones each on one thread; 4 × 60 and 6 × 7: on the
+    /// calling thread, the last a matrix-vector product), the right side a transposed view,
+    /// values and both gradients, against Burn's.
     #[test]
     fn batched_products_and_gradients_are_burns_bit_for_bit() {
         let device = Device::flex().autodiff();
         for (batch, m, k, n) in [
-            [2, 3, 4, 5],
-            [8, 51, 32, 51],
-            [2, 300, 200, 250],
-            [3, 1, 7, 1],
-        ]
-        .map(|[a, b, c, d]| ([a, 2], b, c, d))
-        {
+            ([1, 2], 300, 200, 250),
+            ([16, 2], 51, 64, 51),
+            ([2, 2], 3, 4, 5),
+            ([3, 2], 1, 7, 1),
+        ] {
             let run = |ours: bool| {
                 let a = tensor4([batch[0], batch[1], m, k], 1, &device).require_grad();
                 let b = tensor4([batch[0], batch[1], n, k], 2, &device).require_grad();

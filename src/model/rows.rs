@@ -70,8 +70,9 @@ mod tests {
         t.into_data().try_to_vec::<f32>().expect("f32 data")
     }
 
-    /// On a matrix, the same bits as Burn's `Linear::forward`, and the same gradients (96,000
-    /// outputs: the bias is added on several threads).
+    /// On a matrix under autodiff (the product, then Burn's add), the same bits as Burn's
+    /// `Linear::forward`, and the same gradients. The plain device's threaded bias is tested in
+    /// `model::product`.
     #[test]
     fn rows_give_burns_linear_bits_and_gradients() {
         let device = Device::flex().autodiff();
