@@ -1,8 +1,12 @@
 //! Which of Burn's backends a device runs on, for the few places where the model code takes a
-//! different (numerically identical) route on the CPU backend.
+//! different (numerically identical) route on the CPU backend, and what those routes
+//! (`model::gelu`, `model::product`) share: their f32 output buffers.
+
+use core::mem::MaybeUninit;
 
 use burn::backend::DispatchDevice;
-use burn::tensor::Device;
+use burn::backend::flex::{FlexTensor, Layout};
+use burn::tensor::{Bytes, DType, Device, Shape};
 
 /// Whether `device` is Burn's CPU backend (flex), with or without autodiff.
 pub fn is_flex(device: &Device) -> bool {
@@ -10,4 +14,23 @@ pub fn is_flex(device: &Device) -> bool {
         device.as_dispatch().clone().inner(),
         DispatchDevice::Flex(_)
     )
+}
+
+/// A contiguous f32 flex tensor of `shape` holding `values`, without a copy.
+pub fn flex_tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
+    FlexTensor::new(
+        Bytes::from_elems(values),
+        Layout::contiguous(shape),
+        DType::F32,
+    )
+}
+
+/// `values`, each set to zero.
+pub fn zeroed(values: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    for value in values.iter_mut() {
+        value.write(0.0);
+    }
+    // SAFETY: every element was initialised just above, and `MaybeUninit<f32>` has the layout
+    // of `f32`.
+    unsafe { &mut *(values as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }

@@ -17,14 +17,14 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
-use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::flex::FlexTensor;
 use burn::backend::ops::{ActivationOps, FloatTensorOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{Bytes, DType, Tensor};
+use burn::tensor::{DType, Tensor};
 use core::mem::MaybeUninit;
 
-use super::backend::is_flex;
+use super::backend::{flex_tensor, is_flex, zeroed};
 use super::erf::erf_in_place;
 
 /// Elements per chunk handed to one thread (about 64 KB of f32).
@@ -194,25 +194,6 @@ fn map_chunks(
 
 /// One output chunk (not yet initialised) and its input chunks.
 type Chunks<'a> = (&'a mut [MaybeUninit<f32>], (&'a [f32], &'a [f32]));
-
-/// `values`, each set to zero.
-fn zeroed(values: &mut [MaybeUninit<f32>]) -> &mut [f32] {
-    for value in values.iter_mut() {
-        value.write(0.0);
-    }
-    // SAFETY: every element was initialised just above, and `MaybeUninit<f32>` has the layout
-    // of `f32`.
-    unsafe { &mut *(values as *mut [MaybeUninit<f32>] as *mut [f32]) }
-}
-
-/// A contiguous f32 flex tensor of `shape` holding `values`.
-fn flex_tensor(values: Vec<f32>, shape: burn::tensor::Shape) -> FlexTensor {
-    FlexTensor::new(
-        Bytes::from_elems(values),
-        Layout::contiguous(shape),
-        DType::F32,
-    )
-}
 
 impl GeluOps for Flex {
     fn gelu_chunked(x: FlexTensor) -> FlexTensor {

@@ -25,9 +25,9 @@ use burn::backend::flex::{FlexTensor, Layout};
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{Bytes, DType, Shape, Tensor};
+use burn::tensor::{DType, Shape, Tensor};
 
-use super::backend::is_flex;
+use super::backend::{flex_tensor, is_flex, zeroed};
 
 /// Products with at least this many multiply-adds run on rayon's threads (flex's threshold).
 #[cfg(not(target_arch = "wasm32"))]
@@ -130,16 +130,11 @@ fn matrix_strides(layout: &Layout) -> (isize, isize) {
 /// - output `[.., m, n]`
 fn gemm_values(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<(Vec<f32>, Shape)> {
     let (lhs_shape, rhs_shape) = (lhs.shape(), rhs.shape());
-    let rank = lhs_shape.num_dims();
-    let plain = lhs.dtype() == DType::F32
-        && rhs.dtype() == DType::F32
-        && rank >= 2
-        && rhs_shape.num_dims() == rank
-        && lhs_shape[..rank - 2] == rhs_shape[..rank - 2]
-        && lhs_shape[rank - 1] == rhs_shape[rank - 2];
-    if !plain {
+    let plain = lhs.dtype() == DType::F32 && rhs.dtype() == DType::F32;
+    if !plain || !fits(&lhs_shape, &rhs_shape) {
         return None;
     }
+    let rank = lhs_shape.num_dims();
     let (m, k, n) = (
         lhs_shape[rank - 2],
         lhs_shape[rank - 1],
@@ -208,9 +203,7 @@ fn gemm_values(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<(Vec<f32>, Shape)> 
         // `gemm` computes a matrix-vector product for these through a `&mut [f32]` over the
         // destination (it writes before it reads), and such a slice must hold initialised
         // values: zero them first (one row or column per product, cheap).
-        for value in spare.iter_mut() {
-            value.write(0.0);
-        }
+        zeroed(spare);
     }
     // flex's split: one large product at a time on all threads, or many small ones each on
     // one thread.
@@ -242,15 +235,6 @@ fn gemm_values(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<(Vec<f32>, Shape)> 
     // SAFETY: the chunks cover the first `len` elements and `gemm` wrote each of them.
     unsafe { out.set_len(len) };
     Some((out, Shape::from(out_dims)))
-}
-
-/// A contiguous f32 flex tensor of `shape` holding `values`.
-fn flex_tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
-    FlexTensor::new(
-        Bytes::from_elems(values),
-        Layout::contiguous(shape),
-        DType::F32,
-    )
 }
 
 /// `bias` added to every row of the row-major `values` (`out + b`, as flex's broadcast add
