@@ -246,6 +246,81 @@ fn the_embedded_demo_models_decode_and_beat_random_lists() {
     assert!(ours > random * 1.05, "utility {ours} vs random {random}");
 }
 
+/// The browser demo compiles in `model-f16.bpk`, each run's `model.bpk` rounded to f16. With
+/// `GOALRANK_WRITE_DEMO_WEIGHTS=1` this test writes them again (after a new `model.bpk`).
+#[test]
+fn the_embedded_demo_weights_are_the_runs_weights_in_half_precision() {
+    use goalrank::app::demo::{demo_dataset, demo_generator, demo_reward};
+    use goalrank::model::module_bytes_f16;
+
+    let device = Device::flex();
+    let dataset = demo_dataset().expect("the demo's simulator");
+    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/sim-small");
+    let (generator_config, embedded_generator) = demo_generator(&dataset, &device).unwrap();
+    let (reward_config, embedded_reward) = demo_reward(&dataset, &device).unwrap();
+    let generator = load_module(
+        generator_config.init(&device),
+        &folder.join("goalrank/model.bpk"),
+    )
+    .unwrap();
+    let reward = load_module(
+        reward_config.init(&device),
+        &folder.join("reward/model.bpk"),
+    )
+    .unwrap();
+    let halves = [
+        ("goalrank", module_bytes_f16(&generator).unwrap()),
+        ("reward", module_bytes_f16(&reward).unwrap()),
+    ];
+    for (kind, half) in halves {
+        let path = folder.join(kind).join("model-f16.bpk");
+        if std::env::var_os("GOALRANK_WRITE_DEMO_WEIGHTS").is_some() {
+            std::fs::write(&path, &half).unwrap();
+        }
+        let embedded = std::fs::read(&path).unwrap();
+        assert!(
+            embedded == half,
+            "{}: not {kind}/model.bpk in f16; GOALRANK_WRITE_DEMO_WEIGHTS=1 cargo test writes it",
+            path.display()
+        );
+    }
+    // Loaded back, each weight is the f32 weight to f16's precision (2^-11 relative, or f16's
+    // smallest step near zero), and the rounding is there (most weights are not the f32 file's).
+    let pairs = [
+        (weights(&generator), weights(&embedded_generator)),
+        (weights(&reward), weights(&embedded_reward)),
+    ];
+    for (f32_weights, loaded) in pairs {
+        assert_eq!(f32_weights.len(), loaded.len());
+        let mut rounded = 0;
+        for (a, b) in f32_weights.iter().zip(&loaded) {
+            assert!(
+                (a - b).abs() <= a.abs() * 2f32.powi(-11) + 3e-8,
+                "{a} loaded as {b}"
+            );
+            rounded += usize::from(a != b);
+        }
+        assert!(
+            rounded > loaded.len() / 2,
+            "{rounded} of {} weights rounded",
+            loaded.len()
+        );
+    }
+}
+
+/// Every float weight of a module, in the order the module visits them.
+fn weights<M: burn::module::Module>(module: &M) -> Vec<f32> {
+    struct Collect(Vec<f32>);
+    impl burn::module::ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            self.0.extend(to_vec(param.val()));
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    module.visit(&mut collect);
+    collect.0
+}
+
 #[test]
 fn top_indices_and_one_hot_agree_with_burns_sort_and_one_hot() {
     use burn::tensor::Distribution;

@@ -1,14 +1,15 @@
 //! The browser demo's data and models, compiled into the binary so the page needs no file
 //! system and fetches nothing: the `sim:small` simulator (built in the page) and a GoalRank run
 //! with its reward model trained on it (`goalrank experiment main --data sim:small`, seed 0;
-//! `assets/models/sim-small/`).
+//! `assets/models/sim-small/`). The weights are compiled in at half precision (`model-f16.bpk`,
+//! the runs' `model.bpk` rounded to f16: half the download) and run in f32.
 
 use burn::tensor::Device;
 use serde::de::DeserializeOwned;
 
 use crate::data::{Dataset, Source};
-use crate::model::module_from_bytes;
 use crate::model::{Generator, GeneratorConfig, RewardModel, RewardModelConfig};
+use crate::model::{module_bytes, module_from_bytes, module_from_bytes_converted};
 use crate::run::check_run_config;
 use crate::{Error, Result};
 
@@ -16,9 +17,10 @@ use crate::{Error, Result};
 pub const DEMO_SOURCE: &str = "sim:small";
 
 const GENERATOR_CONFIG: &str = include_str!("../../assets/models/sim-small/goalrank/config.json");
-const GENERATOR_WEIGHTS: &[u8] = include_bytes!("../../assets/models/sim-small/goalrank/model.bpk");
+const GENERATOR_WEIGHTS: &[u8] =
+    include_bytes!("../../assets/models/sim-small/goalrank/model-f16.bpk");
 const REWARD_CONFIG: &str = include_str!("../../assets/models/sim-small/reward/config.json");
-const REWARD_WEIGHTS: &[u8] = include_bytes!("../../assets/models/sim-small/reward/model.bpk");
+const REWARD_WEIGHTS: &[u8] = include_bytes!("../../assets/models/sim-small/reward/model-f16.bpk");
 
 /// The demo's requests, simulated (no file is read or written).
 pub fn demo_dataset() -> Result<Dataset> {
@@ -42,7 +44,9 @@ fn model_config<C: DeserializeOwned>(
 pub fn demo_generator(dataset: &Dataset, device: &Device) -> Result<(GeneratorConfig, Generator)> {
     let origin = "embedded assets/models/sim-small/goalrank";
     let config: GeneratorConfig = model_config(GENERATOR_CONFIG, origin, "goalrank", dataset)?;
-    let model = module_from_bytes(config.init(device), GENERATOR_WEIGHTS.to_vec())?;
+    let cpu = Device::flex();
+    let model = module_from_bytes_converted(config.init(&cpu), GENERATOR_WEIGHTS.to_vec())?;
+    let model = module_from_bytes(config.init(device), module_bytes(&model)?)?;
     Ok((config, model))
 }
 
@@ -50,6 +54,8 @@ pub fn demo_generator(dataset: &Dataset, device: &Device) -> Result<(GeneratorCo
 pub fn demo_reward(dataset: &Dataset, device: &Device) -> Result<(RewardModelConfig, RewardModel)> {
     let origin = "embedded assets/models/sim-small/reward";
     let config: RewardModelConfig = model_config(REWARD_CONFIG, origin, "reward", dataset)?;
-    let model = module_from_bytes(config.init(device), REWARD_WEIGHTS.to_vec())?;
+    let cpu = Device::flex();
+    let model = module_from_bytes_converted(config.init(&cpu), REWARD_WEIGHTS.to_vec())?;
+    let model = module_from_bytes(config.init(device), module_bytes(&model)?)?;
     Ok((config, model))
 }

@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::store::ModuleRecord;
-use burn::tensor::{Bytes, Tensor};
+use burn::tensor::{Bytes, DType, Tensor};
 
 use crate::error::debug_line;
 use crate::{Error, files};
@@ -20,12 +20,44 @@ pub fn module_bytes<M: Module>(module: &M) -> crate::Result<Vec<u8>> {
         .map_err(|e| Error::backend_debug("serialising weights", e))
 }
 
+/// A module's weights as burnpack bytes with every float weight rounded to half precision
+/// (f16, round to nearest): half the bytes, for weights compiled into a binary (the browser
+/// demo's). Refuses weights that f16 cannot hold (beyond ±65,504, or NaN).
+pub fn module_bytes_f16<M: Module>(module: &M) -> crate::Result<Vec<u8>> {
+    /// Casts every float parameter to f16.
+    struct Half;
+    impl ModuleMapper for Half {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            param.map(|tensor| tensor.cast(DType::F16))
+        }
+    }
+    let half = module.clone().map(&mut Half);
+    if let Some(name) = first_non_finite(&half) {
+        return Err(Error::NonFinite(format!(
+            "weight `{name}` does not fit in half precision (f16)"
+        )));
+    }
+    module_bytes(&half)
+}
+
 /// Loads burnpack bytes from [`module_bytes`] into a freshly initialised `module`.
 pub fn module_from_bytes<M: Module>(module: M, bytes: Vec<u8>) -> crate::Result<M> {
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
         .map_err(|e| Error::backend_debug("not burnpack weights", e))?;
     module
         .try_load_record(record)
+        .map_err(|e| Error::backend_debug("weights do not fit the model", e))
+}
+
+/// Loads burnpack bytes whose weights may be in another float precision (f16 from
+/// [`module_bytes_f16`]) into `module`, converting each on the host to the dtype of the
+/// module's parameter. Each parameter of `module` is initialised first to read its dtype, so
+/// load on the CPU and move the module afterwards.
+pub fn module_from_bytes_converted<M: Module>(module: M, bytes: Vec<u8>) -> crate::Result<M> {
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
+        .map_err(|e| Error::backend_debug("not burnpack weights", e))?;
+    module
+        .try_load_record(record.cast_to_module_dtype())
         .map_err(|e| Error::backend_debug("weights do not fit the model", e))
 }
 
@@ -41,9 +73,10 @@ pub fn save_module<M: Module>(module: &M, path: &Path) -> crate::Result<()> {
     files::write_bytes(path, &module_bytes(module)?)
 }
 
-/// Loads weights saved by [`save_module`] into a freshly initialised `module`. A file that is
-/// not a checkpoint, does not fit the model, or holds NaN or infinite weights is refused with
-/// one line naming it.
+/// Loads weights saved by [`save_module`] into a freshly initialised `module`; weights saved in
+/// another float precision (f16 from [`module_bytes_f16`]) are converted to the model's. A file
+/// that is not a checkpoint, does not fit the model, or holds NaN or infinite weights is refused
+/// with one line naming it.
 pub fn load_module<M: Module>(module: M, path: &Path) -> crate::Result<M> {
     let refuse = |what: &str, detail: String| Error::Checkpoint {
         path: path.to_path_buf(),
@@ -51,12 +84,14 @@ pub fn load_module<M: Module>(module: M, path: &Path) -> crate::Result<M> {
     };
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(files::read_bytes(path)?))
         .map_err(|e| refuse("not a goalrank weights file (burnpack): ", debug_line(&e)))?;
-    let module = module.try_load_record(record).map_err(|e| {
-        refuse(
-            "weights do not fit the model its config.json describes: ",
-            debug_line(&e),
-        )
-    })?;
+    let module = module
+        .try_load_record(record.cast_to_module_dtype())
+        .map_err(|e| {
+            refuse(
+                "weights do not fit the model its config.json describes: ",
+                debug_line(&e),
+            )
+        })?;
     if let Some(name) = first_non_finite(&module) {
         return Err(Error::Checkpoint {
             path: path.to_path_buf(),
