@@ -236,6 +236,7 @@ impl GoalRankApp {
     }
 
     /// eframe's constructor: settings from the last session when there are some.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new(cc: &eframe::CreationContext<'_>) -> Self {
         let settings = cc
             .storage
@@ -279,6 +280,9 @@ impl eframe::App for GoalRankApp {
         hook::publish(self);
     }
 
+    /// Natively, the settings are kept for the next session; the browser page keeps nothing
+    /// (it always opens the embedded demo, and is built without eframe's persistence).
+    #[cfg(not(target_arch = "wasm32"))]
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
         if !self.web {
             eframe::set_value(storage, eframe::APP_KEY, &self.settings);
