@@ -151,6 +151,73 @@ fn checkpoint_round_trip_gives_identical_outputs() {
 }
 
 #[test]
+fn a_half_precision_checkpoint_loads_as_f32_without_drawing_random_numbers() {
+    use burn::tensor::{DType, Distribution};
+    use goalrank::model::module_bytes_f16;
+
+    let dataset = dataset();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = generator(&dataset, &Device::flex());
+    let path = dir.path().join("half.bpk");
+    std::fs::write(&path, module_bytes_f16(&model).expect("f16")).expect("write");
+    // Loading draws nothing from the device's random numbers (the draw after it is the draw
+    // after a fresh init), and every weight comes back f32, to f16's precision.
+    let draw_after = |load: bool| {
+        let device = Device::flex();
+        device.seed(5);
+        let fresh = tiny_goalrank().model(&dataset).init(&device);
+        let loaded = if load {
+            load_module(fresh, &path).expect("load")
+        } else {
+            fresh
+        };
+        let draw = to_vec(Tensor::<1>::random([8], Distribution::Default, &device));
+        (draw, loaded)
+    };
+    let (plain_draw, _) = draw_after(false);
+    let (draw, loaded) = draw_after(true);
+    assert_eq!(draw, plain_draw);
+    let (before, after) = (weights(&model), weights(&loaded));
+    assert_eq!(before.len(), after.len());
+    for (a, b) in before.iter().zip(&after) {
+        assert!(
+            (a - b).abs() <= a.abs() * 2f32.powi(-11) + 3e-8,
+            "{a} loaded as {b}"
+        );
+    }
+    assert!(before != after, "the weights were not rounded");
+    // Under autodiff the loaded weights are f32 and still trained: each gets a gradient.
+    let device = Device::flex().autodiff();
+    let loaded = load_module(tiny_goalrank().model(&dataset).init(&device), &path).expect("load");
+    let batch = batch(&dataset, &device);
+    let lists = Tensor::<3, Int>::from_data(
+        TensorData::new((0..6 * 6).map(|i| i % 15).collect::<Vec<i64>>(), [6, 1, 6]),
+        &device,
+    );
+    let grads = loaded
+        .teacher_forced(&loaded.encode(&batch), lists)
+        .0
+        .sum()
+        .backward();
+    struct Trained<'a>(&'a burn::tensor::Gradients, usize, usize);
+    impl burn::module::ModuleVisitor for Trained<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            assert_eq!(param.val().dtype(), DType::F32);
+            self.1 += 1;
+            self.2 += usize::from(param.val().grad(self.0).is_some());
+        }
+    }
+    let mut trained = Trained(&grads, 0, 0);
+    burn::module::Module::visit(&loaded, &mut trained);
+    assert!(
+        trained.1 > 10 && trained.2 == trained.1,
+        "{} of {} trained",
+        trained.2,
+        trained.1
+    );
+}
+
+#[test]
 fn a_corrupt_checkpoint_is_an_error_not_a_panic() {
     let device = Device::flex();
     let dataset = dataset();

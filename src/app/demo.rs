@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 
 use crate::data::{Dataset, Source};
 use crate::model::{Generator, GeneratorConfig, RewardModel, RewardModelConfig};
-use crate::model::{module_bytes, module_from_bytes, module_from_bytes_converted};
+use crate::model::{module_bytes, module_from_bytes};
 use crate::run::check_run_config;
 use crate::{Error, Result};
 
@@ -79,8 +79,9 @@ fn model_config<C: DeserializeOwned>(
 pub fn demo_generator(dataset: &Dataset, device: &Device) -> Result<(GeneratorConfig, Generator)> {
     let origin = "embedded assets/models/sim-small/goalrank";
     let config: GeneratorConfig = model_config(GENERATOR_CONFIG, origin, "goalrank", dataset)?;
+    // f16 weights become f32 on the CPU (not every GPU holds f16 tensors), then move.
     let cpu = Device::flex();
-    let model = module_from_bytes_converted(config.init(&cpu), interleave(&GENERATOR_PLANES))?;
+    let model = module_from_bytes(config.init(&cpu), interleave(&GENERATOR_PLANES))?;
     let model = module_from_bytes(config.init(device), module_bytes(&model)?)?;
     Ok((config, model))
 }
@@ -90,7 +91,7 @@ pub fn demo_reward(dataset: &Dataset, device: &Device) -> Result<(RewardModelCon
     let origin = "embedded assets/models/sim-small/reward";
     let config: RewardModelConfig = model_config(REWARD_CONFIG, origin, "reward", dataset)?;
     let cpu = Device::flex();
-    let model = module_from_bytes_converted(config.init(&cpu), interleave(&REWARD_PLANES))?;
+    let model = module_from_bytes(config.init(&cpu), interleave(&REWARD_PLANES))?;
     let model = module_from_bytes(config.init(device), module_bytes(&model)?)?;
     Ok((config, model))
 }

@@ -29,6 +29,5 @@ pub use pointwise::{Pointwise, PointwiseConfig};
 pub use read::{block_on, read_backs, read_f32, read_i64, read_scalar};
 pub use reward::{RewardContext, RewardKind, RewardModel, RewardModelConfig, discounts};
 pub use store::{
-    first_non_finite, load_module, module_bytes, module_bytes_f16, module_from_bytes,
-    module_from_bytes_converted, save_module,
+    first_non_finite, load_module, module_bytes, module_bytes_f16, module_from_bytes, save_module,
 };

@@ -40,25 +40,38 @@ pub fn module_bytes_f16<M: Module>(module: &M) -> crate::Result<Vec<u8>> {
     module_bytes(&half)
 }
 
-/// Loads burnpack bytes from [`module_bytes`] into a freshly initialised `module`.
+/// Loads burnpack bytes from [`module_bytes`] (or [`module_bytes_f16`]) into a freshly
+/// initialised `module`. Half-precision weights are made f32 on `module`'s device, which must
+/// hold f16 tensors for that (the CPU does; load there and move the module otherwise).
 pub fn module_from_bytes<M: Module>(module: M, bytes: Vec<u8>) -> crate::Result<M> {
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
         .map_err(|e| Error::backend_debug("not burnpack weights", e))?;
-    module
+    let module = module
         .try_load_record(record)
-        .map_err(|e| Error::backend_debug("weights do not fit the model", e))
+        .map_err(|e| Error::backend_debug("weights do not fit the model", e))?;
+    Ok(weights_to_f32(module))
 }
 
-/// Loads burnpack bytes whose weights may be in another float precision (f16 from
-/// [`module_bytes_f16`]) into `module`, converting each on the host to the dtype of the
-/// module's parameter. Each parameter of `module` is initialised first to read its dtype, so
-/// load on the CPU and move the module afterwards.
-pub fn module_from_bytes_converted<M: Module>(module: M, bytes: Vec<u8>) -> crate::Result<M> {
-    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
-        .map_err(|e| Error::backend_debug("not burnpack weights", e))?;
-    module
-        .try_load_record(record.cast_to_module_dtype())
-        .map_err(|e| Error::backend_debug("weights do not fit the model", e))
+/// Casts every float weight that is not f32 (half-precision weights, as loaded from
+/// [`module_bytes_f16`]) to f32, keeping whether it is trained. Loading takes each weight in the
+/// dtype it was saved in; Burn's alternative, casting on load to the module's dtype, would
+/// first initialise every weight to read that dtype, drawing from the device's random numbers,
+/// and so change what a seeded run draws after loading a checkpoint.
+fn weights_to_f32<M: Module>(module: M) -> M {
+    /// Casts the float parameters that are not f32.
+    struct ToF32;
+    impl ModuleMapper for ToF32 {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            param.map(|tensor| {
+                if tensor.dtype() == DType::F32 {
+                    return tensor;
+                }
+                let tracked = tensor.is_require_grad();
+                tensor.cast(DType::F32).detach().set_require_grad(tracked)
+            })
+        }
+    }
+    module.map(&mut ToF32)
 }
 
 /// Saves a module's weights (burnpack) to `path`; refuses weights that are NaN or infinite, so a
@@ -73,8 +86,8 @@ pub fn save_module<M: Module>(module: &M, path: &Path) -> crate::Result<()> {
     files::write_bytes(path, &module_bytes(module)?)
 }
 
-/// Loads weights saved by [`save_module`] into a freshly initialised `module`; weights saved in
-/// another float precision (f16 from [`module_bytes_f16`]) are converted to the model's. A file
+/// Loads weights saved by [`save_module`] into a freshly initialised `module`; weights saved at
+/// half precision (f16, [`module_bytes_f16`]) are made f32 on the module's device. A file
 /// that is not a checkpoint, does not fit the model, or holds NaN or infinite weights is refused
 /// with one line naming it.
 pub fn load_module<M: Module>(module: M, path: &Path) -> crate::Result<M> {
@@ -84,14 +97,13 @@ pub fn load_module<M: Module>(module: M, path: &Path) -> crate::Result<M> {
     };
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(files::read_bytes(path)?))
         .map_err(|e| refuse("not a goalrank weights file (burnpack): ", debug_line(&e)))?;
-    let module = module
-        .try_load_record(record.cast_to_module_dtype())
-        .map_err(|e| {
-            refuse(
-                "weights do not fit the model its config.json describes: ",
-                debug_line(&e),
-            )
-        })?;
+    let module = module.try_load_record(record).map_err(|e| {
+        refuse(
+            "weights do not fit the model its config.json describes: ",
+            debug_line(&e),
+        )
+    })?;
+    let module = weights_to_f32(module);
     if let Some(name) = first_non_finite(&module) {
         return Err(Error::Checkpoint {
             path: path.to_path_buf(),
