@@ -2,9 +2,10 @@
 // WebGPU on its software adapter) that draws with WebGL2 on every animation frame and creates
 // N distinct compute pipelines (one dispatch each) with WebGPU's synchronous
 // `createComputePipeline` (what wgpu, and so Burn's kernels, call) or with
-// `createComputePipelineAsync`; prints the frames drawn and the longest time without a frame.
+// `createComputePipelineAsync`, on the page's main thread or in a worker (`worker-sync`,
+// `worker-async`); prints the frames drawn and the longest time without a frame.
 //
-//   node web/pipeline-block.mjs [N] [sync,async]
+//   node web/pipeline-block.mjs [N] [sync,async,worker-sync,worker-async]
 
 import { chromium } from "playwright-core";
 import fs from "node:fs";
@@ -24,13 +25,11 @@ function shader(i) {
   return "@group(0) @binding(0) var<storage, read_write> buf: array<f32>;\\n" +
     "@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) id: vec3<u32>) { var x = buf[id.x]; " + body + " buf[id.x] = x; }";
 }
-window.run = async (mode, n, salt) => {
+async function create(mode, n, salt) {
   const device = await (await navigator.gpu.requestAdapter()).requestDevice();
   const buf = device.createBuffer({ size: 4096, usage: GPUBufferUsage.STORAGE });
   const bgl = device.createBindGroupLayout({ entries: [{ binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: "storage" } }] });
   const layout = device.createPipelineLayout({ bindGroupLayouts: [bgl] });
-  const start = performance.now();
-  frames_.length = 0;
   for (let i = 0; i < n; i++) {
     const desc = { layout, compute: { module: device.createShaderModule({ code: shader(salt + i) }), entryPoint: "main" } };
     const pipeline = mode === "async" ? await device.createComputePipelineAsync(desc) : device.createComputePipeline(desc);
@@ -44,6 +43,20 @@ window.run = async (mode, n, salt) => {
     await new Promise((r) => setTimeout(r, 0));
   }
   await device.queue.onSubmittedWorkDone();
+}
+// "worker-sync" / "worker-async": the same, in a dedicated worker with its own device, while the
+// page's main thread only draws.
+window.run = async (mode, n, salt) => {
+  const start = performance.now();
+  frames_.length = 0;
+  if (mode.startsWith("worker-")) {
+    const code = shader.toString() + create.toString() +
+      "onmessage = async (e) => { await create(e.data[0], e.data[1], e.data[2]); postMessage(0); };";
+    const worker = new Worker(URL.createObjectURL(new Blob([code], { type: "text/javascript" })));
+    await new Promise((done) => { worker.onmessage = done; worker.postMessage([mode.slice(7), n, salt]); });
+  } else {
+    await create(mode, n, salt);
+  }
   let gap = 0;
   for (let i = 1; i < frames_.length; i++) gap = Math.max(gap, frames_[i] - frames_[i - 1]);
   return { mode, pipelines: n, seconds: (performance.now() - start) / 1000, frames: frames_.length, longest_gap_s: gap / 1000 };
@@ -51,7 +64,7 @@ window.run = async (mode, n, salt) => {
 </script>`;
 
 const n = Number(process.argv[2] ?? 40);
-const modes = (process.argv[3] ?? "sync,async").split(",");
+const modes = (process.argv[3] ?? "sync,async,worker-sync,worker-async").split(",");
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pipeline-block-"));
 fs.writeFileSync(path.join(dir, "index.html"), page);
 const server = await serve(dir);
