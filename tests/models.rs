@@ -215,6 +215,23 @@ fn a_half_precision_checkpoint_loads_as_f32_without_drawing_random_numbers() {
         trained.2,
         trained.1
     );
+
+    // A weight beyond f16's range is refused by name, not written as infinity.
+    struct Scale;
+    impl burn::module::ModuleMapper for Scale {
+        fn map_float<const D: usize>(
+            &mut self,
+            param: burn::module::Param<Tensor<D>>,
+        ) -> burn::module::Param<Tensor<D>> {
+            param.map(|t| t * 1e6)
+        }
+    }
+    let large = burn::module::Module::map(model, &mut Scale);
+    let err = module_bytes_f16(&large).expect_err("beyond f16");
+    assert!(
+        err.to_string().contains("does not fit in half precision"),
+        "{err}"
+    );
 }
 
 #[test]
