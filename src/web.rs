@@ -193,8 +193,8 @@ async fn run(picked: Picked) -> Result<(), String> {
 
 /// The page's fonts: egui's default proportional font (Ubuntu Light) for all text, and its
 /// icon font. egui's defaults also bundle Hack for monospace text, which the app does not ask
-/// for (only the plots' hover labels use it): leaving it out makes the download 0.15 MB smaller
-/// (gzipped), and those labels are set in Ubuntu Light.
+/// for (egui's debug panels and egui_plot's coordinate and heat-map labels use it, none of which
+/// the app shows): leaving it out makes the download 0.15 MB smaller (gzipped).
 fn page_fonts() -> egui::FontDefinitions {
     use egui::{FontData, FontFamily, FontTweak};
     use std::sync::Arc;

@@ -331,36 +331,31 @@ fn the_embedded_demo_models_decode_and_beat_random_lists() {
 }
 
 /// The browser demo compiles in `model-f16.bpk`, each run's `model.bpk` rounded to f16. With
-/// `GOALRANK_WRITE_DEMO_WEIGHTS=1` this test writes them again (after a new `model.bpk`).
+/// `GOALRANK_WRITE_DEMO_WEIGHTS=1` this test writes them from the runs' `model.bpk` and stops;
+/// the next build compiles them in and the test checks them.
 #[test]
 fn the_embedded_demo_weights_are_the_runs_weights_in_half_precision() {
     use goalrank::app::demo::{demo_dataset, demo_generator, demo_reward};
     use goalrank::model::module_bytes_f16;
+    use goalrank::run::{load_generator, load_reward};
 
     let device = Device::flex();
     let dataset = demo_dataset().expect("the demo's simulator");
     let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/sim-small");
-    let (generator_config, embedded_generator) = demo_generator(&dataset, &device).unwrap();
-    let (reward_config, embedded_reward) = demo_reward(&dataset, &device).unwrap();
-    let generator = load_module(
-        generator_config.init(&device),
-        &folder.join("goalrank/model.bpk"),
-    )
-    .unwrap();
-    let reward = load_module(
-        reward_config.init(&device),
-        &folder.join("reward/model.bpk"),
-    )
-    .unwrap();
+    let generator = load_generator(&folder.join("goalrank"), &dataset, &device).unwrap();
+    let reward = load_reward(&folder.join("reward"), &dataset, &device).unwrap();
     let halves = [
         ("goalrank", module_bytes_f16(&generator).unwrap()),
         ("reward", module_bytes_f16(&reward).unwrap()),
     ];
+    if std::env::var("GOALRANK_WRITE_DEMO_WEIGHTS").as_deref() == Ok("1") {
+        for (kind, half) in halves {
+            std::fs::write(folder.join(kind).join("model-f16.bpk"), half).unwrap();
+        }
+        return;
+    }
     for (kind, half) in halves {
         let path = folder.join(kind).join("model-f16.bpk");
-        if std::env::var_os("GOALRANK_WRITE_DEMO_WEIGHTS").is_some() {
-            std::fs::write(&path, &half).unwrap();
-        }
         let embedded = std::fs::read(&path).unwrap();
         assert!(
             embedded == half,
@@ -368,6 +363,8 @@ fn the_embedded_demo_weights_are_the_runs_weights_in_half_precision() {
             path.display()
         );
     }
+    let (_, embedded_generator) = demo_generator(&dataset, &device).unwrap();
+    let (_, embedded_reward) = demo_reward(&dataset, &device).unwrap();
     // Loaded back, each weight is the f32 weight to f16's precision (2^-11 relative, or f16's
     // smallest step near zero), and the rounding is there (most weights are not the f32 file's).
     let pairs = [

@@ -4,6 +4,7 @@
 //! `assets/models/sim-small/`). The weights are compiled in at half precision (`model-f16.bpk`,
 //! the runs' `model.bpk` rounded to f16: half the download) and run in f32.
 
+use burn::module::Module;
 use burn::tensor::Device;
 use serde::de::DeserializeOwned;
 
@@ -79,10 +80,7 @@ fn model_config<C: DeserializeOwned>(
 pub fn demo_generator(dataset: &Dataset, device: &Device) -> Result<(GeneratorConfig, Generator)> {
     let origin = "embedded assets/models/sim-small/goalrank";
     let config: GeneratorConfig = model_config(GENERATOR_CONFIG, origin, "goalrank", dataset)?;
-    // f16 weights become f32 on the CPU (not every GPU holds f16 tensors), then move.
-    let cpu = Device::flex();
-    let model = module_from_bytes(config.init(&cpu), interleave(&GENERATOR_PLANES))?;
-    let model = module_from_bytes(config.init(device), module_bytes(&model)?)?;
+    let model = embedded(|d| config.init(d), &GENERATOR_PLANES, device)?;
     Ok((config, model))
 }
 
@@ -90,10 +88,21 @@ pub fn demo_generator(dataset: &Dataset, device: &Device) -> Result<(GeneratorCo
 pub fn demo_reward(dataset: &Dataset, device: &Device) -> Result<(RewardModelConfig, RewardModel)> {
     let origin = "embedded assets/models/sim-small/reward";
     let config: RewardModelConfig = model_config(REWARD_CONFIG, origin, "reward", dataset)?;
-    let cpu = Device::flex();
-    let model = module_from_bytes(config.init(&cpu), interleave(&REWARD_PLANES))?;
-    let model = module_from_bytes(config.init(device), module_bytes(&model)?)?;
+    let model = embedded(|d| config.init(d), &REWARD_PLANES, device)?;
     Ok((config, model))
+}
+
+/// Compiled-in f16 weights (in byte planes) in the model `init` makes, on `device`: loaded on
+/// the CPU, where they become f32 (a read-back, which the browser's WebGPU does not allow
+/// synchronously), then moved when `device` is another.
+fn embedded<M: Module>(init: impl Fn(&Device) -> M, planes: &[u8], device: &Device) -> Result<M> {
+    let cpu = Device::flex();
+    let model = module_from_bytes(init(&cpu), interleave(planes))?;
+    // (Device equality ignores autodiff.)
+    if *device == cpu && !device.is_autodiff() {
+        return Ok(model);
+    }
+    module_from_bytes(init(device), module_bytes(&model)?)
 }
 
 #[cfg(test)]
@@ -109,6 +118,8 @@ mod tests {
         assert_eq!(ODD, [1, 3, 5, 2, 4]);
         assert_eq!(interleave(&ODD), [1, 2, 3, 4, 5]);
         assert_eq!(interleave(&[]), Vec::<u8>::new());
+        let file = include_bytes!("../../assets/models/sim-small/goalrank/model-f16.bpk");
+        assert_eq!(interleave(&super::GENERATOR_PLANES), file);
         let file = include_bytes!("../../assets/models/sim-small/reward/model-f16.bpk");
         assert_eq!(interleave(&super::REWARD_PLANES), file);
     }

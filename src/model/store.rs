@@ -22,7 +22,8 @@ pub fn module_bytes<M: Module>(module: &M) -> crate::Result<Vec<u8>> {
 
 /// A module's weights as burnpack bytes with every float weight rounded to half precision
 /// (f16, round to nearest): half the bytes, for weights compiled into a binary (the browser
-/// demo's). Refuses weights that f16 cannot hold (beyond ±65,504, or NaN).
+/// demo's). Refuses weights that are NaN or infinite, and weights that f16 cannot hold (from
+/// about ±65,520 on they would round to infinity); weights below f16's smallest step round to 0.
 pub fn module_bytes_f16<M: Module>(module: &M) -> crate::Result<Vec<u8>> {
     /// Casts every float parameter to f16.
     struct Half;
@@ -30,6 +31,11 @@ pub fn module_bytes_f16<M: Module>(module: &M) -> crate::Result<Vec<u8>> {
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
             param.map(|tensor| tensor.cast(DType::F16))
         }
+    }
+    if let Some(name) = first_non_finite(module) {
+        return Err(Error::NonFinite(format!(
+            "weight `{name}` holds NaN or infinite values"
+        )));
     }
     let half = module.clone().map(&mut Half);
     if let Some(name) = first_non_finite(&half) {
@@ -41,8 +47,7 @@ pub fn module_bytes_f16<M: Module>(module: &M) -> crate::Result<Vec<u8>> {
 }
 
 /// Loads burnpack bytes from [`module_bytes`] (or [`module_bytes_f16`]) into a freshly
-/// initialised `module`. Half-precision weights are made f32 on `module`'s device, which must
-/// hold f16 tensors for that (the CPU does; load there and move the module otherwise).
+/// initialised `module`; half-precision weights are made f32 (see [`weights_to_f32`]).
 pub fn module_from_bytes<M: Module>(module: M, bytes: Vec<u8>) -> crate::Result<M> {
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
         .map_err(|e| Error::backend_debug("not burnpack weights", e))?;
@@ -52,13 +57,17 @@ pub fn module_from_bytes<M: Module>(module: M, bytes: Vec<u8>) -> crate::Result<
     Ok(weights_to_f32(module))
 }
 
-/// Casts every float weight that is not f32 (half-precision weights, as loaded from
-/// [`module_bytes_f16`]) to f32, keeping whether it is trained. Loading takes each weight in the
+/// Makes every float weight that is not f32 (half-precision weights, as loaded from
+/// [`module_bytes_f16`]) f32, keeping whether it is trained. Loading takes each weight in the
 /// dtype it was saved in; Burn's alternative, casting on load to the module's dtype, would
 /// first initialise every weight to read that dtype, drawing from the device's random numbers,
-/// and so change what a seeded run draws after loading a checkpoint.
+/// and so change what a seeded run draws after loading a checkpoint. The values are converted
+/// on the host (read back and uploaded again), so a GPU without f16 arithmetic never runs a
+/// kernel on them; that read-back blocks, so on WebGPU in the browser load on the CPU and move
+/// the module (as the demo does). Only loaded weights may come here: mapping a parameter that
+/// was never initialised would initialise it (a strict load initialises every one).
 fn weights_to_f32<M: Module>(module: M) -> M {
-    /// Casts the float parameters that are not f32.
+    /// Makes the float parameters that are not f32 f32.
     struct ToF32;
     impl ModuleMapper for ToF32 {
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
@@ -67,7 +76,9 @@ fn weights_to_f32<M: Module>(module: M) -> M {
                     return tensor;
                 }
                 let tracked = tensor.is_require_grad();
-                tensor.cast(DType::F32).detach().set_require_grad(tracked)
+                let device = tensor.device();
+                let data = tensor.into_data().convert_dtype(DType::F32);
+                Tensor::from_data(data, (&device, DType::F32)).set_require_grad(tracked)
             })
         }
     }
@@ -87,7 +98,7 @@ pub fn save_module<M: Module>(module: &M, path: &Path) -> crate::Result<()> {
 }
 
 /// Loads weights saved by [`save_module`] into a freshly initialised `module`; weights saved at
-/// half precision (f16, [`module_bytes_f16`]) are made f32 on the module's device. A file
+/// half precision (f16, [`module_bytes_f16`]) are made f32 ([`weights_to_f32`]). A file
 /// that is not a checkpoint, does not fit the model, or holds NaN or infinite weights is refused
 /// with one line naming it.
 pub fn load_module<M: Module>(module: M, path: &Path) -> crate::Result<M> {
