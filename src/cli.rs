@@ -125,8 +125,8 @@ enum Command {
         token: Option<String>,
     },
     /// Train a small reward model for a few steps on the CPU and on wgpu (Vulkan) from the same
-    /// weights and compare the losses, and run each WGSL kernel against its tensor-op twin on
-    /// wgpu; exits 1 when they differ.
+    /// weights and compare the losses, run each WGSL kernel against its tensor-op twin on wgpu,
+    /// and load half-precision (f16) weights on both; exits 1 when they differ.
     CheckDevice {
         #[command(flatten)]
         data: DataArgs,

@@ -1,5 +1,6 @@
 //! wgpu smoke tests: the same reward-model steps on Vulkan (Mesa's software driver in CI) and on
-//! the CPU give the same losses, the fused WGSL decoder step agrees with its tensor-op twin, and
+//! the CPU give the same losses, the fused WGSL decoder step agrees with its tensor-op twin,
+//! half-precision weights load on Vulkan as on the CPU, and
 //! `bench` counts a training step's kernel launches by phase and by kernel.
 //!
 //! Without a Vulkan adapter each reports itself skipped, unless `GOALRANK_REQUIRE_WGPU` is set
@@ -88,6 +89,8 @@ fn wgpu_and_flex_give_the_same_losses() {
     assert_eq!(kernels["different_picks"], 0, "{kernels}");
     assert!(kernels["max_log_prob_difference"].as_f64().expect("diff") <= 1e-4);
     assert_eq!(kernels["max_chosen_difference"], 0.0, "{kernels}");
+    // f16 weights loaded on wgpu are, as f32, the ones loaded on the CPU.
+    assert_eq!(check["half_precision_load_equal"], true, "{check}");
 }
 
 #[test]

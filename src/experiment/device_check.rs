@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::Result;
 use crate::data::{Dataset, Split};
-use crate::model::{module_bytes, module_from_bytes};
+use crate::model::{module_bytes, module_bytes_f16, module_from_bytes};
 use crate::train::{RewardTrainer, RewardTrainingConfig};
 
 /// Losses of each step on both devices.
@@ -19,6 +19,9 @@ pub struct DeviceCheck {
     pub max_relative_difference: f32,
     /// The WGSL kernels against their twins on the second device (`check-device` only).
     pub kernels: Option<super::KernelCheck>,
+    /// Half-precision (f16) weights loaded on the second device equal, as f32, the same weights
+    /// loaded on the CPU (`check-device` only).
+    pub half_precision_load_equal: Option<bool>,
 }
 
 /// Runs `steps` reward-model steps (dropout off) on `reference` and on `other` from one set of
@@ -51,6 +54,7 @@ pub fn check_device(
         other,
         max_relative_difference,
         kernels: None,
+        half_precision_load_equal: None,
     })
 }
 
@@ -106,5 +110,18 @@ pub fn check_wgpu(dataset: &Dataset, steps: usize, tolerance: f32) -> Result<Dev
         )));
     }
     check.kernels = Some(kernels);
+    // f16 weights load on wgpu as on the CPU: made f32 on the host, whether or not the adapter
+    // computes in f16.
+    let cpu = Device::flex();
+    let half = module_bytes_f16(&config.model(dataset).init(&cpu))?;
+    let on_cpu = module_from_bytes(config.model(dataset).init(&cpu), half.clone())?;
+    let on_gpu = module_from_bytes(config.model(dataset).init(&gpu), half)?;
+    let equal = module_bytes(&on_cpu)? == module_bytes(&on_gpu)?;
+    if !equal {
+        return Err(crate::Error::Check(
+            "f16 weights loaded on wgpu differ from the same weights loaded on the CPU".into(),
+        ));
+    }
+    check.half_precision_load_equal = Some(equal);
     Ok(check)
 }
