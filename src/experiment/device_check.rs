@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::Result;
 use crate::data::{Dataset, Split};
-use crate::model::{module_bytes, module_bytes_f16, module_from_bytes};
+use crate::model::{module_bytes, module_from_bytes};
 use crate::train::{RewardTrainer, RewardTrainingConfig};
 
 /// Losses of each step on both devices.
@@ -113,7 +113,7 @@ pub fn check_wgpu(dataset: &Dataset, steps: usize, tolerance: f32) -> Result<Dev
     // f16 weights load on wgpu as on the CPU: made f32 on the host, whether or not the adapter
     // computes in f16.
     let cpu = Device::flex();
-    let half = module_bytes_f16(&config.model(dataset).init(&cpu))?;
+    let half = crate::model::module_bytes_f16(&config.model(dataset).init(&cpu))?;
     let on_cpu = module_from_bytes(config.model(dataset).init(&cpu), half.clone())?;
     let on_gpu = module_from_bytes(config.model(dataset).init(&gpu), half)?;
     let equal = module_bytes(&on_cpu)? == module_bytes(&on_gpu)?;
