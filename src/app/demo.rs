@@ -34,7 +34,7 @@ static REWARD_PLANES: [u8; REWARD_LEN] = planes(include_bytes!(
 /// The bytes in two planes, at compile time: every even-offset byte, then every odd-offset one.
 /// An f16 weight is two bytes, low then high (at even offsets in a burnpack file), so the high
 /// bytes (sign, exponent, top of the mantissa), which repeat a lot, come together, where gzip
-/// (as a web server sends the page's wasm) finds them: 55 KB less to download. The burnpack
+/// (as a web server sends the page's wasm) finds them: 52 KB less gzipped. The burnpack
 /// header, a few KB, is split too; [`interleave`] undoes it all.
 const fn planes<const N: usize>(bytes: &[u8; N]) -> [u8; N] {
     let mut out = [0u8; N];

@@ -259,6 +259,22 @@ fn add_rows(values: &mut [f32], bias: &[f32]) {
     add(values)
 }
 
+/// `lhs · rhs + bias` as two operations of `B`: the product, then the bias broadcast over the
+/// rows (as Burn's `Linear::forward` adds it).
+///
+/// # Shapes
+/// - lhs `[m, k]`, rhs `[k, n]`, bias `[n]`
+/// - output `[m, n]`
+fn product_then_add<B: Backend + ProductOps>(
+    lhs: FloatTensor<B>,
+    rhs: FloatTensor<B>,
+    bias: FloatTensor<B>,
+) -> FloatTensor<B> {
+    let n = bias.shape().num_elements();
+    let row = B::float_reshape(bias, Shape::new([1, n]));
+    B::float_add(B::product(lhs, rhs), row)
+}
+
 impl ProductOps for Flex {
     fn product(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
         match gemm_values(&lhs, &rhs) {
@@ -278,11 +294,7 @@ impl ProductOps for Flex {
                 add_rows(&mut values, bias_values);
                 flex_tensor(values, shape)
             }
-            _ => {
-                let n = bias.shape().num_elements();
-                let row = Flex::float_reshape(bias.clone(), Shape::new([1, n]));
-                Flex::float_add(Flex::product(lhs, rhs), row)
-            }
+            _ => product_then_add::<Flex>(lhs, rhs, bias.clone()),
         }
     }
 }
@@ -353,9 +365,7 @@ impl<B: Backend + ProductOps, C: CheckpointStrategy> ProductOps for Autodiff<B, 
         rhs: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let n = bias.shape().num_elements();
-        let row = Self::float_reshape(bias, Shape::new([1, n]));
-        Self::float_add(Self::product(lhs, rhs), row)
+        product_then_add::<Self>(lhs, rhs, bias)
     }
 }
 
