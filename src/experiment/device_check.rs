@@ -19,6 +19,8 @@ pub struct DeviceCheck {
     pub max_relative_difference: f32,
     /// The WGSL kernels against their twins on the second device (`check-device` only).
     pub kernels: Option<super::KernelCheck>,
+    /// The fused Adam update against Burn's on the second device (`check-device` only).
+    pub adam: Option<super::AdamCheck>,
     /// Half-precision (f16) weights loaded on the second device equal, as f32, the same weights
     /// loaded on the CPU (`check-device` only).
     pub half_precision_load_equal: Option<bool>,
@@ -54,19 +56,21 @@ pub fn check_device(
         other,
         max_relative_difference,
         kernels: None,
+        adam: None,
         half_precision_load_equal: None,
     })
 }
 
-/// Largest accepted |log π| difference between a WGSL kernel and its twin (f32 sums in another
-/// order).
+/// Largest accepted difference between a WGSL kernel and its twin (f32 sums in another order):
+/// |log π| for the decoder step, relative to the tensor's scale for the Adam update.
 #[cfg(not(target_arch = "wasm32"))]
 pub const KERNEL_TOLERANCE: f32 = 1e-4;
 
 /// `goalrank check-device`: a few reward-model steps on the CPU and on wgpu (Vulkan) from the
 /// same weights, and the WGSL kernels against their tensor-op twins on wgpu; an error when the
-/// losses differ by more than `tolerance` (relative), a kernel picks differently from its twin or
-/// its log-probabilities differ by more than `KERNEL_TOLERANCE`.
+/// losses differ by more than `tolerance` (relative), a kernel picks differently from its twin,
+/// or its log-probabilities (the decoder step) or updated tensors (Adam) differ by more than
+/// `KERNEL_TOLERANCE`. The reward-model steps themselves run the fused Adam on wgpu.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn check_wgpu(dataset: &Dataset, steps: usize, tolerance: f32) -> Result<DeviceCheck> {
     crate::error::check::at_least("--steps", steps, 1)?;
@@ -110,6 +114,26 @@ pub fn check_wgpu(dataset: &Dataset, steps: usize, tolerance: f32) -> Result<Dev
         )));
     }
     check.kernels = Some(kernels);
+    let adam = super::check_adam_step(&gpu)?;
+    if adam.kernel_ran != wanted {
+        return Err(crate::Error::Check(format!(
+            "the fused Adam update {} on wgpu",
+            if wanted {
+                "did not run"
+            } else {
+                "ran although GOALRANK_WGSL=0"
+            }
+        )));
+    }
+    let worst = adam.max_relative_difference;
+    if worst.is_nan() || worst > KERNEL_TOLERANCE {
+        return Err(crate::Error::Check(format!(
+            "the fused Adam update disagrees with Burn's on wgpu: parameters or moments differ by \
+             up to {worst} of their scale after {} steps (tolerance {KERNEL_TOLERANCE})",
+            adam.steps
+        )));
+    }
+    check.adam = Some(adam);
     // f16 weights load on wgpu as on the CPU: made f32 on the host, whether or not the adapter
     // computes in f16.
     let cpu = Device::flex();

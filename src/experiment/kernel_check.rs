@@ -108,3 +108,68 @@ fn worst(a: f32, b: f32) -> f32 {
         a.max(b)
     }
 }
+
+/// How far the fused Adam update (`shaders/adam_step.wgsl`) is from Burn's, over a few steps.
+#[derive(Clone, Debug, Serialize)]
+pub struct AdamCheck {
+    /// Whether the kernel ran on every step (false: both sides ran Burn's update).
+    pub kernel_ran: bool,
+    /// Updates compared (the first with the gradient clipped, the second not).
+    pub steps: usize,
+    /// Largest difference of the parameter and of each moment after any step, relative to that
+    /// tensor's largest magnitude.
+    pub max_relative_difference: f32,
+}
+
+/// The fused Adam update and Burn's (`FusedAdam::twin`) on `device`, from the same parameter
+/// and gradients: clipping and weight decay on, a learning rate large enough that a wrong
+/// update shows.
+pub fn check_adam_step(device: &Device) -> Result<AdamCheck> {
+    use burn::optim::Optimizer;
+
+    use crate::train::{AdamSettings, FusedAdam};
+
+    device.seed(11);
+    let adam = FusedAdam::new(AdamSettings {
+        weight_decay: Some(0.01),
+        clip: Some(1.0),
+        ..AdamSettings::default()
+    });
+    let lr = 0.1;
+    // More values than the kernel's 256 threads, so each thread updates several.
+    let shape = [33, 70];
+    let normal = Distribution::Normal(0.0, 1.0);
+    let start = Tensor::<2>::random(shape, normal, device);
+    // Norms about 48 (clipped to 1), 0.5 (not clipped) and 4.8 (clipped).
+    let grads = [1.0, 0.01, 0.1].map(|scale| Tensor::<2>::random(shape, normal, device) * scale);
+    let launched = kernel_launches();
+    let (mut fused, mut twin) = ((start.clone(), None), (start, None));
+    let mut worst_difference = 0.0f32;
+    for grad in &grads {
+        fused = Optimizer::step(&adam, lr, fused.0, grad.clone(), fused.1);
+        twin = adam.twin(lr, twin.0, grad.clone(), twin.1);
+        let (Some(a), Some(b)) = (&fused.1, &twin.1) else {
+            return Err(crate::Error::Check("an Adam update kept no state".into()));
+        };
+        let pairs = [
+            (fused.0.clone(), twin.0.clone()),
+            (a.momentum.moment_1.clone(), b.momentum.moment_1.clone()),
+            (a.momentum.moment_2.clone(), b.momentum.moment_2.clone()),
+        ];
+        for (a, b) in pairs {
+            let (a, b) = (block_on(read_f32(a))?, block_on(read_f32(b))?);
+            let scale = b.iter().fold(f32::MIN_POSITIVE, |m, v| m.max(v.abs()));
+            let difference = a
+                .iter()
+                .zip(&b)
+                .map(|(a, b)| (a - b).abs() / scale)
+                .fold(0.0f32, worst);
+            worst_difference = worst(worst_difference, difference);
+        }
+    }
+    Ok(AdamCheck {
+        kernel_ran: kernel_launches() - launched == grads.len() as u64,
+        steps: grads.len(),
+        max_relative_difference: worst_difference,
+    })
+}

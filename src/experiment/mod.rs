@@ -19,7 +19,7 @@ pub use compare::{CompareOptions, CompareRow, compare, compare_json, compare_tab
 #[cfg(not(target_arch = "wasm32"))]
 pub use device_check::check_wgpu;
 pub use device_check::{DeviceCheck, check_device};
-pub use kernel_check::{KernelCheck, check_decode_step};
+pub use kernel_check::{AdamCheck, KernelCheck, check_adam_step, check_decode_step};
 pub use logging::{EPSILONS, run_logging_study};
 pub use main_table::{ExperimentOptions, MainExperimentConfig, run_main};
 pub use plot::{LinePlot, Series};

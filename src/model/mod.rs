@@ -1,6 +1,7 @@
 //! Models: the list-aware reward model and the GoalRank generator. Each `XConfig::init(&Device)`
 //! builds its model on any device (CPU flex, wgpu, with or without autodiff). `decode_step` is
-//! the decoder's sampling step, a fused WGSL kernel (`shaders/`) on native wgpu.
+//! the decoder's sampling step, a fused WGSL kernel (`shaders/`) on native wgpu, as is
+//! `adam_kernel`, the optimiser's update of one parameter tensor (`train::adam`).
 
 mod backend;
 mod decode_step;
@@ -31,3 +32,5 @@ pub use reward::{RewardContext, RewardKind, RewardModel, RewardModelConfig, disc
 pub use store::{
     first_non_finite, load_module, module_bytes, module_bytes_f16, module_from_bytes, save_module,
 };
+#[cfg(not(target_arch = "wasm32"))]
+pub use wgsl::{AdamScalars, adam_step as adam_kernel};

@@ -30,6 +30,10 @@ const DECODE_STEP: WgslKernel = WgslKernel::new(
     include_str!("../../shaders/decode_step.wgsl"),
 );
 
+/// `shaders/adam_step.wgsl`.
+const ADAM_STEP: WgslKernel =
+    WgslKernel::new("adam_step", include_str!("../../shaders/adam_step.wgsl"));
+
 /// Kernels of this module launched so far, process-wide.
 static LAUNCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -173,6 +177,130 @@ impl Operation<FusionCubeRuntime> for DecodeStepOp {
         handles.register_int_tensor::<CubeBackend>(&self.outputs[0].id, picks);
         handles.register_float_tensor::<CubeBackend>(&self.outputs[1].id, log_probs);
         handles.register_float_tensor::<CubeBackend>(&self.outputs[2].id, chosen_out);
+        Ok(())
+    }
+}
+
+/// The scalars of one Adam update, as `shaders/adam_step.wgsl` reads them.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamScalars {
+    /// Gradient-norm clipping threshold (per parameter tensor), if any.
+    pub clip: Option<f32>,
+    /// Weight-decay penalty λ (added as `p·λ` to the gradient), if any.
+    pub penalty: Option<f32>,
+    pub beta_1: f32,
+    pub beta_2: f32,
+    pub lr: f32,
+    /// `√(1 − β₂ᵗ) / (1 − β₁ᵗ)`.
+    pub correction: f32,
+    /// `ε·√(1 − β₂ᵗ)`.
+    pub epsilon: f32,
+}
+
+/// One Adam update of one parameter tensor (clip, decay, moments, parameter) in one launch,
+/// queued in the fusion stream: the new parameter and moments; `None` where the tensors are not
+/// f32 or too long for u32 indices.
+///
+/// # Shapes
+/// - param, grad, moment_1, moment_2 `[n]`
+/// - output: param, moment_1, moment_2 `[n]`
+pub fn adam_step(
+    param: &Tensor<1>,
+    grad: &Tensor<1>,
+    moment_1: &Tensor<1>,
+    moment_2: &Tensor<1>,
+    scalars: &AdamScalars,
+) -> Option<(Tensor<1>, Tensor<1>, Tensor<1>)> {
+    let n = param.dims()[0];
+    let tensors = [param, grad, moment_1, moment_2];
+    if tensors.iter().any(|t| t.dtype() != DType::F32) || n == 0 || n > u32::MAX as usize {
+        return None;
+    }
+    let fused = |t: &&Tensor<1>| (*t).clone().try_into_primitive::<Cube>().ok();
+    let [Some(param), Some(grad), Some(moment_1), Some(moment_2)] = tensors.each_ref().map(fused)
+    else {
+        return None;
+    };
+    let client = param.client.clone();
+    let inputs = vec![
+        param.into_ir(),
+        grad.into_ir(),
+        moment_1.into_ir(),
+        moment_2.into_ir(),
+    ];
+    let output = || TensorIr::uninit(client.create_empty_handle(), Shape::new([n]), DType::F32);
+    let outputs = vec![output(), output(), output()];
+    let flag = |on: bool| u32::from(on);
+    let operation = AdamStepOp {
+        inputs: inputs.clone(),
+        outputs: outputs.clone(),
+        info: [
+            n as u32,
+            flag(scalars.clip.is_some()),
+            scalars.clip.unwrap_or(0.0).to_bits(),
+            flag(scalars.penalty.is_some()),
+            scalars.penalty.unwrap_or(0.0).to_bits(),
+            scalars.beta_1.to_bits(),
+            scalars.beta_2.to_bits(),
+            scalars.lr.to_bits(),
+            scalars.correction.to_bits(),
+            scalars.epsilon.to_bits(),
+            f32::MIN_POSITIVE.to_bits(),
+            0,
+        ],
+    };
+    let description = CustomOpIr::new("goalrank::adam_step", &inputs, &outputs);
+    let mut outputs = client
+        .register(
+            StreamId::current(),
+            OperationIr::Custom(description),
+            operation,
+        )
+        .into_iter()
+        .map(Tensor::<1>::from_primitive::<Cube>);
+    Some((outputs.next()?, outputs.next()?, outputs.next()?))
+}
+
+/// The Adam update as a fusion-stream operation: inputs parameter, gradient and the two
+/// moments; outputs the same three updated; `info` as `shaders/adam_step.wgsl` reads it.
+#[derive(Debug)]
+struct AdamStepOp {
+    inputs: Vec<TensorIr>,
+    outputs: Vec<TensorIr>,
+    info: [u32; 12],
+}
+
+impl Operation<FusionCubeRuntime> for AdamStepOp {
+    fn execute(
+        &self,
+        handles: &mut HandleContainer<CubeFusionHandle>,
+    ) -> Result<(), ExecutionError> {
+        let [param, grad, moment_1, moment_2] = [0, 1, 2, 3]
+            .map(|i| into_contiguous(handles.get_float_tensor::<CubeBackend>(&self.inputs[i])));
+        let n = self.info[0] as usize;
+        let [param_out, moment_1_out, moment_2_out] =
+            [0; 3].map(|_| empty(&param, [n], DType::F32));
+        let arguments = KernelArguments::new()
+            .with_buffer(param.handle.clone().binding())
+            .with_buffer(grad.handle.clone().binding())
+            .with_buffer(moment_1.handle.clone().binding())
+            .with_buffer(moment_2.handle.clone().binding())
+            .with_buffer(param_out.handle.clone().binding())
+            .with_buffer(moment_1_out.handle.clone().binding())
+            .with_buffer(moment_2_out.handle.clone().binding())
+            .with_info(MetadataBindingInfo::custom(pack(&self.info)));
+        // One workgroup: the clip needs the whole gradient's norm before any update.
+        param
+            .client
+            .launch(Box::new(ADAM_STEP), CubeCount::Static(1, 1, 1), arguments);
+        LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for (output, tensor) in self
+            .outputs
+            .iter()
+            .zip([param_out, moment_1_out, moment_2_out])
+        {
+            handles.register_float_tensor::<CubeBackend>(&output.id, tensor);
+        }
         Ok(())
     }
 }

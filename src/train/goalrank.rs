@@ -11,7 +11,7 @@
 //!    (std_G R + 1e-6) / τ), a constant;
 //! 6. the reference loss −Σ_{l∈G} π_ref(l) · log π_θ(l) / L (`w_ref`), or with
 //!    [`Objective::PolicyGradient`] the group-normalised REINFORCE loss −(1/K) Σ A(l) log π_θ(l) / L;
-//! 7. backward, gradient clipping, Adam.
+//! 7. backward, gradient clipping, Adam (`train::adam`: one WGSL kernel per tensor on wgpu).
 //!
 //! Data-parallel ([`GoalRankTrainer::set_replicas`]): 1–5 stay on the main device for the whole
 //! batch; in 6–7 every device back-propagates its share of the batch on its own copy of the
@@ -24,14 +24,12 @@ use web_time::Instant;
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use serde::Serialize;
 
 use super::profile::{Phase, PhaseTimer};
-use super::{BatchSampler, group};
+use super::{AdamSettings, BatchSampler, group};
 use crate::data::{Batch, Dataset, Request, World};
 use crate::model::{
     Decode, Encoded, EncoderConfig, Generator, GeneratorConfig, RewardModel, block_on, read_f32,
@@ -300,13 +298,14 @@ impl<'a> GoalRankTrainer<'a> {
     ) -> Self {
         let plain = device.clone();
         let device = device.clone().autodiff();
-        let optim = AdamConfig::new()
-            .with_beta_1(config.beta_1)
-            .with_beta_2(config.beta_2)
-            .with_epsilon(config.epsilon)
-            .with_weight_decay(Some(WeightDecayConfig::new(config.weight_decay)))
-            .with_grad_clipping(Some(GradientClippingConfig::Norm(config.clip)))
-            .init();
+        let optim = AdamSettings {
+            beta_1: config.beta_1,
+            beta_2: config.beta_2,
+            epsilon: config.epsilon,
+            weight_decay: Some(config.weight_decay),
+            clip: Some(config.clip),
+        }
+        .optimizer();
         let sampler = BatchSampler::new(dataset.train.len(), config.batch_size, config.seed);
         let reward = match reward.into() {
             Reward::Model(m) => Reward::from(m.valid()),
@@ -368,7 +367,7 @@ impl<'a> GoalRankTrainer<'a> {
 
     /// Restores the step counter and the optimiser state of a checkpoint.
     pub fn resume(&mut self, step: usize, optimizer: Vec<u8>) -> crate::Result<()> {
-        let optim = std::mem::replace(&mut self.optim, AdamConfig::new().init());
+        let optim = std::mem::replace(&mut self.optim, AdamSettings::default().optimizer());
         self.optim = optim
             .from_bytes(burn::tensor::Bytes::from_bytes_vec(optimizer))
             .map_err(|e| crate::Error::backend_debug("optimizer state", e))?;

@@ -3,6 +3,7 @@
 //! Training is a value you step: each trainer's `step()` does one update and returns a plain
 //! record. Callers decide when to log, evaluate, checkpoint or yield.
 
+mod adam;
 mod goalrank;
 pub mod group;
 mod pointwise;
@@ -10,6 +11,7 @@ mod profile;
 mod reward;
 mod sampler;
 
+pub use adam::{AdamSettings, FusedAdam};
 pub use goalrank::{GoalRankConfig, GoalRankTrainer, GroupSampling, Objective, Reward, StepRecord};
 pub use pointwise::{PointwiseTrainer, PointwiseTrainingConfig};
 pub use profile::{KernelCount, Launches, Phase};

@@ -5,11 +5,10 @@ use web_time::Instant;
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::{BatchSampler, RewardRecord, bce_with_logits};
+use super::{AdamSettings, BatchSampler, RewardRecord, bce_with_logits};
 use crate::data::{Batch, Dataset, Request};
 use crate::model::{EncoderConfig, Pointwise, PointwiseConfig};
 
@@ -73,9 +72,11 @@ impl<'a> PointwiseTrainer<'a> {
         Self {
             dataset,
             model: config.model(dataset).init(&device),
-            optim: AdamConfig::new()
-                .with_weight_decay(Some(WeightDecayConfig::new(config.weight_decay)))
-                .init(),
+            optim: AdamSettings {
+                weight_decay: Some(config.weight_decay),
+                ..AdamSettings::default()
+            }
+            .optimizer(),
             sampler: BatchSampler::new(dataset.train.len(), config.batch_size, config.seed),
             device,
             learning_rate: config.learning_rate,

@@ -7,8 +7,7 @@ use web_time::Instant;
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::SeedableRng;
@@ -16,7 +15,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::seq::SliceRandom;
 use serde::Serialize;
 
-use super::BatchSampler;
+use super::{AdamSettings, BatchSampler};
 use crate::data::{Batch, Dataset, Request, Split};
 use crate::model::{EncoderConfig, RewardKind, RewardModel, RewardModelConfig, one_hot};
 
@@ -256,9 +255,11 @@ impl<'a> RewardTrainer<'a> {
             dataset,
             requests,
             model: model.fork(&device),
-            optim: AdamConfig::new()
-                .with_weight_decay(Some(WeightDecayConfig::new(config.weight_decay)))
-                .init(),
+            optim: AdamSettings {
+                weight_decay: Some(config.weight_decay),
+                ..AdamSettings::default()
+            }
+            .optimizer(),
             sampler: BatchSampler::new(requests.len(), config.batch_size, config.seed),
             device,
             learning_rate: config.learning_rate,
