@@ -167,7 +167,6 @@ impl Optimizer for FusedAdam {
 
 #[cfg(test)]
 mod tests {
-    use burn::module::Module;
     use burn::nn::{Linear, LinearConfig};
     use burn::optim::grad_clipping::GradientClippingConfig;
     use burn::optim::{GradientsParams, ModuleOptimizer};
@@ -184,9 +183,14 @@ mod tests {
     }
 
     fn weights(model: &Linear) -> Vec<f32> {
-        let mut values = model.weight.val().into_data().to_vec::<f32>().expect("f32");
+        let mut values = model
+            .weight
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32");
         let bias = model.bias.as_ref().expect("bias").val().into_data();
-        values.extend(bias.to_vec::<f32>().expect("f32"));
+        values.extend(bias.try_to_vec::<f32>().expect("f32"));
         values
     }
 
