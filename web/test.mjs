@@ -198,6 +198,11 @@ async function run(url, webgpu) {
     check(t.losses.every(Number.isFinite), `${mode}: a loss is not finite: ${t.losses}`);
     check(new Set(t.losses).size > 1, `${mode}: the loss did not move: ${t.losses}`);
     check(Number.isFinite(t.valid_ndcg), `${mode}: no validation after training`);
+    // On WebGPU the decoder step and Adam's update run as the fused WGSL kernels (`shaders/`);
+    // the CPU runs their tensor-op twins.
+    const launched = (await state(page)).kernel_launches;
+    console.log(`${mode}: fused WGSL kernels launched: ${launched}`);
+    check(webgpu ? launched > 0 : launched === 0, `${mode}: ${launched} fused kernel launches`);
     // The trained generator is adopted and ranks on the page's backend.
     const after = await rankedList(page, 1, 120_000);
     console.log(`${mode}: request 1 after training -> [${after.list}]`);

@@ -140,6 +140,8 @@ impl GoalRankApp {
             "backend": self.backend,
             "message": self.message,
             "device_note": self.device_note,
+            // The fused WGSL kernels launched so far (`shaders/`; WebGPU only).
+            "kernel_launches": crate::model::kernel_launches(),
             "warmup": {
                 "preparing": self.warmup.is_some(),
                 "first_list_s": self.warmup_times.first_list_s,

@@ -1,9 +1,10 @@
 //! One step of the generator's decoder outside teacher forcing: score the candidates for each
 //! list's query, mask those chosen already, log-softmax, pick one, and mark it chosen.
 //!
-//! On a native wgpu device the step runs as one fused WGSL kernel (`shaders/decode_step.wgsl`,
-//! launched by `model::wgsl`); everywhere else (the CPU backend, the browser, a remote device, an
-//! autodiff device) it runs as the tensor ops of [`twin`], which the kernel must agree with
+//! On a wgpu device (native, or WebGPU in the browser) the step runs as one fused WGSL kernel
+//! (`shaders/decode_step.wgsl`, launched by `model::wgsl`); everywhere else (the CPU backend, the
+//! browser's CPU fallback, a remote device, an autodiff device) it runs as the tensor ops of
+//! [`twin`], which the kernel must agree with
 //! (`experiment/kernel_check.rs`, run by `goalrank check-device` and `tests/wgpu.rs`).
 
 use burn::tensor::activation::log_softmax;
@@ -50,24 +51,15 @@ pub struct Step {
     pub chosen: Tensor<3>,
 }
 
-/// Whether `device` runs the fused kernel: a native wgpu device without autodiff (and
-/// `GOALRANK_WGSL` not set to 0).
+/// Whether `device` runs the fused kernels: a wgpu device (native or WebGPU) without autodiff
+/// (and, natively, `GOALRANK_WGSL` not set to 0).
 pub fn runs_kernels(device: &burn::tensor::Device) -> bool {
-    #[cfg(not(target_arch = "wasm32"))]
-    return super::wgsl::runs_kernels(device);
-    #[cfg(target_arch = "wasm32")]
-    {
-        let _ = device;
-        false
-    }
+    super::wgsl::runs_kernels(device)
 }
 
-/// How many fused WGSL kernels this process has launched (0 in the browser build).
+/// How many fused WGSL kernels this process (or page) has launched.
 pub fn kernel_launches() -> u64 {
-    #[cfg(not(target_arch = "wasm32"))]
-    return super::wgsl::launches();
-    #[cfg(target_arch = "wasm32")]
-    0
+    super::wgsl::launches()
 }
 
 /// One decoding step: the fused kernel where it runs, else [`twin`].
@@ -76,7 +68,6 @@ pub fn kernel_launches() -> u64 {
 /// - queries `[B, K, d]`, keys `[B, N, d]`, chosen `[B, K, N]` (1 where chosen)
 /// - output: see [`Step`]
 pub fn decode_step(queries: Tensor<3>, keys: Tensor<3>, chosen: Tensor<3>, pick: Pick) -> Step {
-    #[cfg(not(target_arch = "wasm32"))]
     if runs_kernels(&queries.device())
         && let Some((picks, log_probs, chosen)) = super::wgsl::decode_step(
             &queries,

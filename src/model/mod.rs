@@ -1,6 +1,6 @@
 //! Models: the list-aware reward model and the GoalRank generator. Each `XConfig::init(&Device)`
 //! builds its model on any device (CPU flex, wgpu, with or without autodiff). `decode_step` is
-//! the decoder's sampling step, a fused WGSL kernel (`shaders/`) on native wgpu, as is
+//! the decoder's sampling step, a fused WGSL kernel (`shaders/`) on wgpu (native and WebGPU), as is
 //! `adam_kernel`, the optimiser's update of one parameter tensor (`train::adam`).
 
 mod backend;
@@ -17,7 +17,6 @@ mod reward;
 mod rows;
 mod store;
 mod transformer;
-#[cfg(not(target_arch = "wasm32"))]
 mod wgsl;
 
 pub use decode_step::{
@@ -32,5 +31,4 @@ pub use reward::{RewardContext, RewardKind, RewardModel, RewardModelConfig, disc
 pub use store::{
     first_non_finite, load_module, module_bytes, module_bytes_f16, module_from_bytes, save_module,
 };
-#[cfg(not(target_arch = "wasm32"))]
 pub use wgsl::{AdamScalars, adam_step as adam_kernel};

@@ -1,4 +1,4 @@
-//! Hand-written WGSL kernels (`shaders/`) on Burn's wgpu backend, native builds only.
+//! Hand-written WGSL kernels (`shaders/`) on Burn's wgpu backend, native and WebGPU.
 //!
 //! A wgpu tensor is a handle in Burn's fusion stream. A kernel here is queued in that stream as a
 //! custom operation, like Burn's own: it does not wait for anything, and when the stream runs it,
@@ -46,7 +46,8 @@ pub fn launches() -> u64 {
 const MAX_GROUPS: usize = 65_535;
 
 /// Whether `device` runs this module's kernels: a wgpu device, without autodiff, with
-/// `GOALRANK_WGSL` not set to 0 (which keeps the tensor-op twins, to compare).
+/// `GOALRANK_WGSL` not set to 0 (which keeps the tensor-op twins, to compare; the browser has no
+/// environment, so the page always runs them on WebGPU).
 pub fn runs_kernels(device: &Device) -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     matches!(
@@ -83,24 +84,18 @@ pub fn decode_step(
     {
         return None;
     }
-    // Greedy binds `chosen` in the noise slot, which the kernel then does not read.
-    let (noise, mode) = match noise {
-        None => (chosen.clone(), 0u32),
-        Some(noise) => (noise.clone(), 1),
-    };
+    let mode = u32::from(noise.is_some());
     let fused = |t: &Tensor<3>| t.clone().try_into_primitive::<Cube>().ok();
-    let [Some(queries), Some(keys), Some(chosen), Some(noise)] =
-        [queries, keys, chosen, &noise].map(fused)
-    else {
+    let [Some(queries), Some(keys), Some(chosen)] = [queries, keys, chosen].map(fused) else {
         return None;
     };
     let client = queries.client.clone();
-    let inputs = vec![
-        queries.into_ir(),
-        keys.into_ir(),
-        chosen.into_ir(),
-        noise.into_ir(),
-    ];
+    let mut inputs = vec![queries.into_ir(), keys.into_ir(), chosen.into_ir()];
+    // Greedy has no noise input: the kernel binds a buffer of its own there, which it does not
+    // read (binding `chosen` twice would alias a writable buffer, which WebGPU refuses).
+    if let Some(noise) = noise {
+        inputs.push(fused(noise)?.into_ir());
+    }
     let output = |shape: Shape, dtype| TensorIr::uninit(client.create_empty_handle(), shape, dtype);
     let outputs = vec![
         output(Shape::new([rows]), DType::I32),
@@ -135,7 +130,8 @@ pub fn decode_step(
     Some((picks, log_probs, chosen))
 }
 
-/// The decoder step as a fusion-stream operation: inputs queries, keys, chosen, noise; outputs
+/// The decoder step as a fusion-stream operation: inputs queries, keys, chosen and (drawn picks
+/// only) noise; outputs
 /// picks, log-probabilities, chosen; `info` as `shaders/decode_step.wgsl` reads it.
 #[derive(Debug)]
 struct DecodeStepOp {
@@ -149,9 +145,13 @@ impl Operation<FusionCubeRuntime> for DecodeStepOp {
         &self,
         handles: &mut HandleContainer<CubeFusionHandle>,
     ) -> Result<(), ExecutionError> {
-        let [queries, keys, chosen, noise] = [0, 1, 2, 3]
+        let [queries, keys, chosen] = [0, 1, 2]
             .map(|i| into_contiguous(handles.get_float_tensor::<CubeBackend>(&self.inputs[i])));
         let [rows, n] = [self.info[0] as usize, self.info[1] as usize];
+        let noise = match self.inputs.get(3) {
+            Some(noise) => into_contiguous(handles.get_float_tensor::<CubeBackend>(noise)),
+            None => empty(&queries, [1], DType::F32),
+        };
         let picks = empty(&queries, [rows], DType::I32);
         let log_probs = empty(&queries, [rows], DType::F32);
         let chosen_out = empty(&queries, [rows, n], DType::F32);

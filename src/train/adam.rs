@@ -1,11 +1,11 @@
 //! Adam with per-tensor gradient-norm clipping and weight decay, as every trainer here uses it.
 //!
-//! On native wgpu each parameter tensor's update is one launch of `shaders/adam_step.wgsl`
-//! (clip, decay, both moments and the parameter), where Burn's `Adam` behind its
-//! `ModuleOptimizer` takes about six launches per tensor, most of them tiny. Everywhere else (the
-//! CPU, the browser, `GOALRANK_WGSL=0`) the update is Burn's own: its gradient clipping, then its
-//! `Adam` step, the same operations in the same order as `AdamConfig::init()` with clipping, so
-//! CPU results are unchanged. The state is Burn's `AdamState`, so optimiser checkpoints are the
+//! On wgpu (native, or WebGPU in the browser) each parameter tensor's update is one launch of
+//! `shaders/adam_step.wgsl` (clip, decay, both moments and the parameter), where Burn's `Adam`
+//! behind its `ModuleOptimizer` takes about six launches per tensor, most of them tiny. Everywhere
+//! else (the CPU, the browser's CPU fallback, `GOALRANK_WGSL=0`) the update is Burn's own: its
+//! gradient clipping, then its `Adam` step, the same operations in the same order as
+//! `AdamConfig::init()` with clipping, so CPU results are unchanged. The state is Burn's `AdamState`, so optimiser checkpoints are the
 //! same either way. `goalrank check-device` (and the wgpu test) runs both on wgpu and compares.
 
 use burn::optim::decay::WeightDecayConfig;
@@ -48,8 +48,6 @@ impl AdamSettings {
 /// Adam whose update is one WGSL kernel per tensor where it runs, Burn's `Adam` elsewhere.
 #[derive(Clone)]
 pub struct FusedAdam {
-    /// Read by the kernel's path, which the browser build does not have.
-    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     settings: AdamSettings,
     /// Burn's `Adam` with the same settings (its clipping is applied before it, in `twin`).
     adam: Adam,
@@ -87,9 +85,8 @@ impl FusedAdam {
         self.adam.step(lr, tensor, grad, state)
     }
 
-    /// The update as one WGSL kernel on native wgpu; `None` where it does not run (then the
+    /// The update as one WGSL kernel on wgpu; `None` where it does not run (then the
     /// caller takes [`FusedAdam::twin`]).
-    #[cfg(not(target_arch = "wasm32"))]
     fn fused<const D: usize>(
         &self,
         lr: LearningRate,
@@ -153,7 +150,6 @@ impl Optimizer for FusedAdam {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
-        #[cfg(not(target_arch = "wasm32"))]
         if let Some(updated) = self.fused(lr, &tensor, &grad, state.as_ref()) {
             return updated;
         }
