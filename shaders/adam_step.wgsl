@@ -7,7 +7,7 @@
 //   m'    = m·β₁ + g'·(1 − β₁)
 //   v'    = v·β₂ + g'²·(1 − β₂)
 //   p'    = p − lr · m'·c / (√v' + ε·√(1 − β₂ᵗ)),  c = √(1 − β₂ᵗ) / (1 − β₁ᵗ)
-// Burn's `Adam` with `GradientClipping::Norm` computes the same (src/train/adam.rs has that twin);
+// Burn's `Adam` with `GradientClipping::Norm` computes the same (`FusedAdam::twin`, its twin);
 // on the first step m = v = 0, which gives Burn's first moments exactly.
 //
 // Every tensor binding is read_write: Burn's buffers are pooled pages that several tensors

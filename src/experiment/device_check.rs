@@ -93,16 +93,7 @@ pub fn check_wgpu(dataset: &Dataset, steps: usize, tolerance: f32) -> Result<Dev
     let kernels = super::check_decode_step(&gpu, 8, 4, 70, 32)?;
     let worst = kernels.largest_difference();
     let wanted = crate::model::runs_kernels(&gpu);
-    if kernels.kernel_ran != wanted {
-        return Err(crate::Error::Check(format!(
-            "the fused decoder step {} on wgpu",
-            if wanted {
-                "did not run"
-            } else {
-                "ran although GOALRANK_WGSL=0"
-            }
-        )));
-    }
+    ran_as_wanted("the fused decoder step", kernels.kernel_ran, wanted)?;
     if kernels.different_picks > 0 || worst.is_nan() || worst > KERNEL_TOLERANCE {
         return Err(crate::Error::Check(format!(
             "the fused decoder step disagrees with its twin on wgpu: {} of {} picks differ, \
@@ -115,16 +106,7 @@ pub fn check_wgpu(dataset: &Dataset, steps: usize, tolerance: f32) -> Result<Dev
     }
     check.kernels = Some(kernels);
     let adam = super::check_adam_step(&gpu)?;
-    if adam.kernel_ran != wanted {
-        return Err(crate::Error::Check(format!(
-            "the fused Adam update {} on wgpu",
-            if wanted {
-                "did not run"
-            } else {
-                "ran although GOALRANK_WGSL=0"
-            }
-        )));
-    }
+    ran_as_wanted("the fused Adam update", adam.kernel_ran, wanted)?;
     let worst = adam.max_relative_difference;
     if worst.is_nan() || worst > KERNEL_TOLERANCE {
         return Err(crate::Error::Check(format!(
@@ -148,4 +130,18 @@ pub fn check_wgpu(dataset: &Dataset, steps: usize, tolerance: f32) -> Result<Dev
     }
     check.half_precision_load_equal = Some(equal);
     Ok(check)
+}
+
+/// An error unless the kernel `name` ran exactly when `wanted` (`GOALRANK_WGSL=0` keeps the twins).
+#[cfg(not(target_arch = "wasm32"))]
+fn ran_as_wanted(name: &str, ran: bool, wanted: bool) -> Result<()> {
+    if ran == wanted {
+        return Ok(());
+    }
+    let what = if wanted {
+        "did not run"
+    } else {
+        "ran although GOALRANK_WGSL=0"
+    };
+    Err(crate::Error::Check(format!("{name} {what} on wgpu")))
 }

@@ -109,7 +109,7 @@ fn worst(a: f32, b: f32) -> f32 {
     }
 }
 
-/// How far the fused Adam update (`shaders/adam_step.wgsl`) is from Burn's, over a few steps.
+/// How far the fused Adam update (`model::adam_kernel`) is from Burn's, over a few steps.
 #[derive(Clone, Debug, Serialize)]
 pub struct AdamCheck {
     /// Whether the kernel ran on every step (false: both sides ran Burn's update).

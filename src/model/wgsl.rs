@@ -131,8 +131,8 @@ pub fn decode_step(
 }
 
 /// The decoder step as a fusion-stream operation: inputs queries, keys, chosen and (drawn picks
-/// only) noise; outputs
-/// picks, log-probabilities, chosen; `info` as `shaders/decode_step.wgsl` reads it.
+/// only) noise; outputs picks, log-probabilities, chosen; `info` as `shaders/decode_step.wgsl`
+/// reads it.
 #[derive(Debug)]
 struct DecodeStepOp {
     inputs: Vec<TensorIr>,
