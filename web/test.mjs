@@ -201,8 +201,11 @@ async function run(url, webgpu) {
     // On WebGPU the decoder step and Adam's update run as the fused WGSL kernels (`shaders/`);
     // the CPU runs their tensor-op twins.
     const launched = (await state(page)).kernel_launches;
-    console.log(`${mode}: fused WGSL kernels launched: ${launched}`);
-    check(webgpu ? launched > 0 : launched === 0, `${mode}: ${launched} fused kernel launches`);
+    console.log(`${mode}: fused WGSL kernels launched: ${JSON.stringify(launched)}`);
+    for (const [kernel, n] of Object.entries(launched)) {
+      check(webgpu ? n > 0 : n === 0, `${mode}: ${n} launches of the fused ${kernel} kernel`);
+    }
+    check(Object.keys(launched).length === 2, `${mode}: kernels ${JSON.stringify(launched)}`);
     // The trained generator is adopted and ranks on the page's backend.
     const after = await rankedList(page, 1, 120_000);
     console.log(`${mode}: request 1 after training -> [${after.list}]`);

@@ -140,7 +140,7 @@ impl GoalRankApp {
             "backend": self.backend,
             "message": self.message,
             "device_note": self.device_note,
-            // The fused WGSL kernels launched so far (`shaders/`; WebGPU only).
+            // Each fused WGSL kernel's launches so far (`shaders/`; WebGPU only).
             "kernel_launches": crate::model::kernel_launches(),
             "warmup": {
                 "preparing": self.warmup.is_some(),

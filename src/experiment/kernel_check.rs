@@ -51,7 +51,8 @@ pub fn check_decode_step(
         Pick::draw(noise.clone(), None),
         Pick::draw(noise, Some(0.5)),
     ];
-    let launched = kernel_launches();
+    let _ = device.sync();
+    let launched = kernel_launches().decode_step;
     let mut check = KernelCheck {
         kernel_ran: false,
         rows: b * k,
@@ -80,7 +81,8 @@ pub fn check_decode_step(
             .fold(0.0f32, worst);
         check.max_chosen_difference = worst(check.max_chosen_difference, chosen_difference);
     }
-    check.kernel_ran = kernel_launches() - launched == check.modes as u64;
+    let _ = device.sync();
+    check.kernel_ran = kernel_launches().decode_step - launched == check.modes as u64;
     Ok(check)
 }
 
@@ -114,51 +116,81 @@ fn worst(a: f32, b: f32) -> f32 {
 pub struct AdamCheck {
     /// Whether the kernel ran on every step (false: both sides ran Burn's update).
     pub kernel_ran: bool,
-    /// Updates compared (the first with the gradient clipped, the second not).
+    /// Updates compared: three with clipping and weight decay (the gradient clipped, not
+    /// clipped, clipped), three with neither, as the reward model trains.
     pub steps: usize,
-    /// Largest difference of the parameter and of each moment after any step, relative to that
-    /// tensor's largest magnitude.
+    /// Largest difference after any step, relative to the scale of what the step computed: for
+    /// the parameter, its update's largest magnitude; for each moment, its largest magnitude.
     pub max_relative_difference: f32,
 }
 
 /// The fused Adam update and Burn's (`FusedAdam::twin`) on `device`, from the same parameter
-/// and gradients: clipping and weight decay on, a learning rate large enough that a wrong
-/// update shows.
+/// and gradients, with and without clipping and weight decay, at a learning rate large enough
+/// that a wrong update shows.
 pub fn check_adam_step(device: &Device) -> Result<AdamCheck> {
-    use burn::optim::Optimizer;
+    use crate::train::AdamSettings;
 
-    use crate::train::{AdamSettings, FusedAdam};
-
-    device.seed(11);
-    let adam = FusedAdam::new(AdamSettings {
+    let clipped = AdamSettings {
         weight_decay: Some(0.01),
         clip: Some(1.0),
         ..AdamSettings::default()
-    });
+    };
+    let mut check = AdamCheck {
+        kernel_ran: true,
+        steps: 0,
+        max_relative_difference: 0.0,
+    };
+    for settings in [clipped, AdamSettings::default()] {
+        let _ = device.sync();
+        let launched = kernel_launches().adam_step;
+        let (steps, difference) = compare_adam(device, settings)?;
+        let _ = device.sync();
+        check.kernel_ran &= kernel_launches().adam_step - launched == steps as u64;
+        check.steps += steps;
+        check.max_relative_difference = worst(check.max_relative_difference, difference);
+    }
+    Ok(check)
+}
+
+/// Three updates through [`FusedAdam`](crate::train::FusedAdam)'s step and its twin; the
+/// steps taken and the largest relative difference (see [`AdamCheck`]).
+fn compare_adam(device: &Device, settings: crate::train::AdamSettings) -> Result<(usize, f32)> {
+    use burn::optim::Optimizer;
+
+    let adam = crate::train::FusedAdam::new(settings);
     let lr = 0.1;
+    device.seed(11);
     // More values than the kernel's 256 threads, so each thread updates several.
     let shape = [33, 70];
     let normal = Distribution::Normal(0.0, 1.0);
     let start = Tensor::<2>::random(shape, normal, device);
     // Norms about 48 (clipped to 1), 0.5 (not clipped) and 4.8 (clipped).
     let grads = [1.0, 0.01, 0.1].map(|scale| Tensor::<2>::random(shape, normal, device) * scale);
-    let launched = kernel_launches();
     let (mut fused, mut twin) = ((start.clone(), None), (start, None));
     let mut worst_difference = 0.0f32;
     for grad in &grads {
+        let before = block_on(read_f32(twin.0.clone()))?;
         fused = Optimizer::step(&adam, lr, fused.0, grad.clone(), fused.1);
         twin = adam.twin(lr, twin.0, grad.clone(), twin.1);
         let (Some(a), Some(b)) = (&fused.1, &twin.1) else {
             return Err(crate::Error::Check("an Adam update kept no state".into()));
         };
-        let pairs = [
-            (fused.0.clone(), twin.0.clone()),
-            (a.momentum.moment_1.clone(), b.momentum.moment_1.clone()),
-            (a.momentum.moment_2.clone(), b.momentum.moment_2.clone()),
-        ];
-        for (a, b) in pairs {
-            let (a, b) = (block_on(read_f32(a))?, block_on(read_f32(b))?);
+        let read = |t: &Tensor<2>| block_on(read_f32(t.clone()));
+        let (param_a, param_b) = (read(&fused.0)?, read(&twin.0)?);
+        let update = param_b
+            .iter()
+            .zip(&before)
+            .fold(f32::MIN_POSITIVE, |m, (p, q)| m.max((p - q).abs()));
+        let mut pairs = vec![(param_a, param_b, update)];
+        for (a, b) in [
+            (&a.momentum.moment_1, &b.momentum.moment_1),
+            (&a.momentum.moment_2, &b.momentum.moment_2),
+        ] {
+            let (a, b) = (read(a)?, read(b)?);
             let scale = b.iter().fold(f32::MIN_POSITIVE, |m, v| m.max(v.abs()));
+            pairs.push((a, b, scale));
+        }
+        for (a, b, scale) in pairs {
             let difference = a
                 .iter()
                 .zip(&b)
@@ -167,9 +199,5 @@ pub fn check_adam_step(device: &Device) -> Result<AdamCheck> {
             worst_difference = worst(worst_difference, difference);
         }
     }
-    Ok(AdamCheck {
-        kernel_ran: kernel_launches() - launched == grads.len() as u64,
-        steps: grads.len(),
-        max_relative_difference: worst_difference,
-    })
+    Ok((grads.len(), worst_difference))
 }

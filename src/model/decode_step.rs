@@ -51,24 +51,13 @@ pub struct Step {
     pub chosen: Tensor<3>,
 }
 
-/// Whether `device` runs the fused kernels: a wgpu device (native or WebGPU) without autodiff
-/// (and, natively, `GOALRANK_WGSL` not set to 0).
-pub fn runs_kernels(device: &burn::tensor::Device) -> bool {
-    super::wgsl::runs_kernels(device)
-}
-
-/// How many fused WGSL kernels this process (or page) has launched.
-pub fn kernel_launches() -> u64 {
-    super::wgsl::launches()
-}
-
 /// One decoding step: the fused kernel where it runs, else [`twin`].
 ///
 /// # Shapes
 /// - queries `[B, K, d]`, keys `[B, N, d]`, chosen `[B, K, N]` (1 where chosen)
 /// - output: see [`Step`]
 pub fn decode_step(queries: Tensor<3>, keys: Tensor<3>, chosen: Tensor<3>, pick: Pick) -> Step {
-    if runs_kernels(&queries.device())
+    if super::wgsl::runs_kernels(&queries.device())
         && let Some((picks, log_probs, chosen)) = super::wgsl::decode_step(
             &queries,
             &keys,

@@ -19,9 +19,7 @@ mod store;
 mod transformer;
 mod wgsl;
 
-pub use decode_step::{
-    Pick, Step, decode_step, kernel_launches, runs_kernels, twin as decode_step_twin,
-};
+pub use decode_step::{Pick, Step, decode_step, twin as decode_step_twin};
 pub use encoder::{EncoderConfig, ItemEncoder, UserEncoder};
 pub use gather::{gather_rows, gumbel, one_hot, plackett_luce, repeat_group, top_indices};
 pub use generator::{Decode, Decoded, Encoded, Generator, GeneratorConfig};
@@ -31,4 +29,7 @@ pub use reward::{RewardContext, RewardKind, RewardModel, RewardModelConfig, disc
 pub use store::{
     first_non_finite, load_module, module_bytes, module_bytes_f16, module_from_bytes, save_module,
 };
-pub use wgsl::{AdamScalars, adam_step as adam_kernel};
+pub use wgsl::{
+    AdamScalars, KernelLaunches, adam_step as adam_kernel, launches as kernel_launches,
+    runs_kernels,
+};

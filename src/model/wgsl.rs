@@ -7,6 +7,8 @@
 //! [`runs_kernels`] says so, and returns `None` (the caller then takes the tensor-op twin) when
 //! the tensors are not what it was written for.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use burn::backend::{Cube, DispatchDevice};
 use burn::tensor::{DType, Device, Int, IntDType, Shape, Tensor};
 use burn_cubecl::cubecl::ir::metadata::Info;
@@ -34,12 +36,24 @@ const DECODE_STEP: WgslKernel = WgslKernel::new(
 const ADAM_STEP: WgslKernel =
     WgslKernel::new("adam_step", include_str!("../../shaders/adam_step.wgsl"));
 
-/// Kernels of this module launched so far, process-wide.
-static LAUNCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Launches of each kernel of this module so far, process-wide.
+static DECODE_STEP_LAUNCHES: AtomicU64 = AtomicU64::new(0);
+static ADAM_STEP_LAUNCHES: AtomicU64 = AtomicU64::new(0);
 
-/// How many of this module's kernels have been launched in this process.
-pub fn launches() -> u64 {
-    LAUNCHES.load(std::sync::atomic::Ordering::Relaxed)
+/// How many times this process (or page) has launched each fused kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct KernelLaunches {
+    pub decode_step: u64,
+    pub adam_step: u64,
+}
+
+/// The fused kernels' launches so far. A kernel counts when Burn's fusion stream runs it, which
+/// may be after the call that queued it: synchronise the device before reading a difference.
+pub fn launches() -> KernelLaunches {
+    KernelLaunches {
+        decode_step: DECODE_STEP_LAUNCHES.load(Ordering::Relaxed),
+        adam_step: ADAM_STEP_LAUNCHES.load(Ordering::Relaxed),
+    }
 }
 
 /// Most workgroups along one dispatch dimension (WebGPU's guaranteed limit).
@@ -173,7 +187,7 @@ impl Operation<FusionCubeRuntime> for DecodeStepOp {
             ),
             arguments,
         );
-        LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        DECODE_STEP_LAUNCHES.fetch_add(1, Ordering::Relaxed);
         handles.register_int_tensor::<CubeBackend>(&self.outputs[0].id, picks);
         handles.register_float_tensor::<CubeBackend>(&self.outputs[1].id, log_probs);
         handles.register_float_tensor::<CubeBackend>(&self.outputs[2].id, chosen_out);
@@ -199,7 +213,7 @@ pub struct AdamScalars {
 
 /// One Adam update of one parameter tensor (clip, decay, moments, parameter) in one launch,
 /// queued in the fusion stream: the new parameter and moments; `None` where the tensors are not
-/// f32 or too long for u32 indices.
+/// f32 wgpu tensors of one length, are empty, or are too long for u32 indices.
 ///
 /// # Shapes
 /// - param, grad, moment_1, moment_2 `[n]`
@@ -213,7 +227,13 @@ pub fn adam_step(
 ) -> Option<(Tensor<1>, Tensor<1>, Tensor<1>)> {
     let n = param.dims()[0];
     let tensors = [param, grad, moment_1, moment_2];
-    if tensors.iter().any(|t| t.dtype() != DType::F32) || n == 0 || n > u32::MAX as usize {
+    // The kernel indexes with u32 and steps its loops by 256 threads.
+    if tensors
+        .iter()
+        .any(|t| t.dtype() != DType::F32 || t.dims()[0] != n)
+        || n == 0
+        || n > (u32::MAX - 256) as usize
+    {
         return None;
     }
     let fused = |t: &&Tensor<1>| (*t).clone().try_into_primitive::<Cube>().ok();
@@ -293,7 +313,7 @@ impl Operation<FusionCubeRuntime> for AdamStepOp {
         param
             .client
             .launch(Box::new(ADAM_STEP), CubeCount::Static(1, 1, 1), arguments);
-        LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ADAM_STEP_LAUNCHES.fetch_add(1, Ordering::Relaxed);
         for (output, tensor) in self
             .outputs
             .iter()

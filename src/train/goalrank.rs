@@ -367,8 +367,10 @@ impl<'a> GoalRankTrainer<'a> {
 
     /// Restores the step counter and the optimiser state of a checkpoint.
     pub fn resume(&mut self, step: usize, optimizer: Vec<u8>) -> crate::Result<()> {
-        let optim = std::mem::replace(&mut self.optim, AdamSettings::default().optimizer());
-        self.optim = optim
+        // On an error the trainer keeps its optimiser (with its settings) as it was.
+        self.optim = self
+            .optim
+            .clone()
             .from_bytes(burn::tensor::Bytes::from_bytes_vec(optimizer))
             .map_err(|e| crate::Error::backend_debug("optimizer state", e))?;
         self.step = step;
