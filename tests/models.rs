@@ -174,9 +174,19 @@ fn a_half_precision_checkpoint_loads_as_f32_without_drawing_random_numbers() {
         let draw = to_vec(Tensor::<1>::random([8], Distribution::Default, &device));
         (draw, loaded)
     };
-    let (plain_draw, _) = draw_after(false);
-    let (draw, loaded) = draw_after(true);
-    assert_eq!(draw, plain_draw);
+    // Tests running beside this one share Burn's one random stream, and a draw of theirs between
+    // the seeding and this draw changes it: the two draws must agree in one of a few tries (a
+    // load that drew numbers would never agree).
+    let mut tries = Vec::new();
+    let loaded = loop {
+        let (plain_draw, _) = draw_after(false);
+        let (draw, loaded) = draw_after(true);
+        tries.push((draw.clone(), plain_draw.clone()));
+        if draw == plain_draw {
+            break loaded;
+        }
+        assert!(tries.len() < 20, "loading drew random numbers: {tries:?}");
+    };
     let (before, after) = (weights(&model), weights(&loaded));
     assert_eq!(before.len(), after.len());
     for (a, b) in before.iter().zip(&after) {

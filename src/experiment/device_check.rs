@@ -132,7 +132,8 @@ pub fn check_wgpu(dataset: &Dataset, steps: usize, tolerance: f32) -> Result<Dev
     Ok(check)
 }
 
-/// An error unless the kernel `name` ran exactly when `wanted` (`GOALRANK_WGSL=0` keeps the twins).
+/// An error unless the kernel `name` ran exactly when `wanted` (`GOALRANK_WGSL=0` keeps the
+/// twins).
 #[cfg(not(target_arch = "wasm32"))]
 fn ran_as_wanted(name: &str, ran: bool, wanted: bool) -> Result<()> {
     if ran == wanted {

@@ -4,8 +4,8 @@
 //! On a wgpu device (native, or WebGPU in the browser) the step runs as one fused WGSL kernel
 //! (`shaders/decode_step.wgsl`, launched by `model::wgsl`); everywhere else (the CPU backend, the
 //! browser's CPU fallback, a remote device, an autodiff device) it runs as the tensor ops of
-//! [`twin`], which the kernel must agree with
-//! (`experiment/kernel_check.rs`, run by `goalrank check-device` and `tests/wgpu.rs`).
+//! [`twin`], which the kernel must agree with (`experiment/kernel_check.rs`, run by `goalrank
+//! check-device` and `tests/wgpu.rs`).
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, IndexingUpdateOp, Int, Tensor};

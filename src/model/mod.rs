@@ -1,7 +1,7 @@
 //! Models: the list-aware reward model and the GoalRank generator. Each `XConfig::init(&Device)`
 //! builds its model on any device (CPU flex, wgpu, with or without autodiff). `decode_step` is
-//! the decoder's sampling step, a fused WGSL kernel (`shaders/`) on wgpu (native and WebGPU), as is
-//! `adam_kernel`, the optimiser's update of one parameter tensor (`train::adam`).
+//! the decoder's sampling step, a fused WGSL kernel (`shaders/`) on wgpu (native and WebGPU),
+//! as is `adam_kernel`, the optimiser's update of one parameter tensor (`train::adam`).
 
 mod backend;
 mod decode_step;

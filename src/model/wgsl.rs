@@ -250,15 +250,14 @@ pub fn adam_step(
     ];
     let output = || TensorIr::uninit(client.create_empty_handle(), Shape::new([n]), DType::F32);
     let outputs = vec![output(), output(), output()];
-    let flag = |on: bool| u32::from(on);
     let operation = AdamStepOp {
         inputs: inputs.clone(),
         outputs: outputs.clone(),
         info: [
             n as u32,
-            flag(scalars.clip.is_some()),
+            u32::from(scalars.clip.is_some()),
             scalars.clip.unwrap_or(0.0).to_bits(),
-            flag(scalars.penalty.is_some()),
+            u32::from(scalars.penalty.is_some()),
             scalars.penalty.unwrap_or(0.0).to_bits(),
             scalars.beta_1.to_bits(),
             scalars.beta_2.to_bits(),
