@@ -70,8 +70,11 @@ fn status_ui(app: &mut GoalRankApp, ui: &mut egui::Ui) {
     ui.horizontal(|ui| {
         ui.label(format!("Backend: {}", app.backend));
         if let Some(warmup) = &app.warmup {
-            ui.spinner();
+            // Seconds rather than a spinner: the page draws while kernels compile, and a frame
+            // a second leaves the processor to the compiler (input still repaints at once).
             ui.label(warmup.status());
+            ui.ctx()
+                .request_repaint_after(std::time::Duration::from_secs(1));
         }
         #[cfg(not(target_arch = "wasm32"))]
         {

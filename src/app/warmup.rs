@@ -4,10 +4,11 @@
 //! request's view there, which compiles (and tunes) the kernels ranking needs. When it is done
 //! the app switches to WebGPU, where the next view is fast.
 //!
-//! The warm-up starts [`DELAY`] after the first list is on screen: compiling a kernel blocks
-//! the page (there is one thread), so the page is unresponsive while it runs, but the user
-//! already has a list to read. Until the switch the user browses and ranks on the CPU; live
-//! training waits for it ([`busy`]), so that it runs on the page's device.
+//! The warm-up starts [`DELAY`] after the first list is on screen. The browser compiles the
+//! kernels' pipelines in the background (`index.html` creates them asynchronously), but Burn
+//! generates each kernel on the page's one thread, so the page still stalls for seconds at a
+//! time; the user already has a list to read. Until the switch the user browses and ranks on
+//! the CPU; live training waits for it ([`busy`]), so that it runs on the page's device.
 
 use std::time::Duration;
 
@@ -31,6 +32,8 @@ pub struct Warmup {
     created: Instant,
     /// When the first list was on screen.
     shown: Option<Instant>,
+    /// When the warm-up task started.
+    started: Option<Instant>,
     /// The warm-up task, once started.
     pending: Option<task::Pending<Result<Warmed, String>>>,
 }
@@ -58,13 +61,21 @@ impl Warmup {
             backend,
             created: Instant::now(),
             shown: None,
+            started: None,
             pending: None,
         }
     }
 
-    /// What the status line says while the device warms up.
+    /// What the status line says while the device warms up, with the seconds it has taken.
     pub fn status(&self) -> String {
-        format!("{} is being prepared (its kernels compile)", self.backend)
+        let took = self
+            .started
+            .map(|t| format!(": {} s", t.elapsed().as_secs()))
+            .unwrap_or_default();
+        format!(
+            "{} is being prepared (its kernels compile){took}",
+            self.backend
+        )
     }
 }
 
@@ -111,6 +122,7 @@ pub fn poll(app: &mut GoalRankApp, ctx: &egui::Context) {
             },
             ctx,
         ));
+        warmup.started = Some(Instant::now());
         ctx.request_repaint();
         return;
     }
