@@ -160,7 +160,10 @@ async function run(url, webgpu) {
       );
       check(frames.filter((t) => t <= opened + firstListS * 1000).length > 0, `${mode}: no frame before the first list`);
       check(during.length > 0, `${mode}: no frame between the first list and the switch`);
-      if (!syncPipelines) check(gap <= MAX_GAP_S * 1000, `${mode}: the page drew no frame for ${gap / 1000} s`);
+      // Between the first list and the switch, the ends included.
+      const warmGap = longestGap([opened + firstListS * 1000, ...during, opened + switchedS * 1000]);
+      console.log(`${mode}: longest time without a frame in the warm-up ${(warmGap / 1000).toFixed(1)} s`);
+      if (!syncPipelines) check(warmGap <= MAX_GAP_S * 1000, `${mode}: the page drew no frame for ${warmGap / 1000} s`);
       first = await rankedList(page, 0, 240_000);
     }
     // On WebGPU the kernels' pipelines compile in the background (index.html's third shim).
