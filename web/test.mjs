@@ -27,8 +27,8 @@ const TRAIN_STEPS = 3;
 // first one, which compiles and tunes the kernels, 70–110 s.
 const TRAIN_COMMAND = `train ${TRAIN_STEPS} batch=8 group=4`;
 // The longest the WebGPU page may go without a frame while it prepares its kernels. With the
-// pipelines compiled in the background (index.html) it was 6.5–7.9 s here, with the synchronous
-// creation wgpu asks for 25–29 s.
+// pipelines compiled in the background (index.html) it was 6.0–7.2 s here, with the synchronous
+// creation wgpu asks for (PIPELINES=sync) 24.7–29.1 s.
 const MAX_GAP_S = 15;
 
 function check(condition, message) {
