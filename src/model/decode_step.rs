@@ -7,10 +7,10 @@
 //! [`twin`], which the kernel must agree with (`experiment/kernel_check.rs`, run by `goalrank
 //! check-device` and `tests/wgpu.rs`).
 
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, IndexingUpdateOp, Int, Tensor};
 
 use super::product::product;
+use super::softmax::log_softmax;
 
 /// How a step picks its item: `argmax(log π / temperature + noise)`, a draw when `noise` is
 /// Gumbel noise; without noise the most likely remaining candidate.

@@ -3,10 +3,11 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 
+use super::layer_norm::layer_norm;
 use super::rows::linear_rows;
+use super::softmax::softmax;
 use crate::data::{Batch, Dataset, ItemBatch, YEAR_BUCKETS};
 
 /// Sizes of the catalogue the encoders embed.
@@ -110,6 +111,6 @@ impl UserEncoder {
             .user
             .forward(batch.users.clone().reshape([b, 1]))
             .reshape([b, d]);
-        self.norm.forward(self.out.forward(pooled) + user)
+        layer_norm(&self.norm, self.out.forward(pooled) + user)
     }
 }

@@ -16,6 +16,7 @@ use super::decode_step::{Pick, decode_step, step_log_probs};
 use super::encoder::{EncoderConfig, ItemEncoder, UserEncoder};
 use super::gather::{gather_rows, gumbel, one_hot, plackett_luce};
 use super::gelu::gelu;
+use super::layer_norm::layer_norm;
 use super::rows::linear_rows;
 use super::transformer;
 use crate::data::Batch;
@@ -152,9 +153,7 @@ impl Generator {
         let candidates = self.items.forward(&batch.candidates);
         let [b, n, d] = candidates.dims();
         let tokens = Tensor::cat(vec![user.reshape([b, 1, d]), candidates], 1);
-        let hidden = self
-            .norm
-            .forward(transformer::encode(&self.transformer, tokens));
+        let hidden = layer_norm(&self.norm, transformer::encode(&self.transformer, tokens));
         let user = hidden.clone().slice([0..b, 0..1, 0..d]).reshape([b, d]);
         let candidates = hidden.slice([0..b, 1..n + 1, 0..d]);
         let keys = linear_rows(&self.key, candidates.clone());
@@ -177,9 +176,12 @@ impl Generator {
             .forward(steps.reshape([1, t]))
             .reshape([1, 1, t, d]);
         let u = user.reshape([b, 1, 1, d]) + step + linear_rows(&self.prefix, prefix_mean);
-        let hidden = gelu(linear_rows(&self.mlp_in, self.mlp_norm.forward(u.clone())));
+        let hidden = gelu(linear_rows(
+            &self.mlp_in,
+            layer_norm(&self.mlp_norm, u.clone()),
+        ));
         let z = u + linear_rows(&self.mlp_out, hidden);
-        linear_rows(&self.query, self.query_norm.forward(z))
+        linear_rows(&self.query, layer_norm(&self.query_norm, z))
     }
 
     /// log π of given lists, all steps at once (teacher forcing).

@@ -14,6 +14,7 @@ use burn::tensor::{Device, Tensor};
 use super::encoder::{EncoderConfig, ItemEncoder, UserEncoder};
 use super::gather::repeat_group;
 use super::gelu::gelu;
+use super::layer_norm::layer_norm;
 use super::rows::linear_rows;
 use super::transformer;
 use crate::data::Batch;
@@ -83,7 +84,7 @@ impl Pointwise {
             Some(context) => transformer::encode(context, candidates + user.clone()),
             None => candidates,
         };
-        let features = Tensor::cat(vec![self.norm.forward(candidates), user], 2);
+        let features = Tensor::cat(vec![layer_norm(&self.norm, candidates), user], 2);
         let hidden = gelu(linear_rows(&self.hidden, features));
         linear_rows(&self.out, hidden).reshape([b, n])
     }

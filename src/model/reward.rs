@@ -30,6 +30,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::encoder::{EncoderConfig, ItemEncoder, UserEncoder};
 use super::gather::{gather_rows, repeat_group};
+use super::layer_norm::layer_norm;
 use super::product::product;
 use super::rows::linear_rows;
 use super::transformer;
@@ -200,9 +201,7 @@ impl RewardModel {
     fn candidate_set_logits(&self, user: &Tensor<2>, candidates: &Tensor<3>) -> Tensor<2> {
         let [b, n, d] = candidates.dims();
         let tokens = Tensor::cat(vec![user.clone().reshape([b, 1, d]), candidates.clone()], 1);
-        let hidden = self
-            .norm
-            .forward(transformer::encode(&self.transformer, tokens));
+        let hidden = layer_norm(&self.norm, transformer::encode(&self.transformer, tokens));
         let hidden = hidden.slice([0..b, 1..n + 1, 0..d]);
         let logits = linear_rows(&self.head, hidden.clone()).reshape([b, n]);
         match self.interaction(user.clone(), hidden) {
@@ -236,9 +235,7 @@ impl RewardModel {
         let position = self.position.forward(positions); // [1, L, d]
         let user = repeat_group(context.user.clone(), k).reshape([b * k, 1, d]);
         let tokens = items.clone().reshape([b * k, l, d]) + position + user;
-        let hidden = self
-            .norm
-            .forward(transformer::encode(&self.transformer, tokens));
+        let hidden = layer_norm(&self.norm, transformer::encode(&self.transformer, tokens));
         let context_logits = linear_rows(&self.head, hidden).reshape([b, k, l]);
         // Factorised model: attraction (user, item) × examination (position, list). The
         // attraction is computed on the gathered items rather than once per candidate: Burn

@@ -17,11 +17,13 @@ use burn::nn::activation::{Activation, Gelu};
 use burn::nn::attention::MultiHeadAttention;
 use burn::nn::transformer::{PositionWiseFeedForward, TransformerEncoder, TransformerEncoderLayer};
 use burn::tensor::Tensor;
-use burn::tensor::activation::{quiet_softmax, softmax};
+use burn::tensor::activation::quiet_softmax;
 
 use super::gelu::gelu;
+use super::layer_norm::layer_norm;
 use super::product::product;
 use super::rows::linear_rows;
+use super::softmax::softmax;
 
 /// `encoder` applied to `tokens` (no masks).
 ///
@@ -42,16 +44,16 @@ pub fn encode(encoder: &TransformerEncoder, tokens: Tensor<3>) -> Tensor<3> {
 /// - x `[B, S, d]` → `[B, S, d]`
 fn encoder_layer(layer: &TransformerEncoderLayer, x: Tensor<3>) -> Tensor<3> {
     let attended = if layer.norm_first {
-        layer.norm_2.forward(x.clone())
+        layer_norm(&layer.norm_2, x.clone())
     } else {
         x.clone()
     };
     let attended = layer.dropout.forward(self_attention(&layer.mha, attended));
     let mut x = x + attended;
     let fed = if layer.norm_first {
-        layer.norm_1.forward(x.clone())
+        layer_norm(&layer.norm_1, x.clone())
     } else {
-        x = layer.norm_1.forward(x);
+        x = layer_norm(&layer.norm_1, x);
         x.clone()
     };
     let fed = layer.dropout.forward(feed_forward(&layer.pwff, fed));
@@ -59,7 +61,7 @@ fn encoder_layer(layer: &TransformerEncoderLayer, x: Tensor<3>) -> Tensor<3> {
     if layer.norm_first {
         x
     } else {
-        layer.norm_2.forward(x)
+        layer_norm(&layer.norm_2, x)
     }
 }
 

@@ -1,0 +1,354 @@
+//! Softmax and log-softmax over the last dimension with a backward pass of their own on the
+//! CPU backend.
+//!
+//! Burn 0.22.1's autodiff has neither: under autodiff they run as the backend's default
+//! composition (a detached max, a subtraction, `exp`, a sum and a division or a `log`), and
+//! their backward as the gradients of those operations, each a full-size tensor written on the
+//! calling thread (the division's alone takes a reciprocal, a square, a negation, two
+//! multiplications and a sum). In a GoalRank step the attention's softmax runs on
+//! `[B, H, N + 1, N + 1]` and the decoder's log-softmax on `[B, K + 1, L, N]`.
+//!
+//! The forward is the CPU backend's own (`ActivationOps::softmax` / `log_softmax`, what a CPU
+//! device without autodiff runs, so training and ranking compute the same values), and the
+//! backward one pass over the rows on rayon's threads: for the output `y` and the output's
+//! gradient `g`, softmax's is `y (g − Σ g y)` and log-softmax's `g − exp(y) Σ g`.
+//!
+//! Only f32 tensors on flex devices take it; everything else runs Burn's `softmax` and
+//! `log_softmax`.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::backend::flex::FlexTensor;
+use burn::backend::ops::ActivationOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, TensorMetadata, backend_extension};
+use burn::tensor::{DType, Tensor, activation};
+
+use super::backend::{flex_tensor, is_flex};
+
+/// Values per block of rows handed to one thread (about 64 KB of f32, whole rows).
+const BLOCK: usize = 16 * 1024;
+
+/// Softmax and log-softmax over the last dimension, and their backward passes.
+#[backend_extension(Flex, Autodiff)]
+pub trait SoftmaxOps: Backend {
+    /// `exp(x) / Σ exp(x)` over the last dimension.
+    ///
+    /// # Shapes
+    /// - x: any (rank ≥ 1); output as x
+    fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `x − log Σ exp(x)` over the last dimension.
+    ///
+    /// # Shapes
+    /// - x: any (rank ≥ 1); output as x
+    fn log_softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// The input's gradient from softmax's output `y` and its gradient.
+    ///
+    /// # Shapes
+    /// - y, grad: the same shape; output as y
+    fn softmax_last_backward(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// The input's gradient from log-softmax's output `y` and its gradient.
+    ///
+    /// # Shapes
+    /// - y, grad: the same shape; output as y
+    fn log_softmax_last_backward(
+        y: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+}
+
+/// Whether `x` takes the extension: f32 on a flex device, normalised over its last dimension.
+fn runs_here<const D: usize>(x: &Tensor<D>, dim: usize) -> bool {
+    dim + 1 == D && x.dtype() == DType::F32 && is_flex(&x.device())
+}
+
+/// Softmax of `x` along `dim`.
+///
+/// # Shapes
+/// - x: any; output as x
+pub fn softmax<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
+    if runs_here(&x, dim) {
+        Tensor::from_dispatch(<burn::backend::Dispatch as SoftmaxOps>::softmax_last(
+            x.into_dispatch(),
+        ))
+    } else {
+        activation::softmax(x, dim)
+    }
+}
+
+/// Log-softmax of `x` along `dim`.
+///
+/// # Shapes
+/// - x: any; output as x
+pub fn log_softmax<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
+    if runs_here(&x, dim) {
+        Tensor::from_dispatch(<burn::backend::Dispatch as SoftmaxOps>::log_softmax_last(
+            x.into_dispatch(),
+        ))
+    } else {
+        activation::log_softmax(x, dim)
+    }
+}
+
+/// `Σ values` with eight running sums (so the loop runs in vector registers), in a fixed
+/// order.
+#[inline(always)]
+fn sum(values: impl Iterator<Item = f32>) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    for (i, value) in values.enumerate() {
+        lanes[i % 8] += value;
+    }
+    ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
+}
+
+/// Softmax's input gradient for one block of whole rows of length `n`.
+fn softmax_block(y: &[f32], grad: &[f32], out: &mut [f32], n: usize) {
+    for ((y, g), out) in y
+        .chunks_exact(n)
+        .zip(grad.chunks_exact(n))
+        .zip(out.chunks_exact_mut(n))
+    {
+        let dot = sum(y.iter().zip(g).map(|(y, g)| y * g));
+        for ((out, &y), &g) in out.iter_mut().zip(y).zip(g) {
+            *out = y * (g - dot);
+        }
+    }
+}
+
+/// Log-softmax's input gradient for one block of whole rows of length `n`.
+fn log_softmax_block(y: &[f32], grad: &[f32], out: &mut [f32], n: usize) {
+    for ((y, g), out) in y
+        .chunks_exact(n)
+        .zip(grad.chunks_exact(n))
+        .zip(out.chunks_exact_mut(n))
+    {
+        let total = sum(g.iter().copied());
+        for ((out, &y), &g) in out.iter_mut().zip(y).zip(g) {
+            *out = g - y.exp() * total;
+        }
+    }
+}
+
+/// `block(y, grad, out, n)` over blocks of whole rows, on rayon's threads (one thread in the
+/// browser build).
+fn backward(
+    y: FlexTensor,
+    grad: FlexTensor,
+    block: fn(&[f32], &[f32], &mut [f32], usize),
+) -> FlexTensor {
+    let (y, grad) = (y.to_contiguous(), grad.to_contiguous());
+    let shape = y.shape();
+    let total = shape.num_elements();
+    let n = shape.last().copied().unwrap_or(1).max(1);
+    let (ys, gs): (&[f32], &[f32]) = (
+        &y.storage::<f32>()[..total],
+        &grad.storage::<f32>()[..total],
+    );
+    let mut out = vec![0.0f32; total];
+    let rows = (BLOCK / n).max(1) * n;
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        out.par_chunks_mut(rows)
+            .zip(ys.par_chunks(rows).zip(gs.par_chunks(rows)))
+            .for_each(|(out, (y, g))| block(y, g, out, n));
+    }
+    #[cfg(target_arch = "wasm32")]
+    out.chunks_mut(rows)
+        .zip(ys.chunks(rows).zip(gs.chunks(rows)))
+        .for_each(|(out, (y, g))| block(y, g, out, n));
+    flex_tensor(out, shape)
+}
+
+impl SoftmaxOps for Flex {
+    fn softmax_last(x: FlexTensor) -> FlexTensor {
+        let last = x.shape().num_dims() - 1;
+        Flex::softmax(x, last)
+    }
+
+    fn log_softmax_last(x: FlexTensor) -> FlexTensor {
+        let last = x.shape().num_dims() - 1;
+        Flex::log_softmax(x, last)
+    }
+
+    fn softmax_last_backward(y: FlexTensor, grad: FlexTensor) -> FlexTensor {
+        backward(y, grad, softmax_block)
+    }
+
+    fn log_softmax_last_backward(y: FlexTensor, grad: FlexTensor) -> FlexTensor {
+        backward(y, grad, log_softmax_block)
+    }
+}
+
+/// A softmax's backward step: its output is the state.
+#[derive(Debug)]
+struct SoftmaxBackward {
+    log: bool,
+}
+
+impl<B: Backend + SoftmaxOps> Backward<B, 1> for SoftmaxBackward {
+    /// The output.
+    type State = B::FloatTensorPrimitive;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let output = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+            if self.log {
+                B::log_softmax_last_backward(output, grad)
+            } else {
+                B::softmax_last_backward(output, grad)
+            }
+        });
+    }
+}
+
+/// `forward(x)` recorded for autodiff with [`SoftmaxBackward`].
+fn tracked<B: Backend + SoftmaxOps, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    log: bool,
+    forward: fn(B::FloatTensorPrimitive) -> B::FloatTensorPrimitive,
+) -> FloatTensor<Autodiff<B, C>> {
+    let node = x.node();
+    let input = x.into_primitive();
+    let prepared = SoftmaxBackward { log }
+        .prepare::<C>([node])
+        .compute_bound()
+        .stateful();
+    match prepared {
+        OpsKind::Tracked(prep) => {
+            let output = forward(input);
+            prep.finish(output.clone(), output)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(input)),
+    }
+}
+
+impl<B: Backend + SoftmaxOps, C: CheckpointStrategy> SoftmaxOps for Autodiff<B, C> {
+    fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        tracked::<B, C>(x, false, B::softmax_last)
+    }
+
+    fn log_softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        tracked::<B, C>(x, true, B::log_softmax_last)
+    }
+
+    /// Not differentiated again in this project: the inner backend's backward, untracked.
+    fn softmax_last_backward(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::from_inner(B::softmax_last_backward(Self::inner(y), Self::inner(grad)))
+    }
+
+    /// Not differentiated again in this project: the inner backend's backward, untracked.
+    fn log_softmax_last_backward(
+        y: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::from_inner(B::log_softmax_last_backward(
+            Self::inner(y),
+            Self::inner(grad),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Device, TensorData};
+
+    use super::*;
+
+    fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
+        tensor.into_data().try_into_vec_as::<f32>().expect("f32")
+    }
+
+    /// A fixed tensor with rows of different ranges, one value masked the decoder's way.
+    fn fixed(dims: [usize; 3], phase: f32, device: &Device) -> Tensor<3> {
+        let n: usize = dims.iter().product();
+        let data: Vec<f32> = (0..n)
+            .map(|i| match i % 97 {
+                5 => -1e9,
+                _ => (i as f32 * 0.37 + phase).sin() * (1.0 + (i / dims[2]) as f32 % 4.0),
+            })
+            .collect();
+        Tensor::from_data(TensorData::new(data, dims), device)
+    }
+
+    fn worst(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn without_autodiff_the_values_are_burns_bit_for_bit() {
+        let x = fixed([7, 30, 51], 0.0, &Device::flex());
+        assert_eq!(
+            values(softmax(x.clone(), 2)),
+            values(activation::softmax(x.clone(), 2))
+        );
+        assert_eq!(
+            values(log_softmax(x.clone(), 2)),
+            values(activation::log_softmax(x, 2))
+        );
+    }
+
+    /// Output and input gradient of a fixed weighted sum, through ours or Burn's.
+    fn run(ours: bool, log: bool) -> (Vec<f32>, Vec<f32>) {
+        let device = Device::flex().autodiff();
+        // 7·30 rows of 51: several blocks, the last one partial.
+        let dims = [7, 30, 51];
+        let x = fixed(dims, 0.0, &device).require_grad();
+        let y = match (ours, log) {
+            (true, false) => softmax(x.clone(), 2),
+            (true, true) => log_softmax(x.clone(), 2),
+            (false, false) => activation::softmax(x.clone(), 2),
+            (false, true) => activation::log_softmax(x.clone(), 2),
+        };
+        // Masked entries' log-probabilities are huge; weigh them zero as the decoder does.
+        let weights = fixed(dims, 1.0, &device).clamp(-2.0, 2.0);
+        let grads = (y.clone().clamp(-50.0, 50.0) * weights).sum().backward();
+        (values(y), values(x.grad(&grads).expect("a gradient")))
+    }
+
+    #[test]
+    fn outputs_and_gradients_match_burns_composed_softmaxes() {
+        for log in [false, true] {
+            let (out, grad) = run(true, log);
+            let (burn_out, burn_grad) = run(false, log);
+            let scale = burn_grad.iter().fold(0.0f32, |m, g| m.max(g.abs()));
+            assert!(
+                scale > 1e-2,
+                "log {log}: the gradient is not trivially zero"
+            );
+            // Outputs: the fused forward rounds differently (relative 1e-6 of values up to 1e9).
+            let out_scale = burn_out
+                .iter()
+                .fold(1.0f32, |m, v| m.max(v.abs().min(50.0)));
+            assert!(
+                worst(&clamped(&out), &clamped(&burn_out)) <= 1e-5 * out_scale,
+                "log {log}"
+            );
+            let diff = worst(&grad, &burn_grad);
+            assert!(
+                diff <= 1e-5 * scale.max(1.0),
+                "log {log}: {diff} of {scale}"
+            );
+        }
+    }
+
+    fn clamped(v: &[f32]) -> Vec<f32> {
+        v.iter().map(|x| x.clamp(-50.0, 50.0)).collect()
+    }
+
+    #[test]
+    fn the_two_backward_formulas_are_not_interchangeable() {
+        // The comparison above can tell softmax's gradient from log-softmax's.
+        let (_, soft) = run(true, false);
+        let (_, log) = run(true, true);
+        let scale = soft.iter().fold(0.0f32, |m, g| m.max(g.abs()));
+        assert!(worst(&soft, &log) > 1e-5 * scale.max(1.0));
+    }
+}
