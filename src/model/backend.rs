@@ -1,6 +1,8 @@
 //! Which of Burn's backends a device runs on, for the few places where the model code takes a
-//! different (numerically identical) route on the CPU backend, and what those routes
-//! (`model::gelu`, `model::product`) share: their f32 output buffers.
+//! route of its own on the CPU backend (numerically identical for `model::gelu` and
+//! `model::product`; for `model::layer_norm` and `model::softmax` the same forward values
+//! and gradients equal within rounding), and what those routes share: their f32 output
+//! buffers.
 
 use core::mem::MaybeUninit;
 
