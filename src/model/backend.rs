@@ -2,7 +2,7 @@
 //! route of its own on the CPU backend (numerically identical for `model::gelu` and
 //! `model::product`; for `model::layer_norm` and `model::softmax` the same forward values
 //! and gradients equal within rounding), and what those routes share: their f32 output
-//! buffers.
+//! buffers and a fixed-order sum.
 
 use core::mem::MaybeUninit;
 
@@ -35,4 +35,16 @@ pub fn zeroed(values: &mut [MaybeUninit<f32>]) -> &mut [f32] {
     // SAFETY: every element was initialised just above, and `MaybeUninit<f32>` has the layout
     // of `f32`.
     unsafe { &mut *(values as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+/// `Σ values` with eight running sums (so the loop runs in vector registers), in a fixed
+/// order.
+#[inline(always)]
+pub fn lane_sum(values: impl Iterator<Item = f32>) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    for (i, value) in values.enumerate() {
+        lanes[i % 8] += value;
+    }
+    ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
 }

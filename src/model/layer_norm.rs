@@ -28,7 +28,7 @@ use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, TensorMetadata, ba
 use burn::nn::LayerNorm;
 use burn::tensor::{DType, Shape, Slice, Tensor};
 
-use super::backend::{flex_tensor, is_flex};
+use super::backend::{flex_tensor, is_flex, lane_sum as sum};
 
 /// The variance's ε of every layer norm in this project: Burn's default
 /// (`LayerNormConfig::epsilon`, `TransformerEncoderConfig::layer_norm_eps`), which this
@@ -79,18 +79,6 @@ pub fn layer_norm<const D: usize>(norm: &LayerNorm, x: Tensor<D>) -> Tensor<D> {
         }
         _ => norm.forward(x),
     }
-}
-
-/// `Σ values` with eight running sums (so the loop runs in vector registers), in a fixed
-/// order.
-#[inline(always)]
-fn sum(values: impl Iterator<Item = f32>) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    for (i, value) in values.enumerate() {
-        lanes[i % 8] += value;
-    }
-    ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
-        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
 }
 
 /// One block of rows: writes each row's input gradient into `dx` and returns the block's

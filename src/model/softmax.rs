@@ -26,7 +26,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{DType, Tensor, activation};
 
-use super::backend::{flex_tensor, is_flex};
+use super::backend::{flex_tensor, is_flex, lane_sum as sum};
 
 /// Values per block of rows handed to one thread (about 64 KB of f32, whole rows).
 const BLOCK: usize = 16 * 1024;
@@ -90,18 +90,6 @@ pub fn log_softmax<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
     } else {
         activation::log_softmax(x, dim)
     }
-}
-
-/// `Σ values` with eight running sums (so the loop runs in vector registers), in a fixed
-/// order.
-#[inline(always)]
-fn sum(values: impl Iterator<Item = f32>) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    for (i, value) in values.enumerate() {
-        lanes[i % 8] += value;
-    }
-    ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
-        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
 }
 
 /// Softmax's input gradient for one block of whole rows of length `n`.
