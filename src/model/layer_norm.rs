@@ -126,7 +126,8 @@ fn backward_values(x: &[f32], grad: &[f32], gamma: &[f32]) -> Vec<f32> {
     let n = x.len();
     let mut out = vec![0.0f32; n + 2 * d];
     let (dx, params) = out.split_at_mut(n);
-    let block = BLOCK_ROWS * d;
+    // (A zero-width norm has nothing to do; `max` keeps the chunk size valid.)
+    let block = BLOCK_ROWS * d.max(1);
     #[cfg(not(target_arch = "wasm32"))]
     let partials: Vec<Vec<f32>> = {
         use rayon::prelude::*;
