@@ -375,25 +375,30 @@ mod tests {
 
     #[test]
     fn a_wrong_gradient_fails_the_comparison() {
-        // The tolerance above can tell: dropping the mean of ĝ x̂ term is far off.
+        // The tolerance above can tell: the input gradient without its last term,
+        // `r (ĝ − mean ĝ)` instead of `r (ĝ − mean ĝ − x̂ mean(ĝ x̂))`, fails it.
         let dims = [2, 3, 37, 20];
+        let d = dims[3];
         let device = Device::flex();
         let x = values(fixed(dims, 0.0, &device));
         let g = values(fixed(dims, 1.0, &device));
-        let gamma = values(fixed([20], 0.5, &device).add_scalar(1.5));
+        let gamma = values(fixed([d], 0.5, &device).add_scalar(1.5));
         let full = backward_values(&x, &g, &gamma);
         let burns = run(false, dims);
         let n = x.len();
-        assert!(worst(&full[..n], &burns[1]) <= 1e-5 * largest(&burns[1]).max(1.0));
-        // The input gradient without its last term.
-        let d = 20;
-        let mut broken = full[..n].to_vec();
-        for (row, x) in broken.chunks_mut(d).zip(x.chunks(d)) {
+        let tolerance = 1e-5 * largest(&burns[1]).max(1.0);
+        assert!(worst(&full[..n], &burns[1]) <= tolerance);
+        let mut broken = vec![0.0f32; n];
+        for ((out, x), g) in broken.chunks_mut(d).zip(x.chunks(d)).zip(g.chunks(d)) {
             let mean = x.iter().sum::<f32>() / d as f32;
-            for (v, x) in row.iter_mut().zip(x) {
-                *v += 0.01 * (x - mean);
+            let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+            let r = 1.0 / (var + EPSILON as f32).sqrt();
+            let scaled: Vec<f32> = g.iter().zip(&gamma).map(|(g, w)| g * w).collect();
+            let mean_scaled = scaled.iter().sum::<f32>() / d as f32;
+            for (out, s) in out.iter_mut().zip(&scaled) {
+                *out = r * (s - mean_scaled);
             }
         }
-        assert!(worst(&broken, &burns[1]) > 1e-5 * largest(&burns[1]).max(1.0));
+        assert!(worst(&broken, &burns[1]) > tolerance);
     }
 }
