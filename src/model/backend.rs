@@ -2,7 +2,7 @@
 //! route of its own on the CPU backend (numerically identical for `model::gelu` and
 //! `model::product`; for `model::layer_norm` and `model::softmax` the same forward values
 //! and gradients equal within rounding), and what those routes share: their f32 output
-//! buffers and a fixed-order sum.
+//! buffers, their split of element-wise work across threads and a fixed-order sum.
 
 use core::mem::MaybeUninit;
 
@@ -48,3 +48,48 @@ pub fn lane_sum(values: impl Iterator<Item = f32>) -> f32 {
     ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
         + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
 }
+
+/// Elements per chunk handed to one thread (about 64 KB of f32).
+pub const CHUNK: usize = 16 * 1024;
+
+/// Below this many elements the work stays on the calling thread (the browser build has one).
+#[cfg(not(target_arch = "wasm32"))]
+pub const PARALLEL_FROM: usize = 4 * CHUNK;
+
+/// `f(x, y, out)` over matching chunks of `chunk` values, on rayon's threads where there is enough work. Each
+/// chunk of the output is zeroed by the thread that fills it, not all of it up front by the
+/// calling thread.
+pub fn map_chunks(
+    x: &[f32],
+    y: &[f32],
+    chunk: usize,
+    f: impl Fn(&[f32], &[f32], &mut [f32]) + Send + Sync,
+) -> Vec<f32> {
+    // The zipped chunks stop at the shorter input (callers pass equal lengths).
+    let n = x.len().min(y.len());
+    let (x, y) = (&x[..n], &y[..n]);
+    let mut out: Vec<f32> = Vec::with_capacity(n);
+    let fill = |(o, (x, y)): Chunks<'_>| f(x, y, zeroed(o));
+    let spare = &mut out.spare_capacity_mut()[..n];
+    #[cfg(not(target_arch = "wasm32"))]
+    if n >= PARALLEL_FROM {
+        use rayon::prelude::*;
+        spare
+            .par_chunks_mut(chunk)
+            .zip(x.par_chunks(chunk).zip(y.par_chunks(chunk)))
+            .for_each(fill);
+        // SAFETY: the chunks cover the first `n` elements, and `fill` initialised each.
+        unsafe { out.set_len(n) };
+        return out;
+    }
+    spare
+        .chunks_mut(chunk)
+        .zip(x.chunks(chunk).zip(y.chunks(chunk)))
+        .for_each(fill);
+    // SAFETY: the chunks cover the first `n` elements, and `fill` initialised each.
+    unsafe { out.set_len(n) };
+    out
+}
+
+/// One output chunk (not yet initialised) and its input chunks.
+type Chunks<'a> = (&'a mut [MaybeUninit<f32>], (&'a [f32], &'a [f32]));

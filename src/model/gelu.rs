@@ -13,6 +13,8 @@
 //! threads from `PARALLEL_FROM` elements on (one thread in the browser build); every other
 //! device (wgpu, a remote device) runs Burn's `gelu`, whose kernels fuse there anyway.
 
+use super::backend::{CHUNK, flex_tensor, is_flex, map_chunks};
+use super::erf::erf_in_place;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -22,17 +24,6 @@ use burn::backend::ops::{ActivationOps, FloatTensorOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{DType, Tensor};
-use core::mem::MaybeUninit;
-
-use super::backend::{flex_tensor, is_flex, zeroed};
-use super::erf::erf_in_place;
-
-/// Elements per chunk handed to one thread (about 64 KB of f32).
-const CHUNK: usize = 16 * 1024;
-
-/// Below this many elements the work stays on the calling thread (the browser build has one).
-#[cfg(not(target_arch = "wasm32"))]
-const PARALLEL_FROM: usize = 4 * CHUNK;
 
 /// GELU and its gradient as one backend operation each.
 #[backend_extension(Flex, Autodiff)]
@@ -158,43 +149,6 @@ fn gelu_grad_slice(x: &[f32], grad: &[f32], out: &mut [f32]) {
     gelu_grad_fill(x, grad, out)
 }
 
-/// `f(x, y, out)` over matching chunks, on rayon's threads where there is enough work. Each
-/// chunk of the output is zeroed by the thread that fills it, not all of it up front by the
-/// calling thread.
-fn map_chunks(
-    x: &[f32],
-    y: &[f32],
-    f: impl Fn(&[f32], &[f32], &mut [f32]) + Send + Sync,
-) -> Vec<f32> {
-    // The zipped chunks stop at the shorter input (callers pass equal lengths).
-    let n = x.len().min(y.len());
-    let (x, y) = (&x[..n], &y[..n]);
-    let mut out: Vec<f32> = Vec::with_capacity(n);
-    let fill = |(o, (x, y)): Chunks<'_>| f(x, y, zeroed(o));
-    let spare = &mut out.spare_capacity_mut()[..n];
-    #[cfg(not(target_arch = "wasm32"))]
-    if n >= PARALLEL_FROM {
-        use rayon::prelude::*;
-        spare
-            .par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
-            .for_each(fill);
-        // SAFETY: the chunks cover the first `n` elements, and `fill` initialised each.
-        unsafe { out.set_len(n) };
-        return out;
-    }
-    spare
-        .chunks_mut(CHUNK)
-        .zip(x.chunks(CHUNK).zip(y.chunks(CHUNK)))
-        .for_each(fill);
-    // SAFETY: the chunks cover the first `n` elements, and `fill` initialised each.
-    unsafe { out.set_len(n) };
-    out
-}
-
-/// One output chunk (not yet initialised) and its input chunks.
-type Chunks<'a> = (&'a mut [MaybeUninit<f32>], (&'a [f32], &'a [f32]));
-
 impl GeluOps for Flex {
     fn gelu_chunked(x: FlexTensor) -> FlexTensor {
         if x.dtype() != DType::F32 {
@@ -206,7 +160,7 @@ impl GeluOps for Flex {
         let n = shape.num_elements();
         let values: &[f32] = &x.storage::<f32>()[..n];
         flex_tensor(
-            map_chunks(values, values, |x, _, out| gelu_slice(x, out)),
+            map_chunks(values, values, CHUNK, |x, _, out| gelu_slice(x, out)),
             shape,
         )
     }
@@ -219,7 +173,7 @@ impl GeluOps for Flex {
         let shape = x.shape();
         let n = shape.num_elements();
         let (xs, gs): (&[f32], &[f32]) = (&x.storage::<f32>()[..n], &grad.storage::<f32>()[..n]);
-        flex_tensor(map_chunks(xs, gs, gelu_grad_slice), shape)
+        flex_tensor(map_chunks(xs, gs, CHUNK, gelu_grad_slice), shape)
     }
 }
 
@@ -279,6 +233,7 @@ impl<B: Backend + GeluOps, C: CheckpointStrategy> GeluOps for Autodiff<B, C> {
 mod tests {
     use burn::tensor::{Device, TensorData};
 
+    use super::super::backend::PARALLEL_FROM;
     use super::*;
 
     /// Inputs that cover GELU's range, including both tails and exact zeros, larger than one

@@ -10,7 +10,7 @@
 //!
 //! The forward is the CPU backend's own (`ActivationOps::softmax` / `log_softmax`, what a CPU
 //! device without autodiff runs, so training and ranking compute the same values), and the
-//! backward one pass over the rows on rayon's threads: for the output `y` and the output's
+//! backward one pass over the rows, on rayon's threads for large tensors: for the output `y` and the output's
 //! gradient `g`, softmax's is `y (g − Σ g y)` and log-softmax's `g − exp(y) Σ g`.
 //!
 //! Only f32 tensors on flex devices take it; everything else runs Burn's `softmax` and
@@ -26,10 +26,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{DType, Tensor, activation};
 
-use super::backend::{flex_tensor, is_flex, lane_sum as sum};
-
-/// Values per block of rows handed to one thread (about 64 KB of f32, whole rows).
-const BLOCK: usize = 16 * 1024;
+use super::backend::{CHUNK, flex_tensor, is_flex, lane_sum as sum, map_chunks};
 
 /// Softmax and log-softmax over the last dimension, and their backward passes.
 #[backend_extension(Flex, Autodiff)]
@@ -120,8 +117,8 @@ fn log_softmax_block(y: &[f32], grad: &[f32], out: &mut [f32], n: usize) {
     }
 }
 
-/// `block(y, grad, out, n)` over blocks of whole rows, on rayon's threads (one thread in the
-/// browser build).
+/// `block(y, grad, out, n)` over blocks of whole rows (`model::backend::map_chunks`: on
+/// rayon's threads for large tensors, on one thread in the browser build).
 fn backward(
     y: FlexTensor,
     grad: FlexTensor,
@@ -135,20 +132,11 @@ fn backward(
         &y.storage::<f32>()[..total],
         &grad.storage::<f32>()[..total],
     );
-    let mut out = vec![0.0f32; total];
-    let rows = (BLOCK / n).max(1) * n;
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        use rayon::prelude::*;
-        out.par_chunks_mut(rows)
-            .zip(ys.par_chunks(rows).zip(gs.par_chunks(rows)))
-            .for_each(|(out, (y, g))| block(y, g, out, n));
-    }
-    #[cfg(target_arch = "wasm32")]
-    out.chunks_mut(rows)
-        .zip(ys.chunks(rows).zip(gs.chunks(rows)))
-        .for_each(|(out, (y, g))| block(y, g, out, n));
-    flex_tensor(out, shape)
+    let rows = (CHUNK / n).max(1) * n;
+    flex_tensor(
+        map_chunks(ys, gs, rows, |y, g, out| block(y, g, out, n)),
+        shape,
+    )
 }
 
 impl SoftmaxOps for Flex {
