@@ -88,6 +88,9 @@ enum Command {
         d_model: usize,
         #[arg(long, default_value_t = 2)]
         layers: usize,
+        /// Hidden width of the decoder's MLP as a multiple of d.
+        #[arg(long, default_value_t = goalrank::model::DECODER_MLP)]
+        decoder_mlp: usize,
         #[arg(long, default_value_t = GoalRankConfig::new().group_size)]
         group_size: usize,
         /// Timed training steps (after one warm-up step).
@@ -375,6 +378,9 @@ enum TrainCommand {
         layers: usize,
         #[arg(long, default_value_t = GoalRankConfig::new().heads)]
         heads: usize,
+        /// Hidden width of the decoder's MLP as a multiple of d.
+        #[arg(long, default_value_t = goalrank::model::DECODER_MLP)]
+        decoder_mlp: usize,
         #[arg(long, default_value_t = GoalRankConfig::new().batch_size)]
         batch_size: usize,
         #[arg(long, default_value_t = GoalRankConfig::new().learning_rate)]
@@ -584,6 +590,7 @@ fn run(cli: Cli) -> Result<()> {
             batch_size,
             d_model,
             layers,
+            decoder_mlp,
             group_size,
             steps,
             latency_requests,
@@ -594,6 +601,7 @@ fn run(cli: Cli) -> Result<()> {
             let config = GoalRankConfig::new()
                 .with_d_model(d_model)
                 .with_layers(layers)
+                .with_decoder_mlp(Some(decoder_mlp))
                 .with_group_size(group_size);
             config.validate()?;
             goalrank::error::check::at_least("--steps", steps, 1)?;
@@ -951,6 +959,7 @@ fn train(what: TrainCommand) -> Result<()> {
             d_model,
             layers,
             heads,
+            decoder_mlp,
             batch_size,
             lr,
             model_seed,
@@ -970,6 +979,7 @@ fn train(what: TrainCommand) -> Result<()> {
                 .with_d_model(d_model)
                 .with_layers(layers)
                 .with_heads(heads)
+                .with_decoder_mlp(Some(decoder_mlp))
                 .with_batch_size(batch_size)
                 .with_learning_rate(lr)
                 .with_seed(model_seed);

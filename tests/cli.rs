@@ -375,6 +375,69 @@ fn bench_reports_positive_speeds() {
     assert!(row["latency_p90_ms"].as_f64() >= row["latency_p50_ms"].as_f64());
 }
 
+/// `bench --json` on the tiny fixture with the decoder MLP `ratio · d` wide: the counted
+/// product GFLOP per training step and per greedy batch.
+fn bench_gflop(ratio: usize) -> (f64, f64) {
+    let artifacts = tempfile::tempdir().expect("tempdir");
+    let data = fixture("ml-latest-tiny");
+    let ratio = ratio.to_string();
+    let out = goalrank(&[
+        "bench",
+        "--json",
+        "--data",
+        data.to_str().expect("path"),
+        "--artifacts",
+        artifacts.path().to_str().expect("path"),
+        "--candidates",
+        "15",
+        "--list-len",
+        "4",
+        "--batch-size",
+        "8",
+        "--d-model",
+        "16",
+        "--layers",
+        "1",
+        "--decoder-mlp",
+        &ratio,
+        "--group-size",
+        "4",
+        "--steps",
+        "2",
+        "--latency-requests",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let gflop = |field: &str| rows[0][field].as_f64().expect(field);
+    (gflop("train_gflop_per_step"), gflop("greedy_gflop"))
+}
+
+#[test]
+fn bench_counts_the_decoder_mlps_products_exactly() {
+    let (train_1, greedy_1) = bench_gflop(1);
+    let (train_3, greedy_3) = bench_gflop(3);
+    // Only the decoder MLP's two layers (d → r·d → d, 2 r d² multiply-adds per row) change.
+    // A step samples K lists of L steps (forward only) and teacher-forces K + 2 lists (the
+    // group with the logged list, and the supervised target): forward and two gradient
+    // products each. A greedy batch decodes one list of L steps per request and scores the
+    // first step once more for the ranking's per-candidate scores. 2 FLOPs per multiply-add;
+    // b 8, K 4, L 4, d 16, r 3 − 1.
+    let (b, k, l, d, dr) = (8.0, 4.0, 4.0, 16.0, 2.0);
+    let per_row = 2.0 * 2.0 * dr * d * d;
+    let train = per_row * (b * k * l + 3.0 * b * (k + 2.0) * l) / 1e9;
+    let greedy = per_row * b * (l + 1.0) / 1e9;
+    assert!(train_1 > 0.0 && greedy_1 > 0.0);
+    assert!(
+        ((train_3 - train_1) - train).abs() < 1e-12,
+        "{train_1} {train_3} {train}"
+    );
+    assert!(
+        ((greedy_3 - greedy_1) - greedy).abs() < 1e-12,
+        "{greedy_1} {greedy_3} {greedy}"
+    );
+}
+
 #[test]
 fn experiment_main_writes_every_method_and_reuses_finished_runs() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -141,6 +141,7 @@ fn bad_settings_are_refused_before_any_file_is_written() {
         (&["--heads", "0"], "--heads"),
         (&["--d-model", "0"], "--d-model"),
         (&["--heads", "3"], "--heads"),
+        (&["--decoder-mlp", "0"], "--decoder-mlp"),
         (&["--tau", "0"], "--tau"),
         (&["--tau", "inf"], "--tau"),
         (&["--tau", "-1"], "--tau"),
@@ -181,6 +182,9 @@ fn bad_settings_are_refused_before_any_file_is_written() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         assert_refused(&goalrank(&args), &format!("{flag} = {value}: too large"));
     }
+    let run = root.path().join("huge-decoder");
+    let out = run_oracle(&run, root.path(), 4, &["--decoder-mlp", "100000000"]);
+    assert_refused(&out, "--decoder-mlp = 100000000: too large");
     let art = root.path().to_str().expect("path");
     let out = goalrank(&[
         "eval",

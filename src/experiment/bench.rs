@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::Result;
 use crate::data::{Dataset, Request};
 use crate::eval::generator_rankings;
-use crate::model::{RewardModel, read_backs};
+use crate::model::{DECODER_MLP, RewardModel, multiply_adds, read_backs};
 use crate::train::{
     GoalRankConfig, GoalRankTrainer, KernelCount, Launches, Phase, RewardTrainingConfig,
 };
@@ -49,6 +49,10 @@ pub struct BenchRow {
     /// Tensors read back to the host per training step and per greedy batch.
     pub train_read_backs_per_step: f64,
     pub greedy_read_backs: u64,
+    /// Matrix-product FLOPs (2 per multiply-add, backward included) per training step and per
+    /// greedy batch, counted as the CPU backend runs them (`None` elsewhere).
+    pub train_gflop_per_step: Option<f64>,
+    pub greedy_gflop: Option<f64>,
     /// The kernels a greedy batch launched, by name, most launched first (empty on the CPU).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub greedy_kernels: Vec<KernelCount>,
@@ -114,7 +118,7 @@ pub fn bench_device(
             }
         }
     }
-    let (train_launches, train_read_backs) = counts.finish(device);
+    let (train_launches, train_read_backs, train_flops) = counts.finish(device);
     let train_kernels = Launches::since(&before);
     let train_step_ms = start.elapsed().as_secs_f64() * 1e3 / steps as f64;
     // Means per step (launches rounded down).
@@ -136,7 +140,7 @@ pub fn bench_device(
     let start = Instant::now();
     generator_rankings(&model, dataset, &batch, batch.len(), device)?;
     let greedy_batch_ms = start.elapsed().as_secs_f64() * 1e3;
-    let (greedy_launches, greedy_read_backs) = counts.finish(device);
+    let (greedy_launches, greedy_read_backs, greedy_flops) = counts.finish(device);
     let greedy_kernels = Launches::since(&before);
 
     let mut latencies = Vec::with_capacity(options.latency_requests);
@@ -169,17 +173,20 @@ pub fn bench_device(
         greedy_launches: (greedy_launches > 0).then_some(greedy_launches),
         train_read_backs_per_step: train_read_backs as f64 / steps as f64,
         greedy_read_backs,
+        train_gflop_per_step: (train_flops > 0).then(|| train_flops as f64 / 1e9 / steps as f64),
+        greedy_gflop: (greedy_flops > 0).then(|| greedy_flops as f64 / 1e9),
         greedy_kernels,
         train_kernels,
         phases,
     })
 }
 
-/// Launches and read-backs from `start` to `finish`, each taken once the device has finished
-/// the work queued before it.
+/// Launches, read-backs and product FLOPs from `start` to `finish`, each taken once the
+/// device has finished the work queued before it.
 struct Counts {
     launches: u64,
     read_backs: u64,
+    multiply_adds: u64,
 }
 
 impl Counts {
@@ -188,14 +195,17 @@ impl Counts {
         Self {
             launches: Launches::total(),
             read_backs: read_backs(),
+            multiply_adds: multiply_adds(),
         }
     }
 
-    fn finish(self, device: &Device) -> (u64, u64) {
+    /// Launches, read-backs and product FLOPs (2 per multiply-add) since `start`.
+    fn finish(self, device: &Device) -> (u64, u64, u64) {
         let _ = device.sync();
         (
             Launches::total() - self.launches,
             read_backs() - self.read_backs,
+            2 * (multiply_adds() - self.multiply_adds),
         )
     }
 }
@@ -222,9 +232,10 @@ pub fn bench_table(
     rows: &[BenchRow],
 ) -> String {
     let mut out = format!(
-        "GoalRank d {}, {} layers, N {}, L {}, K {}, batch {}{}\n",
+        "GoalRank d {}, {} layers, decoder MLP {}d, N {}, L {}, K {}, batch {}{}\n",
         config.d_model,
         config.layers,
+        config.decoder_mlp.unwrap_or(DECODER_MLP),
         dataset.config.candidates,
         dataset.config.list_len,
         config.group_size,
@@ -283,6 +294,30 @@ pub fn bench_table(
             r.train_read_backs_per_step,
             count(r.greedy_launches.map(|v| v as f64)),
             r.greedy_read_backs
+        );
+    }
+    let counted: Vec<&BenchRow> = rows
+        .iter()
+        .filter(|r| r.train_gflop_per_step.is_some())
+        .collect();
+    if !counted.is_empty() {
+        let _ = write!(
+            out,
+            "\n\n{:<w$} {:>16} {:>10} {:>17} {:>10}   (matrix products, backward included)",
+            "device", "GFLOP / step", "GFLOP/s", "GFLOP / greedy", "GFLOP/s"
+        );
+    }
+    for r in counted {
+        let step = r.train_gflop_per_step.unwrap_or(0.0);
+        let greedy = r.greedy_gflop.unwrap_or(0.0);
+        let _ = write!(
+            out,
+            "\n{:<w$} {:>16.1} {:>10.1} {:>17.1} {:>10.1}",
+            r.device,
+            step,
+            step / (r.train_step_ms / 1e3),
+            greedy,
+            greedy / (r.greedy_batch_ms / 1e3)
         );
     }
     for r in rows.iter().filter(|r| !r.greedy_kernels.is_empty()) {

@@ -56,40 +56,51 @@ pub const CHUNK: usize = 16 * 1024;
 #[cfg(not(target_arch = "wasm32"))]
 pub const PARALLEL_FROM: usize = 4 * CHUNK;
 
-/// `f(x, y, out)` over matching chunks of `chunk` values, on rayon's threads where there is enough work. Each
-/// chunk of the output is zeroed by the thread that fills it, not all of it up front by the
-/// calling thread.
+/// `f(x, y, out)` over matching chunks of `chunk` values, on rayon's threads where there is
+/// enough work. Each chunk of the output is zeroed by the thread that fills it, not all of it
+/// up front by the calling thread.
 pub fn map_chunks(
     x: &[f32],
     y: &[f32],
     chunk: usize,
     f: impl Fn(&[f32], &[f32], &mut [f32]) + Send + Sync,
 ) -> Vec<f32> {
-    // The zipped chunks stop at the shorter input (callers pass equal lengths).
+    // The chunks stop at the shorter input (callers pass equal lengths).
     let n = x.len().min(y.len());
-    let (x, y) = (&x[..n], &y[..n]);
+    fill_chunks(n, chunk, |start, out| {
+        let at = start..start + out.len();
+        f(&x[at.clone()], &y[at], out)
+    })
+}
+
+/// `f(x, out)` over matching chunks of `chunk` values, as [`map_chunks`] does for two inputs.
+pub fn map_chunks_of(
+    x: &[f32],
+    chunk: usize,
+    f: impl Fn(&[f32], &mut [f32]) + Send + Sync,
+) -> Vec<f32> {
+    fill_chunks(x.len(), chunk, |start, out| {
+        f(&x[start..start + out.len()], out)
+    })
+}
+
+/// `n` values made by `fill(start, out)` for each chunk of `chunk` values (`start`: the
+/// chunk's first index), each chunk zeroed first by the thread that fills it.
+fn fill_chunks(n: usize, chunk: usize, fill: impl Fn(usize, &mut [f32]) + Send + Sync) -> Vec<f32> {
+    let chunk = chunk.max(1);
     let mut out: Vec<f32> = Vec::with_capacity(n);
-    let fill = |(o, (x, y)): Chunks<'_>| f(x, y, zeroed(o));
     let spare = &mut out.spare_capacity_mut()[..n];
+    let one = |(i, o): (usize, &mut [MaybeUninit<f32>])| fill(i * chunk, zeroed(o));
     #[cfg(not(target_arch = "wasm32"))]
     if n >= PARALLEL_FROM {
         use rayon::prelude::*;
-        spare
-            .par_chunks_mut(chunk)
-            .zip(x.par_chunks(chunk).zip(y.par_chunks(chunk)))
-            .for_each(fill);
+        spare.par_chunks_mut(chunk).enumerate().for_each(one);
         // SAFETY: the chunks cover the first `n` elements, and `fill` initialised each.
         unsafe { out.set_len(n) };
         return out;
     }
-    spare
-        .chunks_mut(chunk)
-        .zip(x.chunks(chunk).zip(y.chunks(chunk)))
-        .for_each(fill);
+    spare.chunks_mut(chunk).enumerate().for_each(one);
     // SAFETY: the chunks cover the first `n` elements, and `fill` initialised each.
     unsafe { out.set_len(n) };
     out
 }
-
-/// One output chunk (not yet initialised) and its input chunks.
-type Chunks<'a> = (&'a mut [MaybeUninit<f32>], (&'a [f32], &'a [f32]));

@@ -10,13 +10,14 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig};
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor};
 
 use super::decode_step::{Pick, decode_step, step_log_probs};
 use super::encoder::{EncoderConfig, ItemEncoder, UserEncoder};
 use super::gather::{gather_rows, gumbel, one_hot, plackett_luce};
 use super::gelu::gelu;
 use super::layer_norm::layer_norm;
+use super::prefix::prefix_mean;
 use super::rows::linear_rows;
 use super::transformer;
 use crate::data::Batch;
@@ -30,6 +31,9 @@ pub struct GeneratorConfig {
     pub layers: usize,
     #[config(default = 4)]
     pub heads: usize,
+    /// Hidden width of the decoder's MLP as a multiple of d (`d → m·d → d`); `None` (and
+    /// every model saved before the setting existed) is [`DECODER_MLP`].
+    pub decoder_mlp: Option<usize>,
     #[config(default = 0.0)]
     pub dropout: f64,
 }
@@ -105,13 +109,22 @@ pub struct Decoded {
     pub log_probs: Tensor<2>,
 }
 
+/// The decoder MLP's default hidden width, as a multiple of d.
+pub const DECODER_MLP: usize = 4;
+
 impl GeneratorConfig {
+    /// The decoder MLP's hidden width as a multiple of d.
+    pub fn decoder_mlp(&self) -> usize {
+        self.decoder_mlp.unwrap_or(DECODER_MLP)
+    }
+
     /// Refuses sizes the model cannot be built with (a run's `config.json` may be edited).
     pub fn validate(&self) -> crate::Result<()> {
         use crate::error::check;
         check::at_least("model.encoder.d_model", self.encoder.d_model, 1)?;
         check::heads("model.heads", self.encoder.d_model, self.heads)?;
         check::at_least("model.list_len", self.list_len, 1)?;
+        check::at_least("model.decoder_mlp", self.decoder_mlp(), 1)?;
         check::fraction("model.dropout", self.dropout)
     }
 
@@ -128,8 +141,8 @@ impl GeneratorConfig {
             step: EmbeddingConfig::new(self.list_len, d).init(device),
             prefix: LinearConfig::new(d, d).init(device),
             mlp_norm: LayerNormConfig::new(d).init(device),
-            mlp_in: LinearConfig::new(d, 4 * d).init(device),
-            mlp_out: LinearConfig::new(4 * d, d).init(device),
+            mlp_in: LinearConfig::new(d, self.decoder_mlp() * d).init(device),
+            mlp_out: LinearConfig::new(self.decoder_mlp() * d, d).init(device),
             query_norm: LayerNormConfig::new(d).init(device),
             query: LinearConfig::new(d, d).init(device),
             key: LinearConfig::new(d, d).init(device),
@@ -203,10 +216,7 @@ impl Generator {
             lists.clone().reshape([b, k * l]),
         )
         .reshape([b, k, l, d]);
-        let prefix_sum = chosen.clone().cumsum(2) - chosen;
-        let counts: Vec<f32> = (0..l).map(|t| t.max(1) as f32).collect();
-        let counts = Tensor::<4>::from_data(TensorData::new(counts, [1, 1, l, 1]), &device);
-        let prefix_mean = prefix_sum / counts;
+        let prefix_mean = prefix_mean(chosen);
         // Candidates chosen at an earlier step are masked.
         let one_hot = one_hot(lists.clone(), n);
         let before = (one_hot.clone().cumsum(2) - one_hot).greater_elem(0.5);
@@ -282,5 +292,25 @@ impl Generator {
         let queries = self.queries(encoded.user.clone(), prefix_mean, step);
         let none = Tensor::<4>::zeros([b, 1, 1, n], &device).greater_elem(0.5);
         step_log_probs(queries, encoded.keys.clone(), none).reshape([b, n])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_model_saved_before_the_decoder_width_setting_loads_with_the_default() {
+        let saved = include_str!("../../assets/models/sim-small/goalrank/config.json");
+        let saved: serde_json::Value = serde_json::from_str(saved).expect("json");
+        assert!(saved["model"].get("decoder_mlp").is_none());
+        let config: GeneratorConfig =
+            serde_json::from_value(saved["model"].clone()).expect("a generator config");
+        assert_eq!(config.decoder_mlp(), DECODER_MLP);
+        let narrow = config.clone().with_decoder_mlp(Some(1));
+        let model = narrow.init(&Device::flex());
+        let d = narrow.encoder.d_model;
+        assert_eq!(model.mlp_in.weight.dims(), [d, d]);
+        assert!(config.with_decoder_mlp(Some(0)).validate().is_err());
     }
 }

@@ -12,6 +12,7 @@ mod gelu;
 mod generator;
 mod layer_norm;
 mod pointwise;
+mod prefix;
 mod product;
 mod read;
 mod reward;
@@ -24,8 +25,9 @@ mod wgsl;
 pub use decode_step::{Pick, Step, decode_step, twin as decode_step_twin};
 pub use encoder::{EncoderConfig, ItemEncoder, UserEncoder};
 pub use gather::{gather_rows, gumbel, one_hot, plackett_luce, repeat_group, top_indices};
-pub use generator::{Decode, Decoded, Encoded, Generator, GeneratorConfig};
+pub use generator::{DECODER_MLP, Decode, Decoded, Encoded, Generator, GeneratorConfig};
 pub use pointwise::{Pointwise, PointwiseConfig};
+pub use product::multiply_adds;
 pub use read::{block_on, read_backs, read_f32, read_i64, read_scalar};
 pub use reward::{RewardContext, RewardKind, RewardModel, RewardModelConfig, discounts};
 pub use store::{

@@ -17,6 +17,8 @@
 //! both sides have the same leading dimensions; every other device runs Burn's `matmul` (and
 //! `add`).
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -41,6 +43,16 @@ const BATCH_PARALLEL_FROM: usize = 128 * 128 * 128;
 /// Bias additions over at least this many elements run on rayon's threads.
 #[cfg(not(target_arch = "wasm32"))]
 const PARALLEL_ADD_FROM: usize = 64 * 1024;
+
+/// Multiply-adds of the products run here (forward and backward) since the process started.
+static MULTIPLY_ADDS: AtomicU64 = AtomicU64::new(0);
+
+/// Multiply-adds of every product [`product`] and [`product_bias`] have run on the CPU backend
+/// since the process started, their backward passes' included (`goalrank bench` reports the
+/// FLOPs of a step from it). Products on other devices are not counted.
+pub fn multiply_adds() -> u64 {
+    MULTIPLY_ADDS.load(Ordering::Relaxed)
+}
 
 /// The matrix product as one backend operation.
 #[backend_extension(Flex, Autodiff)]
@@ -234,6 +246,7 @@ fn gemm_values(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<(Vec<f32>, Shape)> 
     }
     // SAFETY: the chunks cover the first `len` elements and `gemm` wrote each of them.
     unsafe { out.set_len(len) };
+    MULTIPLY_ADDS.fetch_add((batches * m * k * n) as u64, Ordering::Relaxed);
     Some((out, Shape::from(out_dims)))
 }
 

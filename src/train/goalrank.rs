@@ -32,8 +32,8 @@ use super::profile::{Phase, PhaseTimer};
 use super::{AdamSettings, BatchSampler, group};
 use crate::data::{Batch, Dataset, Request, World};
 use crate::model::{
-    Decode, Encoded, EncoderConfig, Generator, GeneratorConfig, RewardModel, block_on, read_f32,
-    read_i64,
+    DECODER_MLP, Decode, Encoded, EncoderConfig, Generator, GeneratorConfig, RewardModel, block_on,
+    read_f32, read_i64,
 };
 
 /// The most elements a single tensor of a training step may hold (8 GiB of f32).
@@ -45,7 +45,8 @@ fn too_large(name: &'static str, value: usize, elements: u128) -> crate::Error {
         value: value.to_string(),
         rule: format!(
             "too large: a tensor of {elements} values ({:.0} GiB) would be needed, above the \
-             {MAX_TENSOR_ELEMENTS} (8 GiB) allowed; lower --batch-size, --group-size or --d-model",
+             {MAX_TENSOR_ELEMENTS} (8 GiB) allowed; lower --batch-size, --group-size, --d-model \
+             or --decoder-mlp",
             elements as f64 * 4.0 / (1u64 << 30) as f64
         ),
     }
@@ -78,6 +79,9 @@ pub struct GoalRankConfig {
     pub layers: usize,
     #[config(default = 4)]
     pub heads: usize,
+    /// The decoder MLP's hidden width as a multiple of d (`None`: the model's default,
+    /// `model::DECODER_MLP`).
+    pub decoder_mlp: Option<usize>,
     /// Lists per request in a group (K).
     #[config(default = 20)]
     pub group_size: usize,
@@ -131,6 +135,9 @@ impl GoalRankConfig {
         use crate::error::check;
         check::at_least("--d-model", self.d_model, 1)?;
         check::heads("--heads", self.d_model, self.heads)?;
+        if let Some(mlp) = self.decoder_mlp {
+            check::at_least("--decoder-mlp", mlp, 1)?;
+        }
         check::at_least("--group-size", self.group_size, 1)?;
         check::positive("--tau", self.tau as f64)?;
         check::non_negative("--w-ref", self.w_ref as f64)?;
@@ -182,6 +189,12 @@ impl GoalRankConfig {
                 too_large("--batch-size", self.batch_size, step)
             });
         }
+        // The decoder MLP: its weight, and its hidden layer over every list's steps.
+        let mlp = self.decoder_mlp.unwrap_or(DECODER_MLP);
+        let hidden = (mlp as u128 * d) * d.max(lists);
+        if hidden > MAX_TENSOR_ELEMENTS {
+            return Err(too_large("--decoder-mlp", mlp, hidden));
+        }
         Ok(())
     }
 
@@ -193,6 +206,7 @@ impl GoalRankConfig {
         )
         .with_layers(self.layers)
         .with_heads(self.heads)
+        .with_decoder_mlp(self.decoder_mlp)
     }
 }
 
