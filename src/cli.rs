@@ -601,7 +601,7 @@ fn run(cli: Cli) -> Result<()> {
             let config = GoalRankConfig::new()
                 .with_d_model(d_model)
                 .with_layers(layers)
-                .with_decoder_mlp(Some(decoder_mlp))
+                .with_decoder_mlp(goalrank::model::decoder_mlp_setting(decoder_mlp))
                 .with_group_size(group_size);
             config.validate()?;
             goalrank::error::check::at_least("--steps", steps, 1)?;
@@ -979,7 +979,7 @@ fn train(what: TrainCommand) -> Result<()> {
                 .with_d_model(d_model)
                 .with_layers(layers)
                 .with_heads(heads)
-                .with_decoder_mlp(Some(decoder_mlp))
+                .with_decoder_mlp(goalrank::model::decoder_mlp_setting(decoder_mlp))
                 .with_batch_size(batch_size)
                 .with_learning_rate(lr)
                 .with_seed(model_seed);

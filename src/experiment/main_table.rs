@@ -284,7 +284,7 @@ fn cached<M>(
 ) -> crate::Result<(M, f64)> {
     let marker = dir.join("done.json");
     if let Ok(done) = load_json::<Done>(&marker)
-        && done.settings == settings
+        && crate::run::same_settings(&done.settings, &settings)
         && let Ok(model) = load(dir)
     {
         return Ok((model, done.seconds));

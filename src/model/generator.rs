@@ -112,6 +112,12 @@ pub struct Decoded {
 /// The decoder MLP's default hidden width, as a multiple of d.
 pub const DECODER_MLP: usize = 4;
 
+/// The `decoder_mlp` setting for a width of `multiple · d`: `None` at the default, so that the
+/// settings saved with a run stay those of runs saved before the setting existed.
+pub fn decoder_mlp_setting(multiple: usize) -> Option<usize> {
+    (multiple != DECODER_MLP).then_some(multiple)
+}
+
 impl GeneratorConfig {
     /// The decoder MLP's hidden width as a multiple of d.
     pub fn decoder_mlp(&self) -> usize {

@@ -25,7 +25,9 @@ mod wgsl;
 pub use decode_step::{Pick, Step, decode_step, twin as decode_step_twin};
 pub use encoder::{EncoderConfig, ItemEncoder, UserEncoder};
 pub use gather::{gather_rows, gumbel, one_hot, plackett_luce, repeat_group, top_indices};
-pub use generator::{DECODER_MLP, Decode, Decoded, Encoded, Generator, GeneratorConfig};
+pub use generator::{
+    DECODER_MLP, Decode, Decoded, Encoded, Generator, GeneratorConfig, decoder_mlp_setting,
+};
 pub use pointwise::{Pointwise, PointwiseConfig};
 pub use product::multiply_adds;
 pub use read::{block_on, read_backs, read_f32, read_i64, read_scalar};

@@ -347,7 +347,13 @@ fn goalrank_run_config(dataset: &Dataset, config: &GoalRankConfig) -> serde_json
 pub fn can_resume(dir: &Path, dataset: &Dataset, config: &GoalRankConfig) -> bool {
     checkpoint::has_checkpoint(dir)
         && load_json::<serde_json::Value>(&dir.join("config.json"))
-            .is_ok_and(|saved| saved == goalrank_run_config(dataset, config))
+            .is_ok_and(|saved| same_settings(&saved, &goalrank_run_config(dataset, config)))
+}
+
+/// Whether saved settings and asked ones agree, a setting missing on one side counting as
+/// `null` (a run saved before a setting existed matches that setting left at its default).
+pub fn same_settings(saved: &serde_json::Value, asked: &serde_json::Value) -> bool {
+    first_difference(saved, asked, "").is_none()
 }
 
 /// The first setting in which `saved` and `asked` differ, as `path = saved, not asked`.
@@ -524,4 +530,27 @@ pub fn fit_goalrank(
     }
     progress.finish_and_clear();
     Ok((best_model, state))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_setting_saved_runs_lack_matches_only_its_default() {
+        let saved = json!({"model": {"layers": 2, "list_len": 6}, "dataset": "d"});
+        let default =
+            json!({"model": {"layers": 2, "list_len": 6, "decoder_mlp": null}, "dataset": "d"});
+        let narrow =
+            json!({"model": {"layers": 2, "list_len": 6, "decoder_mlp": 1}, "dataset": "d"});
+        assert!(same_settings(&saved, &default));
+        assert!(!same_settings(&saved, &narrow));
+        assert!(!same_settings(&default, &narrow));
+        assert_eq!(
+            first_difference(&saved, &narrow, "").as_deref(),
+            Some("model.decoder_mlp = null, not 1")
+        );
+    }
 }

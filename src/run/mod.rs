@@ -8,7 +8,10 @@ mod fit;
 mod load;
 
 pub use checkpoint::{RunState, has_checkpoint};
-pub use fit::{FitOptions, can_resume, fit_goalrank, fit_pointwise, fit_reward, generator_metrics};
+pub use fit::{
+    FitOptions, can_resume, fit_goalrank, fit_pointwise, fit_reward, generator_metrics,
+    same_settings,
+};
 pub use load::{
     check_run_config, load_generator, load_pointwise, load_reward, run_config, run_kind,
 };
