@@ -334,11 +334,12 @@ fn train_resume_and_evaluate_a_checkpoint() {
     assert_input_error(&out, "another config");
 }
 
-#[test]
-fn bench_reports_positive_speeds() {
+/// `bench --json` on the tiny fixture (15 candidates, batch 8, d 16, one layer, K 4) with
+/// `extra` flags: the first device's row.
+fn bench_row(extra: &[&str]) -> serde_json::Value {
     let artifacts = tempfile::tempdir().expect("tempdir");
     let data = fixture("ml-latest-tiny");
-    let out = goalrank(&[
+    let mut args = vec![
         "bench",
         "--json",
         "--data",
@@ -355,14 +356,17 @@ fn bench_reports_positive_speeds() {
         "1",
         "--group-size",
         "4",
-        "--steps",
-        "1",
-        "--latency-requests",
-        "3",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let out = goalrank(&args);
     assert!(out.status.success(), "{}", stderr(&out));
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    let row = &rows[0];
+    rows[0].clone()
+}
+
+#[test]
+fn bench_reports_positive_speeds() {
+    let row = bench_row(&["--steps", "1", "--latency-requests", "3"]);
     assert_eq!(row["device"], "flex (CPU)");
     for field in [
         "train_requests_per_s",
@@ -375,41 +379,21 @@ fn bench_reports_positive_speeds() {
     assert!(row["latency_p90_ms"].as_f64() >= row["latency_p50_ms"].as_f64());
 }
 
-/// `bench --json` on the tiny fixture with the decoder MLP `ratio · d` wide: the counted
-/// product GFLOP per training step and per greedy batch.
+/// The counted product GFLOP per training step and per greedy batch on the tiny fixture with
+/// L 4 and the decoder MLP `ratio · d` wide.
 fn bench_gflop(ratio: usize) -> (f64, f64) {
-    let artifacts = tempfile::tempdir().expect("tempdir");
-    let data = fixture("ml-latest-tiny");
     let ratio = ratio.to_string();
-    let out = goalrank(&[
-        "bench",
-        "--json",
-        "--data",
-        data.to_str().expect("path"),
-        "--artifacts",
-        artifacts.path().to_str().expect("path"),
-        "--candidates",
-        "15",
+    let row = bench_row(&[
         "--list-len",
         "4",
-        "--batch-size",
-        "8",
-        "--d-model",
-        "16",
-        "--layers",
-        "1",
         "--decoder-mlp",
         &ratio,
-        "--group-size",
-        "4",
         "--steps",
         "2",
         "--latency-requests",
         "1",
     ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    let gflop = |field: &str| rows[0][field].as_f64().expect(field);
+    let gflop = |field: &str| row[field].as_f64().expect(field);
     (gflop("train_gflop_per_step"), gflop("greedy_gflop"))
 }
 
