@@ -500,7 +500,12 @@ pub fn main() -> ExitCode {
         goalrank::device::keep_freed_memory();
     }
     let cli = parse();
-    match run(cli) {
+    // The app's window must stay on the main thread (its training runs on the pool itself).
+    let result = match cli.command {
+        Command::App { .. } => run(cli),
+        _ => goalrank::model::on_thread_pool(move || run(cli)),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         // The reader went away (`| head`): stop quietly, as other Unix tools do.
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,

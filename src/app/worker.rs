@@ -144,7 +144,9 @@ impl TrainJob {
             worker_control.finished.store(true, Ordering::Relaxed);
         };
         #[cfg(not(target_arch = "wasm32"))]
-        let handle = Some(std::thread::spawn(move || crate::model::block_on(job)));
+        let handle = Some(std::thread::spawn(move || {
+            crate::model::on_thread_pool(move || crate::model::block_on(job))
+        }));
         #[cfg(target_arch = "wasm32")]
         wasm_bindgen_futures::spawn_local(job);
         Self {

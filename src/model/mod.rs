@@ -22,6 +22,8 @@ mod store;
 mod transformer;
 mod wgsl;
 
+#[cfg(not(target_arch = "wasm32"))]
+pub use backend::on_thread_pool;
 pub use decode_step::{Pick, Step, decode_step, twin as decode_step_twin};
 pub use encoder::{EncoderConfig, ItemEncoder, UserEncoder};
 pub use gather::{gather_rows, gumbel, one_hot, plackett_luce, repeat_group, top_indices};

@@ -624,41 +624,45 @@ impl<'a> GoalRankTrainer<'a> {
             .collect();
         let b = requests.len();
         let (config, dataset, plain) = (&self.config, self.dataset, &self.plain);
+        let work = |device: &Device, rows: std::ops::Range<usize>| {
+            let model = self.model.clone();
+            let targets = targets.rows(rows.clone(), device);
+            let share = &requests[rows];
+            let device = device.clone();
+            move || -> crate::Result<(GradientsParams, Vec<f32>)> {
+                let replica = model.fork(&device.clone().autodiff());
+                let batch = Batch::new(dataset, share, &device);
+                let encoded = replica.encode(&batch);
+                let fraction = share.len() as f32 / b as f32;
+                let loss = loss(config, &replica, &encoded, targets, positives, fraction);
+                let values = block_on(read_f32(Tensor::cat(loss.scalars(), 0)))?;
+                let grads = GradientsParams::from_grads(loss.total.backward(), &replica)
+                    .to_device(plain, &replica);
+                Ok((grads, values))
+            }
+        };
+        let mut jobs = devices
+            .iter()
+            .zip(shares(b, devices.len()))
+            .filter(|(_, rows)| !rows.is_empty())
+            .map(|(device, rows)| work(device, rows));
+        let first = jobs.next();
+        // The other shares run in threads of their own; the first runs on this thread, which
+        // (on the CPU thread pool) keeps taking part in the pool's work instead of waiting.
         let results: Vec<crate::Result<(GradientsParams, Vec<f32>)>> =
             std::thread::scope(|scope| {
-                let handles: Vec<_> = devices
-                    .iter()
-                    .zip(shares(b, devices.len()))
-                    .filter(|(_, rows)| !rows.is_empty())
-                    .map(|(device, rows)| {
-                        let model = self.model.clone();
-                        let targets = targets.rows(rows.clone(), device);
-                        let share = &requests[rows.clone()];
-                        scope.spawn(move || {
-                            let replica = model.fork(&device.clone().autodiff());
-                            let batch = Batch::new(dataset, share, device);
-                            let encoded = replica.encode(&batch);
-                            let fraction = share.len() as f32 / b as f32;
-                            let loss =
-                                loss(config, &replica, &encoded, targets, positives, fraction);
-                            let values = block_on(read_f32(Tensor::cat(loss.scalars(), 0)))?;
-                            let grads =
-                                GradientsParams::from_grads(loss.total.backward(), &replica)
-                                    .to_device(plain, &replica);
-                            Ok((grads, values))
-                        })
-                    })
-                    .collect();
-                handles
+                let handles: Vec<_> = jobs.map(|job| scope.spawn(job)).collect();
+                first
+                    .map(|job| job())
                     .into_iter()
-                    .map(|handle| {
+                    .chain(handles.into_iter().map(|handle| {
                         handle.join().unwrap_or_else(|_| {
                             Err(crate::Error::backend_message(
                                 "data-parallel step",
                                 "a replica's thread panicked",
                             ))
                         })
-                    })
+                    }))
                     .collect()
             });
         let mut accumulator = GradientsAccumulator::<Generator>::new();
