@@ -174,7 +174,12 @@ impl Generator {
         let tokens = Tensor::cat(vec![user.reshape([b, 1, d]), candidates], 1);
         let hidden = layer_norm(&self.norm, transformer::encode(&self.transformer, tokens));
         let user = hidden.clone().slice([0..b, 0..1, 0..d]).reshape([b, d]);
-        let candidates = hidden.slice([0..b, 1..n + 1, 0..d]);
+        // The slice is a strided view of `hidden`; every `[B · N, d]` view of it (each decoding
+        // step's gather of the chosen rows) would copy it again. Copy it once, here.
+        let candidates = hidden
+            .slice([0..b, 1..n + 1, 0..d])
+            .reshape([b * n, d])
+            .reshape([b, n, d]);
         let keys = linear_rows(&self.key, candidates.clone());
         Encoded {
             user,
