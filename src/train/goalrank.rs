@@ -610,8 +610,9 @@ impl<'a> GoalRankTrainer<'a> {
         }
     }
     /// 6–7 on several devices: each device's copy of the generator encodes its share of the
-    /// batch, computes its share of the loss and back-propagates it, in a thread of its own;
-    /// the gradients are moved to the plain device and summed in device order.
+    /// batch, computes its share of the loss and back-propagates it, the first on this thread and
+    /// each other in a thread of its own; the gradients are moved to the plain device and summed
+    /// in device order.
     fn replica_gradients(
         &self,
         requests: &[&Request],
@@ -651,18 +652,24 @@ impl<'a> GoalRankTrainer<'a> {
         // (on the CPU thread pool) keeps taking part in the pool's work instead of waiting.
         let results: Vec<crate::Result<(GradientsParams, Vec<f32>)>> =
             std::thread::scope(|scope| {
+                let panicked = |_| {
+                    Err(crate::Error::backend_message(
+                        "data-parallel step",
+                        "a replica's thread panicked",
+                    ))
+                };
                 let handles: Vec<_> = jobs.map(|job| scope.spawn(job)).collect();
                 first
-                    .map(|job| job())
+                    .map(|job| {
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))
+                            .unwrap_or_else(panicked)
+                    })
                     .into_iter()
-                    .chain(handles.into_iter().map(|handle| {
-                        handle.join().unwrap_or_else(|_| {
-                            Err(crate::Error::backend_message(
-                                "data-parallel step",
-                                "a replica's thread panicked",
-                            ))
-                        })
-                    }))
+                    .chain(
+                        handles
+                            .into_iter()
+                            .map(|handle| handle.join().unwrap_or_else(panicked)),
+                    )
                     .collect()
             });
         let mut accumulator = GradientsAccumulator::<Generator>::new();
