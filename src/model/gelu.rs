@@ -15,6 +15,7 @@
 
 use super::backend::{CHUNK, flex_tensor, is_flex, map_chunks};
 use super::erf::erf_in_place;
+use super::exp::exp_in_place;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -85,10 +86,19 @@ fn gelu_fill(x: &[f32], out: &mut [f32]) {
 fn gelu_grad_fill(x: &[f32], grad: &[f32], out: &mut [f32]) {
     let inv_sqrt_2pi: f32 = 1.0 / (2.0 * core::f32::consts::PI).sqrt();
     erf_of_scaled(x, out);
-    for ((out, &x), &g) in out.iter_mut().zip(x).zip(grad) {
-        let cdf = 0.5 * (1.0 + *out);
-        let pdf = inv_sqrt_2pi * (-0.5 * x * x).exp();
-        *out = g * (cdf + x * pdf);
+    // `exp` in vector code (`model::exp`: the C library's `expf`, bit for bit) over blocks.
+    let mut exps = [0.0f32; 256];
+    for ((x, grad), out) in x.chunks(256).zip(grad.chunks(256)).zip(out.chunks_mut(256)) {
+        let exps = &mut exps[..x.len()];
+        for (e, &x) in exps.iter_mut().zip(x) {
+            *e = -0.5 * x * x;
+        }
+        exp_in_place(exps);
+        for (((out, &x), &g), &e) in out.iter_mut().zip(x).zip(grad).zip(exps.iter()) {
+            let cdf = 0.5 * (1.0 + *out);
+            let pdf = inv_sqrt_2pi * e;
+            *out = g * (cdf + x * pdf);
+        }
     }
 }
 

@@ -7,6 +7,7 @@ mod backend;
 mod decode_step;
 mod encoder;
 mod erf;
+mod exp;
 mod gather;
 mod gelu;
 mod generator;

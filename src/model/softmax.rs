@@ -8,10 +8,12 @@
 //! multiplications and a sum). In a GoalRank step the attention's softmax runs on
 //! `[B, H, N + 1, N + 1]` and the decoder's log-softmax on `[B, K + 1, L, N]`.
 //!
-//! The forward is the CPU backend's own (`ActivationOps::softmax` / `log_softmax`, what a CPU
-//! device without autodiff runs, so training and ranking compute the same values), and the
-//! backward one pass over the rows, on rayon's threads for large tensors: for the output `y` and the output's
-//! gradient `g`, softmax's is `y (g − Σ g y)` and log-softmax's `g − exp(y) Σ g`.
+//! The forward computes the CPU backend's own values bit for bit (`ActivationOps::softmax` /
+//! `log_softmax`, what a CPU device without autodiff runs, so training and ranking compute the
+//! same values) with `exp` in vector code (`model::exp`, the C library's `expf` bit for bit,
+//! which the backend calls one value at a time), and the backward is one pass over the rows: for
+//! the output `y` and the output's gradient `g`, softmax's is `y (g − Σ g y)` and log-softmax's
+//! `g − exp(y) Σ g`. Both run on rayon's threads for large tensors.
 //!
 //! Only f32 tensors on flex devices take it; everything else runs Burn's `softmax` and
 //! `log_softmax`.
@@ -21,12 +23,13 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::ActivationOps;
+use burn::backend::ops::{ActivationOps, FloatTensorOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{DType, Tensor, activation};
 
-use super::backend::{CHUNK, flex_tensor, is_flex, lane_sum as sum, map_chunks};
+use super::backend::{CHUNK, flex_tensor, is_flex, lane_sum as sum, map_chunks, map_chunks_of};
+use super::exp::exp_in_place;
 
 /// Softmax and log-softmax over the last dimension, and their backward passes.
 #[backend_extension(Flex, Autodiff)]
@@ -89,6 +92,101 @@ pub fn log_softmax<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
     }
 }
 
+/// A row's largest value (`-inf` for an empty row; NaN inputs are passed over, and a row
+/// holding one comes out NaN either way).
+fn row_max(row: &[f32]) -> f32 {
+    row.iter()
+        .fold(f32::NEG_INFINITY, |max, &v| if v > max { v } else { max })
+}
+
+/// `out = x − max(row)` for one block of whole rows of length `n`: the shift both softmaxes
+/// start from.
+fn shifted_block(x: &[f32], out: &mut [f32], n: usize) {
+    for (x, out) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+        let max = row_max(x);
+        for (out, &x) in out.iter_mut().zip(x) {
+            *out = x - max;
+        }
+    }
+}
+
+/// Softmax for one block of whole rows of length `n`: flex's fused softmax
+/// (`burn_flex::ops::activation`), `exp(x − max)` summed in order from the row's first value,
+/// then each times `1 / sum`.
+fn softmax_forward_block(x: &[f32], out: &mut [f32], n: usize) {
+    shifted_block(x, out, n);
+    exp_in_place(out);
+    for out in out.chunks_exact_mut(n) {
+        let mut total = 0.0f32;
+        for &e in out.iter() {
+            total += e;
+        }
+        let inv = 1.0f32 / total;
+        for out in out.iter_mut() {
+            *out *= inv;
+        }
+    }
+}
+
+/// Rows per parallel chunk for rows of length `n`: about [`CHUNK`] values.
+fn chunk_rows(n: usize) -> usize {
+    (CHUNK / n).max(1) * n
+}
+
+/// `x` contiguous, its values, and its last dimension's length; `None` for an empty tensor or
+/// last dimension (the backend's own softmax takes those).
+fn rows_of(x: &FlexTensor) -> Option<(&[f32], usize)> {
+    let shape = x.shape();
+    let total = shape.num_elements();
+    let n = shape.last().copied().unwrap_or(0);
+    (total > 0 && n > 0).then(|| (&x.storage::<f32>()[..total], n))
+}
+
+/// Softmax over the last dimension: flex's values, `exp` in vector code.
+fn softmax_forward(x: FlexTensor) -> FlexTensor {
+    let last = x.shape().num_dims() - 1;
+    if x.dtype() != DType::F32 {
+        return Flex::softmax(x, last);
+    }
+    let x = x.to_contiguous();
+    let Some((xs, n)) = rows_of(&x) else {
+        return Flex::softmax(x, last);
+    };
+    let out = map_chunks_of(xs, chunk_rows(n), |x, out| softmax_forward_block(x, out, n));
+    flex_tensor(out, x.shape())
+}
+
+/// Log-softmax over the last dimension: Burn's composition (`ActivationOps::log_softmax`: the
+/// shift by the row's max, `exp`, flex's sum over the row, `ln`, the subtraction), `exp` in
+/// vector code.
+fn log_softmax_forward(x: FlexTensor) -> FlexTensor {
+    let last = x.shape().num_dims() - 1;
+    if x.dtype() != DType::F32 {
+        return Flex::log_softmax(x, last);
+    }
+    let x = x.to_contiguous();
+    let Some((xs, n)) = rows_of(&x) else {
+        return Flex::log_softmax(x, last);
+    };
+    let shape = x.shape();
+    let rows = chunk_rows(n);
+    let mut shifted = map_chunks_of(xs, rows, |x, out| shifted_block(x, out, n));
+    let exps = map_chunks_of(&shifted, rows, |s, out| {
+        out.copy_from_slice(s);
+        exp_in_place(out);
+    });
+    // The backend's own sum over the row, so that its order of additions is kept.
+    let sums = Flex::float_sum_dim(flex_tensor(exps, shape.clone()), last).to_contiguous();
+    let sums = &sums.storage::<f32>()[..shifted.len() / n];
+    for (row, &total) in shifted.chunks_exact_mut(n).zip(sums) {
+        let log_total = total.ln();
+        for value in row.iter_mut() {
+            *value -= log_total;
+        }
+    }
+    flex_tensor(shifted, shape)
+}
+
 /// Softmax's input gradient for one block of whole rows of length `n`.
 fn softmax_block(y: &[f32], grad: &[f32], out: &mut [f32], n: usize) {
     for ((y, g), out) in y
@@ -111,8 +209,10 @@ fn log_softmax_block(y: &[f32], grad: &[f32], out: &mut [f32], n: usize) {
         .zip(out.chunks_exact_mut(n))
     {
         let total = sum(g.iter().copied());
-        for ((out, &y), &g) in out.iter_mut().zip(y).zip(g) {
-            *out = g - y.exp() * total;
+        out.copy_from_slice(y);
+        exp_in_place(out);
+        for (out, &g) in out.iter_mut().zip(g) {
+            *out = g - *out * total;
         }
     }
 }
@@ -132,22 +232,19 @@ fn backward(
         &y.storage::<f32>()[..total],
         &grad.storage::<f32>()[..total],
     );
-    let rows = (CHUNK / n).max(1) * n;
     flex_tensor(
-        map_chunks(ys, gs, rows, |y, g, out| block(y, g, out, n)),
+        map_chunks(ys, gs, chunk_rows(n), |y, g, out| block(y, g, out, n)),
         shape,
     )
 }
 
 impl SoftmaxOps for Flex {
     fn softmax_last(x: FlexTensor) -> FlexTensor {
-        let last = x.shape().num_dims() - 1;
-        Flex::softmax(x, last)
+        softmax_forward(x)
     }
 
     fn log_softmax_last(x: FlexTensor) -> FlexTensor {
-        let last = x.shape().num_dims() - 1;
-        Flex::log_softmax(x, last)
+        log_softmax_forward(x)
     }
 
     fn softmax_last_backward(y: FlexTensor, grad: FlexTensor) -> FlexTensor {
@@ -250,6 +347,15 @@ mod tests {
         Tensor::from_data(TensorData::new(data, dims), device)
     }
 
+    /// The values' bits, every NaN as one (a row of `-inf` is NaN in both).
+    fn bits<const D: usize>(tensor: Tensor<D>) -> Vec<u32> {
+        let nan = f32::NAN.to_bits();
+        values(tensor)
+            .iter()
+            .map(|v| if v.is_nan() { nan } else { v.to_bits() })
+            .collect()
+    }
+
     fn worst(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());
         a.iter()
@@ -260,15 +366,20 @@ mod tests {
 
     #[test]
     fn without_autodiff_the_values_are_burns_bit_for_bit() {
-        let x = fixed([7, 60, 51], 0.0, &Device::flex());
-        assert_eq!(
-            values(softmax(x.clone(), 2)),
-            values(activation::softmax(x.clone(), 2))
-        );
-        assert_eq!(
-            values(log_softmax(x.clone(), 2)),
-            values(activation::log_softmax(x, 2))
-        );
+        // One thread, several threads (over 64 K values), and rows shorter than a vector of 16,
+        // with entries masked by -1e9 and by -inf (`exp`'s special cases).
+        for dims in [[7, 60, 51], [7, 200, 51], [11, 13, 6]] {
+            let x = fixed(dims, 0.0, &Device::flex());
+            let masked = x
+                .clone()
+                .mask_fill(x.clone().greater_elem(0.9), f32::NEG_INFINITY);
+            for x in [x, masked] {
+                let ours = bits(softmax(x.clone(), 2));
+                assert!(ours == bits(activation::softmax(x.clone(), 2)), "{dims:?}");
+                let ours = bits(log_softmax(x.clone(), 2));
+                assert!(ours == bits(activation::log_softmax(x, 2)), "{dims:?}");
+            }
+        }
     }
 
     /// Output and input gradient of a fixed weighted sum, through ours or Burn's.
