@@ -133,26 +133,35 @@ fn chunk_rows(n: usize) -> usize {
     (CHUNK / n).max(1) * n
 }
 
-/// `x` contiguous, its values, and its last dimension's length; `None` for an empty tensor or
-/// last dimension (the backend's own softmax takes those).
-fn rows_of(x: &FlexTensor) -> Option<(&[f32], usize)> {
+/// `x` contiguous and its last dimension's length; else (not f32, or empty) `fallback`'s result,
+/// the backend's own operation over the last dimension.
+fn rows_or(
+    x: FlexTensor,
+    fallback: fn(FlexTensor, usize) -> FlexTensor,
+) -> Result<(FlexTensor, usize), FlexTensor> {
     let shape = x.shape();
-    let total = shape.num_elements();
     let n = shape.last().copied().unwrap_or(0);
-    (total > 0 && n > 0).then(|| (&x.storage::<f32>()[..total], n))
+    if x.dtype() != DType::F32 || n == 0 || shape.num_elements() == 0 {
+        let last = shape.num_dims().saturating_sub(1);
+        return Err(fallback(x, last));
+    }
+    Ok((x.to_contiguous(), n))
+}
+
+/// A contiguous f32 tensor's values.
+fn values_of(x: &FlexTensor) -> &[f32] {
+    &x.storage::<f32>()[..x.shape().num_elements()]
 }
 
 /// Softmax over the last dimension: flex's values, `exp` in vector code.
 fn softmax_forward(x: FlexTensor) -> FlexTensor {
-    let last = x.shape().num_dims() - 1;
-    if x.dtype() != DType::F32 {
-        return Flex::softmax(x, last);
-    }
-    let x = x.to_contiguous();
-    let Some((xs, n)) = rows_of(&x) else {
-        return Flex::softmax(x, last);
+    let (x, n) = match rows_or(x, Flex::softmax) {
+        Ok(rows) => rows,
+        Err(done) => return done,
     };
-    let out = map_chunks_of(xs, chunk_rows(n), |x, out| softmax_forward_block(x, out, n));
+    let out = map_chunks_of(values_of(&x), chunk_rows(n), |x, out| {
+        softmax_forward_block(x, out, n)
+    });
     flex_tensor(out, x.shape())
 }
 
@@ -160,17 +169,14 @@ fn softmax_forward(x: FlexTensor) -> FlexTensor {
 /// shift by the row's max, `exp`, flex's sum over the row, `ln`, the subtraction), `exp` in
 /// vector code.
 fn log_softmax_forward(x: FlexTensor) -> FlexTensor {
-    let last = x.shape().num_dims() - 1;
-    if x.dtype() != DType::F32 {
-        return Flex::log_softmax(x, last);
-    }
-    let x = x.to_contiguous();
-    let Some((xs, n)) = rows_of(&x) else {
-        return Flex::log_softmax(x, last);
+    let (x, n) = match rows_or(x, Flex::log_softmax) {
+        Ok(rows) => rows,
+        Err(done) => return done,
     };
     let shape = x.shape();
+    let last = shape.num_dims() - 1;
     let rows = chunk_rows(n);
-    let mut shifted = map_chunks_of(xs, rows, |x, out| shifted_block(x, out, n));
+    let mut shifted = map_chunks_of(values_of(&x), rows, |x, out| shifted_block(x, out, n));
     let exps = map_chunks_of(&shifted, rows, |s, out| {
         out.copy_from_slice(s);
         exp_in_place(out);
