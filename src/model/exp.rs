@@ -5,11 +5,14 @@
 //! optimized-routines (`sysdeps/ieee754/flt-32/e_expf.c`): in double precision,
 //! `x · 32/ln 2 = k + r`, `2^(k/32)` from a 32-entry table and the exponent bits, and a cubic in
 //! `r`. On processors with AVX2 and FMA glibc runs a build of it compiled with fused
-//! multiply-adds, in which the reduction `k + r` is two of them. `lane` is that routine's
+//! multiply-adds, in which the reduction `k + r` is two of them (the cubic's are fused too, but
+//! fusing them or not changes no result: checked over all inputs). `lane` is that routine's
 //! operations in the same order, the same multiply-adds fused, without branches, so that loops
 //! over it vectorise; inputs with `|x| ≥ 88` or NaN (overflow, underflow, infinities) take
 //! `expf` itself. The vector code runs only where glibc would run its fused build (AVX2 and
-//! FMA, x86-64 Linux with glibc); everywhere else these functions call `f32::exp` per value.
+//! FMA, x86-64 Linux with glibc) and, checked once per process, gives the C library's values
+//! on inputs that tell the builds apart; everywhere else these functions call `f32::exp` per
+//! value.
 //! The test `exp_in_place_is_expf_for_every_f32` compares all 2³² inputs with `f32::exp` (run
 //! with `--ignored`); the fast one compares a spread of 2²² inputs and the edges of the range.
 
@@ -29,7 +32,7 @@ mod glibc {
     }
 
     /// `bits(2^(i/32)) − i·2^47`: adding `k · 2^47` (`k ≡ i mod 32`) gives `2^(k/32)`.
-    const TABLE: [u64; 32] = [
+    static TABLE: [u64; 32] = [
         0x3ff0_0000_0000_0000,
         0x3fef_d9b0_d315_8574,
         0x3fef_b558_6cf9_890f,
@@ -78,7 +81,8 @@ mod glibc {
     const LANES: usize = 8;
 
     /// glibc's `expf(x)` for `|x| < 88`, without branches; other inputs give a value that
-    /// `fix_special` replaces. Only correct where `mul_add` compiles to a fused instruction.
+    /// `fix_special` replaces. `mul_add` is always fused (a call to `fma` where the processor
+    /// has no such instruction): the callers enable FMA for speed.
     #[inline(always)]
     fn lane(x: f32) -> f32 {
         let xd = f64::from(x);
@@ -110,15 +114,15 @@ mod glibc {
     /// lookup becomes a gather).
     #[target_feature(enable = "avx2,fma")]
     pub fn exp_avx2(values: &mut [f32]) {
-        let mut x = [0.0f32; LANES];
+        let mut inputs = [0.0f32; LANES];
         for block in values.chunks_mut(LANES) {
-            let x = &mut x[..block.len()];
-            x.copy_from_slice(block);
-            for (v, &x) in block.iter_mut().zip(x.iter()) {
-                *v = lane(x);
+            let inputs = &mut inputs[..block.len()];
+            inputs.copy_from_slice(block);
+            for (value, &x) in block.iter_mut().zip(inputs.iter()) {
+                *value = lane(x);
             }
-            if x.iter().any(|&x| is_special(x)) {
-                fix_special(x, block);
+            if inputs.iter().any(|&x| is_special(x)) {
+                fix_special(inputs, block);
             }
         }
     }
@@ -192,23 +196,71 @@ mod glibc {
     }
 }
 
-/// `values[i] = values[i].exp()`, bit for bit, on the widest vectors this processor has.
-pub fn exp_in_place(values: &mut [f32]) {
+/// Which routine this process runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Route {
     #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
-    {
-        use std::arch::is_x86_feature_detected as has;
-        if has!("fma") && has!("avx2") {
-            if has!("avx512f") {
-                // SAFETY: the processor has AVX-512F, AVX2 and FMA (checked above).
-                return unsafe { glibc::exp_avx512(values) };
+    Avx512,
+    #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
+    Avx2,
+    Scalar,
+}
+
+/// The vector routine where the processor has AVX2 and FMA and it gives the C library's values
+/// on inputs that tell glibc's builds apart (the fused reduction changes 32.564632's result)
+/// and on a spread of others: a C library with another `expf`, or glibc told not to use its
+/// FMA build (`GLIBC_TUNABLES`), keeps `f32::exp`.
+fn route() -> Route {
+    static ROUTE: std::sync::OnceLock<Route> = std::sync::OnceLock::new();
+    *ROUTE.get_or_init(|| {
+        #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("fma") && has!("avx2") {
+                let route = if has!("avx512f") {
+                    Route::Avx512
+                } else {
+                    Route::Avx2
+                };
+                let probes: Vec<f32> = [32.564_632f32, -87.9, 1e-30, 0.5]
+                    .into_iter()
+                    .chain((0..4096).map(|i| (i as f32 - 2048.0) * 0.042_7))
+                    .collect();
+                let mut values = probes.clone();
+                run(route, &mut values);
+                let same = probes
+                    .iter()
+                    .zip(&values)
+                    .all(|(x, y)| x.exp().to_bits() == y.to_bits());
+                if same {
+                    return route;
+                }
             }
-            // SAFETY: the processor has AVX2 and FMA (checked above).
-            return unsafe { glibc::exp_avx2(values) };
+        }
+        Route::Scalar
+    })
+}
+
+/// `values[i] = exp(values[i])` by `route`.
+fn run(route: Route, values: &mut [f32]) {
+    match route {
+        // SAFETY: `route` picks this only where the processor has AVX-512F, AVX2 and FMA.
+        #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
+        Route::Avx512 => unsafe { glibc::exp_avx512(values) },
+        // SAFETY: `route` picks this only where the processor has AVX2 and FMA.
+        #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
+        Route::Avx2 => unsafe { glibc::exp_avx2(values) },
+        Route::Scalar => {
+            for value in values.iter_mut() {
+                *value = value.exp();
+            }
         }
     }
-    for value in values.iter_mut() {
-        *value = value.exp();
-    }
+}
+
+/// `values[i] = values[i].exp()`, bit for bit, on the widest vectors this processor has.
+pub fn exp_in_place(values: &mut [f32]) {
+    run(route(), values)
 }
 
 #[cfg(test)]
@@ -220,13 +272,22 @@ mod tests {
         let mut values = inputs.to_vec();
         exp_in_place(&mut values);
         let mut wrong = count(inputs, &values);
+        // Both vector builds directly, whichever route this process took.
         #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
-            let mut values = inputs.to_vec();
-            // SAFETY: the processor has AVX2 and FMA (checked above).
-            unsafe { glibc::exp_avx2(&mut values) };
-            wrong += count(inputs, &values);
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx2") && has!("fma") {
+                let mut values = inputs.to_vec();
+                // SAFETY: the processor has AVX2 and FMA (checked above).
+                unsafe { glibc::exp_avx2(&mut values) };
+                wrong += count(inputs, &values);
+                if has!("avx512f") {
+                    let mut values = inputs.to_vec();
+                    // SAFETY: the processor has AVX-512F, AVX2 and FMA (checked above).
+                    unsafe { glibc::exp_avx512(&mut values) };
+                    wrong += count(inputs, &values);
+                }
+            }
         }
         wrong
     }
@@ -259,6 +320,20 @@ mod tests {
         }
         inputs.extend([f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -1e9, 32.564_632]);
         assert_eq!(mismatches(&inputs), 0);
+    }
+
+    #[test]
+    fn the_vector_routine_runs_where_the_processor_has_it() {
+        // The once-per-process check keeps `f32::exp` only where the C library's values differ;
+        // on x86-64 Linux with glibc, AVX2 and FMA (as here) they must not.
+        #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            assert!(route() != Route::Scalar);
+        }
+        let mut values = [0.0f32, 1.0, -1.0];
+        exp_in_place(&mut values);
+        assert_eq!(values, [1.0, 1.0f32.exp(), (-1.0f32).exp()]);
     }
 
     #[test]

@@ -133,8 +133,9 @@ fn chunk_rows(n: usize) -> usize {
     (CHUNK / n).max(1) * n
 }
 
-/// `x` contiguous and its last dimension's length; else (not f32, or empty) `fallback`'s result,
-/// the backend's own operation over the last dimension.
+/// `x` contiguous and its last dimension's length; else (not f32, no values, or a last
+/// dimension of size 0) `fallback`'s result, the backend's own operation over the last
+/// dimension, which behaves there as Burn's does.
 fn rows_or(
     x: FlexTensor,
     fallback: fn(FlexTensor, usize) -> FlexTensor,
@@ -209,14 +210,11 @@ fn softmax_block(y: &[f32], grad: &[f32], out: &mut [f32], n: usize) {
 
 /// Log-softmax's input gradient for one block of whole rows of length `n`.
 fn log_softmax_block(y: &[f32], grad: &[f32], out: &mut [f32], n: usize) {
-    for ((y, g), out) in y
-        .chunks_exact(n)
-        .zip(grad.chunks_exact(n))
-        .zip(out.chunks_exact_mut(n))
-    {
+    // `exp(y)` over the whole block at once (whole vectors), then each row.
+    out.copy_from_slice(y);
+    exp_in_place(out);
+    for (g, out) in grad.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
         let total = sum(g.iter().copied());
-        out.copy_from_slice(y);
-        exp_in_place(out);
         for (out, &g) in out.iter_mut().zip(g) {
             *out = g - *out * total;
         }
@@ -372,14 +370,26 @@ mod tests {
 
     #[test]
     fn without_autodiff_the_values_are_burns_bit_for_bit() {
-        // One thread, several threads (over 64 K values), and rows shorter than a vector of 16,
-        // with entries masked by -1e9 and by -inf (`exp`'s special cases).
-        for dims in [[7, 60, 51], [7, 200, 51], [11, 13, 6]] {
+        // One thread, several threads (over 64 K values), rows shorter than a vector of 16 and
+        // rows of 600 (where Burn's max takes vector code), with entries masked by -1e9 and by
+        // -inf (`exp`'s special cases), and rows with NaN, +inf and a +0 / -0 tie at the top.
+        for dims in [[7, 60, 51], [7, 200, 51], [11, 13, 6], [2, 3, 600]] {
             let x = fixed(dims, 0.0, &Device::flex());
             let masked = x
                 .clone()
                 .mask_fill(x.clone().greater_elem(0.9), f32::NEG_INFINITY);
-            for x in [x, masked] {
+            // A row with a NaN, one with +inf, one whose largest values are +0 and -0.
+            let n = dims[2];
+            let mut odd = values(x.clone());
+            odd[3] = f32::NAN;
+            odd[n + 1] = f32::INFINITY;
+            for v in &mut odd[2 * n..3 * n] {
+                *v = -v.abs() - 1.0;
+            }
+            odd[2 * n + 1] = 0.0;
+            odd[2 * n + 2] = -0.0;
+            let odd = Tensor::<3>::from_data(TensorData::new(odd, dims), &Device::flex());
+            for x in [x, masked, odd] {
                 let ours = bits(softmax(x.clone(), 2));
                 assert!(ours == bits(activation::softmax(x.clone(), 2)), "{dims:?}");
                 let ours = bits(log_softmax(x.clone(), 2));
