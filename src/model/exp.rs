@@ -179,14 +179,13 @@ mod glibc {
             );
             let special =
                 _mm512_cmpge_epu32_mask(_mm512_and_si512(_mm512_castps_si512(x), magnitude), limit);
-            let mut inputs = [0.0f32; 16];
-            if special != 0 {
-                // SAFETY: `inputs` holds 16 f32.
-                unsafe { _mm512_storeu_ps(inputs.as_mut_ptr(), x) };
-            }
             // SAFETY: `block` holds 16 f32.
             unsafe { _mm512_storeu_ps(block.as_mut_ptr(), _mm512_castpd_ps(y)) };
             if special != 0 {
+                // The inputs are still in `x`.
+                let mut inputs = [0.0f32; 16];
+                // SAFETY: `inputs` holds 16 f32.
+                unsafe { _mm512_storeu_ps(inputs.as_mut_ptr(), x) };
                 fix_special(&inputs, block);
             }
         }

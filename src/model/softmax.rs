@@ -184,8 +184,7 @@ fn log_softmax_forward(x: FlexTensor) -> FlexTensor {
     });
     // The backend's own sum over the row, so that its order of additions is kept.
     let sums = Flex::float_sum_dim(flex_tensor(exps, shape.clone()), last).to_contiguous();
-    let sums = &sums.storage::<f32>()[..shifted.len() / n];
-    for (row, &total) in shifted.chunks_exact_mut(n).zip(sums) {
+    for (row, &total) in shifted.chunks_exact_mut(n).zip(values_of(&sums)) {
         let log_total = total.ln();
         for value in row.iter_mut() {
             *value -= log_total;
@@ -230,12 +229,8 @@ fn backward(
 ) -> FlexTensor {
     let (y, grad) = (y.to_contiguous(), grad.to_contiguous());
     let shape = y.shape();
-    let total = shape.num_elements();
     let n = shape.last().copied().unwrap_or(1).max(1);
-    let (ys, gs): (&[f32], &[f32]) = (
-        &y.storage::<f32>()[..total],
-        &grad.storage::<f32>()[..total],
-    );
+    let (ys, gs) = (values_of(&y), values_of(&grad));
     flex_tensor(
         map_chunks(ys, gs, chunk_rows(n), |y, g, out| block(y, g, out, n)),
         shape,
