@@ -623,7 +623,7 @@ fn run(cli: Cli) -> Result<()> {
             let reward = RewardTrainingConfig::new();
             let mut rows = Vec::new();
             for d in device {
-                let (name, dev) = (d.label(), d.init()?);
+                let (name, dev) = (d.label_with_adapter(), d.init()?);
                 let name = name.as_str();
                 goalrank::say!("bench: {name} ...");
                 rows.push(goalrank::experiment::bench_device(

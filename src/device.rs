@@ -44,6 +44,16 @@ impl DeviceKind {
             DeviceKind::Remote(url) => format!("remote ({url})"),
         }
     }
+
+    /// [`label`](Self::label) with the Vulkan adapter's name for wgpu, as `bench` reports it:
+    /// `wgpu (Vulkan: NVIDIA H200)`.
+    pub fn label_with_adapter(&self) -> String {
+        #[cfg(not(target_arch = "wasm32"))]
+        if let (DeviceKind::Wgpu, Some(name)) = (self, vulkan_adapter_name()) {
+            return format!("wgpu (Vulkan: {name})");
+        }
+        self.label()
+    }
 }
 
 impl std::fmt::Display for DeviceKind {
@@ -145,6 +155,18 @@ pub fn vulkan_device() -> crate::Result<Device> {
                 err,
             )
         })
+}
+
+/// The name of the first Vulkan adapter, as wgpu reports it (the one Burn's wgpu device takes on
+/// a machine with one GPU).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn vulkan_adapter_name() -> Option<String> {
+    use eframe::wgpu;
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = wgpu::Backends::VULKAN;
+    let instance = wgpu::Instance::new(desc);
+    let adapters = crate::model::block_on(instance.enumerate_adapters(wgpu::Backends::VULKAN));
+    adapters.first().map(|a| a.get_info().name)
 }
 
 /// Makes the process keep the memory it frees for reuse instead of handing it back to the

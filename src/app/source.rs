@@ -232,7 +232,7 @@ pub fn switch_device(app: &mut GoalRankApp, gpu: bool) {
             app.device = device;
             app.settings.use_wgpu = gpu;
             app.backend = if gpu {
-                match vulkan_adapter_name() {
+                match crate::device::vulkan_adapter_name() {
                     Some(name) => format!("wgpu on Vulkan: {name}"),
                     None => "wgpu on Vulkan".into(),
                 }
@@ -256,16 +256,4 @@ pub fn switch_device(app: &mut GoalRankApp, gpu: bool) {
 /// Parameter count of the loaded generator, for the status line.
 pub fn generator_params(app: &GoalRankApp) -> Option<usize> {
     app.models.generator.as_ref().map(|(_, m)| m.num_params())
-}
-
-/// The name of the first Vulkan adapter, as wgpu reports it (the one Burn's wgpu device takes on
-/// a machine with one GPU).
-#[cfg(not(target_arch = "wasm32"))]
-fn vulkan_adapter_name() -> Option<String> {
-    use eframe::wgpu;
-    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
-    desc.backends = wgpu::Backends::VULKAN;
-    let instance = wgpu::Instance::new(desc);
-    let adapters = crate::model::block_on(instance.enumerate_adapters(wgpu::Backends::VULKAN));
-    adapters.first().map(|a| a.get_info().name)
 }
