@@ -165,7 +165,7 @@ pub fn vulkan_adapter_name() -> Option<String> {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
     desc.backends = wgpu::Backends::VULKAN;
     let instance = wgpu::Instance::new(desc);
-    let adapters = crate::model::block_on(instance.enumerate_adapters(wgpu::Backends::VULKAN));
+    let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::VULKAN));
     adapters.first().map(|a| a.get_info().name)
 }
 
