@@ -18,6 +18,15 @@ pub fn is_flex(device: &Device) -> bool {
     )
 }
 
+/// Whether `device` is one of CubeCL's (wgpu: Vulkan natively, WebGPU in the browser), with or
+/// without autodiff.
+pub fn is_cube(device: &Device) -> bool {
+    matches!(
+        device.as_dispatch().clone().inner(),
+        DispatchDevice::Cube(_)
+    )
+}
+
 /// A contiguous f32 flex tensor of `shape` holding `values`, without a copy.
 pub fn flex_tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::new(

@@ -11,10 +11,17 @@
 //!
 //! The product and the bias run as [`product_bias`] (flex: the output written once, the bias
 //! added on all threads), with the values of `Linear::forward` on the folded rows, bit for bit.
+//!
+//! On a GPU (CubeCL's wgpu) the bias is added after the rows are unfolded. Burn's fusion ends a
+//! block of element-wise operations at a reshape, so a bias added before it runs as a kernel
+//! of its own; added after it, it joins what follows (GELU, a residual sum, a layer norm's
+//! reduction). Each element gets the same sum; only the bias gradient's sum runs over the
+//! leading dimensions instead of the folded rows.
 
 use burn::nn::Linear;
 use burn::tensor::Tensor;
 
+use super::backend::is_cube;
 use super::product::{product, product_bias};
 
 /// `layer` applied to every row of `input` at once.
@@ -29,10 +36,17 @@ pub fn linear_rows<const D: usize>(layer: &Linear, input: Tensor<D>) -> Tensor<D
     let dims = input.dims();
     let d_in = dims[D - 1];
     let rows = dims[..D - 1].iter().product::<usize>();
-    let output = rows_times(layer, input.reshape([rows, d_in]));
     let mut out_dims = dims;
-    out_dims[D - 1] = output.dims()[1];
-    output.reshape(out_dims)
+    out_dims[D - 1] = layer.weight.dims()[1];
+    let x = input.reshape([rows, d_in]);
+    if is_cube(&x.device()) {
+        let output = product(x, layer.weight.val()).reshape(out_dims);
+        return match &layer.bias {
+            Some(bias) => output + bias.val().unsqueeze::<D>(),
+            None => output,
+        };
+    }
+    rows_times(layer, x).reshape(out_dims)
 }
 
 /// `x · W + b`, as `Linear::forward` computes it for a matrix (the bias as a `[1, d_out]` row).
