@@ -188,17 +188,27 @@ impl Generator {
         }
     }
 
-    /// Decoder queries for steps `steps` given prefix means.
+    /// The step embeddings of all L steps, looked up once (a decoding loop slices its step's
+    /// row: one lookup per call rather than an index tensor and a lookup per step).
     ///
     /// # Shapes
-    /// - user `[B, d]`, prefix_mean `[B, K, T, d]`, steps `T` indices
+    /// - output: `[L, d]`
+    fn step_rows(&self, device: &Device) -> Tensor<2> {
+        let l = self.list_len;
+        let steps = Tensor::<1, Int>::arange(0..l as i64, device).reshape([1, l]);
+        let rows = self.step.forward(steps);
+        let d = rows.dims()[2];
+        rows.reshape([l, d])
+    }
+
+    /// Decoder queries for the steps whose embeddings are `steps`, given prefix means.
+    ///
+    /// # Shapes
+    /// - user `[B, d]`, prefix_mean `[B, K, T, d]`, steps `[T, d]`
     /// - output: `[B, K, T, d]`
-    fn queries(&self, user: Tensor<2>, prefix_mean: Tensor<4>, steps: Tensor<1, Int>) -> Tensor<4> {
+    fn queries(&self, user: Tensor<2>, prefix_mean: Tensor<4>, steps: Tensor<2>) -> Tensor<4> {
         let [b, _, t, d] = prefix_mean.dims();
-        let step = self
-            .step
-            .forward(steps.reshape([1, t]))
-            .reshape([1, 1, t, d]);
+        let step = steps.reshape([1, 1, t, d]);
         let u = user.reshape([b, 1, 1, d]) + step + linear_rows(&self.prefix, prefix_mean);
         let hidden = gelu(linear_rows(
             &self.mlp_in,
@@ -232,8 +242,7 @@ impl Generator {
         let one_hot = one_hot(lists.clone(), n);
         let before = (one_hot.clone().cumsum(2) - one_hot).greater_elem(0.5);
 
-        let steps = Tensor::<1, Int>::arange(0..l as i64, &device);
-        let queries = self.queries(encoded.user.clone(), prefix_mean, steps);
+        let queries = self.queries(encoded.user.clone(), prefix_mean, self.step_rows(&device));
         let log_probs = step_log_probs(queries, encoded.keys.clone(), before);
         let picked = log_probs
             .gather(3, lists.reshape([b, k, l, 1]))
@@ -253,12 +262,13 @@ impl Generator {
         let mut chosen = Tensor::<3>::zeros([b, k, n], &device);
         let mut total = Tensor::<2>::zeros([b, k], &device);
         let mut picks = Vec::with_capacity(l);
+        let steps = self.step_rows(&device);
         for t in 0..l {
             let prefix_mean = prefix_sum
                 .clone()
                 .div_scalar(t.max(1) as f32)
                 .reshape([b, k, 1, d]);
-            let step = Tensor::<1, Int>::arange(t as i64..t as i64 + 1, &device);
+            let step = steps.clone().narrow(0, t, 1);
             let queries = self
                 .queries(encoded.user.clone(), prefix_mean, step)
                 .reshape([b, k, d]);
@@ -299,7 +309,7 @@ impl Generator {
         let [b, n, d] = encoded.candidates.dims();
         let device = encoded.user.device();
         let prefix_mean = Tensor::<4>::zeros([b, 1, 1, d], &device);
-        let step = Tensor::<1, Int>::arange(0..1, &device);
+        let step = self.step_rows(&device).narrow(0, 0, 1);
         let queries = self.queries(encoded.user.clone(), prefix_mean, step);
         let none = Tensor::<4>::zeros([b, 1, 1, n], &device).greater_elem(0.5);
         step_log_probs(queries, encoded.keys.clone(), none).reshape([b, n])
