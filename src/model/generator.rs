@@ -242,7 +242,11 @@ impl Generator {
         let one_hot = one_hot(lists.clone(), n);
         let before = (one_hot.clone().cumsum(2) - one_hot).greater_elem(0.5);
 
-        let queries = self.queries(encoded.user.clone(), prefix_mean, self.step_rows(&device));
+        let steps = match self.step_rows(&device) {
+            all if l == self.list_len => all,
+            all => all.narrow(0, 0, l),
+        };
+        let queries = self.queries(encoded.user.clone(), prefix_mean, steps);
         let log_probs = step_log_probs(queries, encoded.keys.clone(), before);
         let picked = log_probs
             .gather(3, lists.reshape([b, k, l, 1]))
@@ -333,5 +337,37 @@ mod tests {
         let d = narrow.encoder.d_model;
         assert_eq!(model.mlp_in.weight.dims(), [d, d]);
         assert!(config.with_decoder_mlp(Some(0)).validate().is_err());
+    }
+
+    /// Teacher forcing and greedy decoding share the step embeddings (looked up once per call):
+    /// the greedy lists' log π is the teacher-forced one, and lists shorter than L are scored
+    /// step for step as the first steps of the full lists.
+    #[test]
+    fn decoding_and_teacher_forcing_score_lists_alike() {
+        use burn::tensor::Distribution;
+        let device = Device::flex();
+        device.seed(7);
+        let (b, n, d, l) = (3, 8, 16, 4);
+        let model = GeneratorConfig::new(EncoderConfig::new(20, 5, 3, d), l).init(&device);
+        let encoded = Encoded {
+            user: Tensor::<2>::random([b, d], Distribution::Default, &device),
+            candidates: Tensor::<3>::random([b, n, d], Distribution::Default, &device),
+            keys: Tensor::<3>::random([b, n, d], Distribution::Default, &device),
+        };
+        let decoded = model.decode(&encoded, 2, Decode::Greedy);
+        let (forced, steps) = model.teacher_forced(&encoded, decoded.lists.clone());
+        let values = |t: Tensor<2>| t.into_data().try_into_vec::<f32>().expect("f32");
+        for (a, b) in values(decoded.log_probs).iter().zip(values(forced)) {
+            assert!((a - b).abs() <= 1e-5, "decoded {a} vs teacher-forced {b}");
+        }
+        let short = decoded.lists.clone().narrow(2, 0, l - 1);
+        let (_, short_steps) = model.teacher_forced(&encoded, short);
+        let full: Vec<f32> = steps
+            .narrow(2, 0, l - 1)
+            .into_data()
+            .try_into_vec::<f32>()
+            .expect("f32");
+        let part: Vec<f32> = short_steps.into_data().try_into_vec::<f32>().expect("f32");
+        assert_eq!(full, part);
     }
 }
