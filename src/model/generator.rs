@@ -188,17 +188,16 @@ impl Generator {
         }
     }
 
-    /// The step embeddings of all L steps, looked up once (a decoding loop slices its step's
-    /// row: one lookup per call rather than an index tensor and a lookup per step).
+    /// The embeddings of the first `steps` steps, looked up at once (the decoding loop slices
+    /// its step's row: one lookup per call rather than an index tensor and a lookup per step).
     ///
     /// # Shapes
-    /// - output: `[L, d]`
-    fn step_rows(&self, device: &Device) -> Tensor<2> {
-        let l = self.list_len;
-        let steps = Tensor::<1, Int>::arange(0..l as i64, device).reshape([1, l]);
-        let rows = self.step.forward(steps);
+    /// - output: `[steps, d]`
+    fn step_rows(&self, steps: usize, device: &Device) -> Tensor<2> {
+        let index = Tensor::<1, Int>::arange(0..steps as i64, device).reshape([1, steps]);
+        let rows = self.step.forward(index);
         let d = rows.dims()[2];
-        rows.reshape([l, d])
+        rows.reshape([steps, d])
     }
 
     /// Decoder queries for the steps whose embeddings are `steps`, given prefix means.
@@ -242,11 +241,11 @@ impl Generator {
         let one_hot = one_hot(lists.clone(), n);
         let before = (one_hot.clone().cumsum(2) - one_hot).greater_elem(0.5);
 
-        let steps = match self.step_rows(&device) {
-            all if l == self.list_len => all,
-            all => all.narrow(0, 0, l),
-        };
-        let queries = self.queries(encoded.user.clone(), prefix_mean, steps);
+        let queries = self.queries(
+            encoded.user.clone(),
+            prefix_mean,
+            self.step_rows(l, &device),
+        );
         let log_probs = step_log_probs(queries, encoded.keys.clone(), before);
         let picked = log_probs
             .gather(3, lists.reshape([b, k, l, 1]))
@@ -266,7 +265,7 @@ impl Generator {
         let mut chosen = Tensor::<3>::zeros([b, k, n], &device);
         let mut total = Tensor::<2>::zeros([b, k], &device);
         let mut picks = Vec::with_capacity(l);
-        let steps = self.step_rows(&device);
+        let steps = self.step_rows(l, &device);
         for t in 0..l {
             let prefix_mean = prefix_sum
                 .clone()
@@ -313,7 +312,7 @@ impl Generator {
         let [b, n, d] = encoded.candidates.dims();
         let device = encoded.user.device();
         let prefix_mean = Tensor::<4>::zeros([b, 1, 1, d], &device);
-        let step = self.step_rows(&device).narrow(0, 0, 1);
+        let step = self.step_rows(1, &device);
         let queries = self.queries(encoded.user.clone(), prefix_mean, step);
         let none = Tensor::<4>::zeros([b, 1, 1, n], &device).greater_elem(0.5);
         step_log_probs(queries, encoded.keys.clone(), none).reshape([b, n])
