@@ -206,9 +206,55 @@ impl Generator {
     /// - user `[B, d]`, prefix_mean `[B, K, T, d]`, steps `[T, d]`
     /// - output: `[B, K, T, d]`
     fn queries(&self, user: Tensor<2>, prefix_mean: Tensor<4>, steps: Tensor<2>) -> Tensor<4> {
-        let [b, _, t, d] = prefix_mean.dims();
+        let [b, k, t, d] = prefix_mean.dims();
         let step = steps.reshape([1, 1, t, d]);
         let u = user.reshape([b, 1, 1, d]) + step + linear_rows(&self.prefix, prefix_mean);
+        self.query_rows(u.reshape([b * k * t, d]))
+            .reshape([b, k, t, d])
+    }
+
+    /// The first step's query, one per request: nothing is chosen yet, so every list of a
+    /// request shares it.
+    ///
+    /// # Shapes
+    /// - user `[B, d]`, step `[1, d]`
+    /// - output: `[B, 1, 1, d]`
+    fn first_queries(&self, user: Tensor<2>, step: Tensor<2>) -> Tensor<4> {
+        let [b, d] = user.dims();
+        let none = Tensor::<4>::zeros([b, 1, 1, d], &user.device());
+        self.queries(user, none, step)
+    }
+
+    /// The queries of K lists' L steps: the first step's once per request (see
+    /// [`Self::first_queries`]), the later ones per list, in one pass through the MLP.
+    ///
+    /// # Shapes
+    /// - user `[B, d]`, later prefix means `[B, K, L − 1, d]` (steps 1..L), steps `[L, d]`
+    /// - output: `[B, K, L, d]`
+    fn list_queries(&self, user: Tensor<2>, later: Tensor<4>, steps: Tensor<2>) -> Tensor<4> {
+        let [b, k, t, d] = later.dims();
+        let device = user.device();
+        let none = Tensor::<2>::zeros([b, d], &device);
+        let first = user.clone() + steps.clone().narrow(0, 0, 1) + linear_rows(&self.prefix, none);
+        let later = user.reshape([b, 1, 1, d])
+            + steps.narrow(0, 1, t).reshape([1, 1, t, d])
+            + linear_rows(&self.prefix, later);
+        let rows = Tensor::cat(vec![first, later.reshape([b * k * t, d])], 0);
+        let queries = self.query_rows(rows);
+        let first = queries
+            .clone()
+            .narrow(0, 0, b)
+            .reshape([b, 1, 1, d])
+            .expand([b, k, 1, d]);
+        let later = queries.narrow(0, b, b * k * t).reshape([b, k, t, d]);
+        Tensor::cat(vec![first, later], 2)
+    }
+
+    /// `W_q LN(u + MLP(LN u))` row by row.
+    ///
+    /// # Shapes
+    /// - u `[rows, d]`; output `[rows, d]`
+    fn query_rows(&self, u: Tensor<2>) -> Tensor<2> {
         let hidden = gelu(linear_rows(
             &self.mlp_in,
             layer_norm(&self.mlp_norm, u.clone()),
@@ -236,16 +282,18 @@ impl Generator {
             lists.clone().reshape([b, k * l]),
         )
         .reshape([b, k, l, d]);
-        let prefix_mean = prefix_mean(chosen);
         // Candidates chosen at an earlier step are masked.
         let one_hot = one_hot(lists.clone(), n);
         let before = (one_hot.clone().cumsum(2) - one_hot).greater_elem(0.5);
 
-        let queries = self.queries(
-            encoded.user.clone(),
-            prefix_mean,
-            self.step_rows(l, &device),
-        );
+        let steps = self.step_rows(l, &device);
+        let queries = if l > 1 {
+            let later = prefix_mean(chosen).narrow(2, 1, l - 1);
+            self.list_queries(encoded.user.clone(), later, steps)
+        } else {
+            self.first_queries(encoded.user.clone(), steps)
+                .expand([b, k, 1, d])
+        };
         let log_probs = step_log_probs(queries, encoded.keys.clone(), before);
         let picked = log_probs
             .gather(3, lists.reshape([b, k, l, 1]))
@@ -267,14 +315,19 @@ impl Generator {
         let mut picks = Vec::with_capacity(l);
         let steps = self.step_rows(l, &device);
         for t in 0..l {
-            let prefix_mean = prefix_sum
-                .clone()
-                .div_scalar(t.max(1) as f32)
-                .reshape([b, k, 1, d]);
             let step = steps.clone().narrow(0, t, 1);
-            let queries = self
-                .queries(encoded.user.clone(), prefix_mean, step)
-                .reshape([b, k, d]);
+            let queries = if t == 0 {
+                self.first_queries(encoded.user.clone(), step)
+                    .reshape([b, 1, d])
+                    .expand([b, k, d])
+            } else {
+                let prefix_mean = prefix_sum
+                    .clone()
+                    .div_scalar(t as f32)
+                    .reshape([b, k, 1, d]);
+                self.queries(encoded.user.clone(), prefix_mean, step)
+                    .reshape([b, k, d])
+            };
             let pick = match mode {
                 Decode::Greedy => Pick::greedy(),
                 Decode::Sample => Pick::draw(gumbel([b, k, n], &device), None),
@@ -309,11 +362,9 @@ impl Generator {
     /// # Shapes
     /// - output: `[B, N]`
     pub fn first_step_log_probs(&self, encoded: &Encoded) -> Tensor<2> {
-        let [b, n, d] = encoded.candidates.dims();
+        let [b, n, _] = encoded.candidates.dims();
         let device = encoded.user.device();
-        let prefix_mean = Tensor::<4>::zeros([b, 1, 1, d], &device);
-        let step = self.step_rows(1, &device);
-        let queries = self.queries(encoded.user.clone(), prefix_mean, step);
+        let queries = self.first_queries(encoded.user.clone(), self.step_rows(1, &device));
         let none = Tensor::<4>::zeros([b, 1, 1, n], &device).greater_elem(0.5);
         step_log_probs(queries, encoded.keys.clone(), none).reshape([b, n])
     }
