@@ -461,7 +461,14 @@ mod tests {
             (
                 queries.into_data().try_into_vec::<f32>().expect("f32"),
                 values(user.grad(&grads).expect("user gradient")),
-                values(model.mlp_in.weight.val().grad(&grads).expect("weight gradient")),
+                values(
+                    model
+                        .mlp_in
+                        .weight
+                        .val()
+                        .grad(&grads)
+                        .expect("weight gradient"),
+                ),
             )
         };
         let (shared, user_grad, weight_grad) = run(true);

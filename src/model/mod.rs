@@ -20,6 +20,8 @@ mod reward;
 mod rows;
 mod softmax;
 mod store;
+#[cfg(target_arch = "x86_64")]
+mod tiny;
 mod transformer;
 mod wgsl;
 

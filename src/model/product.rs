@@ -30,6 +30,8 @@ use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{DType, Shape, Tensor};
 
 use super::backend::{flex_tensor, is_flex, zeroed};
+#[cfg(target_arch = "x86_64")]
+use super::tiny;
 
 /// Products with at least this many multiply-adds run on rayon's threads. flex's threshold is
 /// 192³; one request's products (51 rows by 128 to 512) lie between the two, and splitting them
@@ -180,9 +182,29 @@ fn gemm_values(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<(Vec<f32>, Shape)> 
         }
         offset
     };
+    #[cfg(target_arch = "x86_64")]
+    let tiny = tiny::fits(m, n, k, rhs_col);
     let one = |out: *mut f32, b: usize, parallelism: gemm::Parallelism| {
         let lhs_at = lhs_start as isize + offset(b, lhs.layout().strides());
         let rhs_at = rhs_start as isize + offset(b, rhs.layout().strides());
+        #[cfg(target_arch = "x86_64")]
+        if tiny {
+            // SAFETY: as for `gemm` below; `tiny::fits` holds.
+            unsafe {
+                tiny::product(
+                    m,
+                    n,
+                    k,
+                    out,
+                    lhs_values.as_ptr().offset(lhs_at),
+                    lhs_row,
+                    lhs_col,
+                    rhs_values.as_ptr().offset(rhs_at),
+                    rhs_row,
+                )
+            };
+            return;
+        }
         // SAFETY: the operands are f32 views whose shapes, strides and start offsets are their
         // layouts' (as flex's own product reads them), so every element `gemm` reads lies in
         // their storage. `out` points at `m · n` f32 of reserved capacity, row-major `[m, n]`;
