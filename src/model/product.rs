@@ -191,18 +191,14 @@ fn gemm_values(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<(Vec<f32>, Shape)> 
         if tiny {
             // SAFETY: as for `gemm` below; `tiny::fits` holds.
             unsafe {
+                let lhs = (lhs_values.as_ptr().offset(lhs_at), lhs_row, lhs_col);
                 tiny::product(
-                    m,
-                    n,
-                    k,
+                    [m, n, k],
                     out,
-                    lhs_values.as_ptr().offset(lhs_at),
-                    lhs_row,
-                    lhs_col,
-                    rhs_values.as_ptr().offset(rhs_at),
-                    rhs_row,
-                )
-            };
+                    lhs,
+                    (rhs_values.as_ptr().offset(rhs_at), rhs_row),
+                );
+            }
             return;
         }
         // SAFETY: the operands are f32 views whose shapes, strides and start offsets are their

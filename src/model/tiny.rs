@@ -32,21 +32,15 @@ pub fn fits(m: usize, n: usize, k: usize, rhs_col: isize) -> bool {
 /// the inner dimension in order.
 ///
 /// # Safety
-/// [`fits`] holds for the shape; `lhs` and `rhs` address `[m, k]` and `[k, n]` f32 matrices
-/// with the given strides (in elements; `rhs`'s columns are contiguous), and `dst` points at
-/// `m · n` writable f32.
+/// [`fits`] holds for `[m, n, k]`; `lhs` (pointer, row stride, column stride) addresses an
+/// `[m, k]` f32 matrix and `rhs` (pointer, row stride) a `[k, n]` one whose rows are contiguous
+/// (strides in elements), and `dst` points at `m · n` writable f32.
 #[target_feature(enable = "fma")]
-#[allow(clippy::too_many_arguments)]
 pub unsafe fn product(
-    m: usize,
-    n: usize,
-    k: usize,
+    [m, n, k]: [usize; 3],
     dst: *mut f32,
-    lhs: *const f32,
-    lhs_row: isize,
-    lhs_col: isize,
-    rhs: *const f32,
-    rhs_row: isize,
+    (lhs, lhs_row, lhs_col): (*const f32, isize, isize),
+    (rhs, rhs_row): (*const f32, isize),
 ) {
     let mut acc = [0f32; MAX];
     for i in 0..m {
@@ -100,15 +94,10 @@ mod tests {
                         // `[k, n]` within `MAX · 64`; the outputs hold `m · n`.
                         unsafe {
                             product(
-                                m,
-                                n,
-                                k,
+                                [m, n, k],
                                 ours.as_mut_ptr(),
-                                lhs.as_ptr(),
-                                lhs_row,
-                                lhs_col,
-                                rhs.as_ptr(),
-                                64,
+                                (lhs.as_ptr(), lhs_row, lhs_col),
+                                (rhs.as_ptr(), 64),
                             );
                             gemm::gemm(
                                 m,
