@@ -406,13 +406,13 @@ fn bench_counts_the_decoder_mlps_products_exactly() {
     // group with the logged list, and the supervised target): forward and two gradient
     // products each. On the CPU a request's lists share their first step's row, so each
     // request has 1 + K' (L − 1) rows for K' lists. A greedy batch decodes one list of L steps
-    // per request and scores the first step once more for the ranking's per-candidate scores.
-    // 2 FLOPs per multiply-add; b 8, K 4, L 4, d 16, r 3 − 1.
+    // per request; the ranking's per-candidate scores reuse its first step's query. 2 FLOPs
+    // per multiply-add; b 8, K 4, L 4, d 16, r 3 − 1.
     let (b, k, l, d, dr) = (8.0, 4.0, 4.0, 16.0, 2.0);
     let per_row = 2.0 * 2.0 * dr * d * d;
     let rows = |lists: f64| b * (1.0 + lists * (l - 1.0));
     let train = per_row * (rows(k) + 3.0 * rows(k + 2.0)) / 1e9;
-    let greedy = per_row * b * (l + 1.0) / 1e9;
+    let greedy = per_row * b * l / 1e9;
     assert!(train_1 > 0.0 && greedy_1 > 0.0);
     assert!(
         ((train_3 - train_1) - train).abs() < 1e-12,

@@ -11,15 +11,16 @@ use crate::model::{
 use crate::train::{bce_with_probs, imitation_loss, listwise_loss};
 use crate::{Error, Result};
 
-/// Runs `choose` on batches of requests and turns its `[B, 1, L]` candidate positions into
-/// rankings; candidate scores are the generator's first-step log-probabilities.
+/// Runs `choose` on batches of requests and turns what it returns, `[B, 1, L]` candidate
+/// positions and `[B, N]` candidate scores (the generator's first-step log-probabilities),
+/// into rankings.
 async fn rank_in_batches(
     model: &Generator,
     dataset: &Dataset,
     requests: &[Request],
     batch_size: usize,
     device: &Device,
-    mut choose: impl FnMut(&Batch, &Encoded) -> Tensor<3, Int>,
+    mut choose: impl FnMut(&Batch, &Encoded) -> (Tensor<3, Int>, Tensor<2>),
 ) -> Result<Vec<Ranking>> {
     let l = model.list_len();
     let mut out = Vec::with_capacity(requests.len());
@@ -28,8 +29,9 @@ async fn rank_in_batches(
         let refs: Vec<&Request> = chunk.iter().collect();
         let batch = Batch::new(dataset, &refs, device);
         let encoded = model.encode(&batch);
-        let lists = read_i64(choose(&batch, &encoded)).await?;
-        let scores = read_f32(model.first_step_log_probs(&encoded)).await?;
+        let (lists, scores) = choose(&batch, &encoded);
+        let lists = read_i64(lists).await?;
+        let scores = read_f32(scores).await?;
         for (i, r) in chunk.iter().enumerate() {
             out.push(Ranking {
                 list: lists[i * l..(i + 1) * l]
@@ -70,7 +72,10 @@ pub async fn generator_rankings_async(
         requests,
         batch_size,
         device,
-        |_, encoded| model.decode(encoded, 1, Decode::Greedy).lists,
+        |_, encoded| {
+            let (decoded, scores) = model.decode_scored(encoded, 1, Decode::Greedy);
+            (decoded.lists, scores)
+        },
     )
     .await
 }
@@ -98,8 +103,8 @@ impl ListSource<'_> {
         match self.proposer {
             Proposer::Generator(model) => {
                 let encoded = model.encode(batch);
-                let lists = model.decode(&encoded, count, self.mode).lists;
-                (lists, model.first_step_log_probs(&encoded))
+                let (decoded, scores) = model.decode_scored(&encoded, count, self.mode);
+                (decoded.lists, scores)
             }
             Proposer::Pointwise(model) => {
                 let scores = model.forward(batch);

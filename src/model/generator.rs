@@ -308,6 +308,29 @@ impl Generator {
     /// # Shapes
     /// - output: lists `[B, K, L]`, log π `[B, K]`
     pub fn decode(&self, encoded: &Encoded, k: usize, mode: Decode) -> Decoded {
+        self.decode_from(encoded, k, mode, None)
+    }
+
+    /// [`Self::decode`] and [`Self::first_step_log_probs`] together: the first step's query,
+    /// the same for every list of a request, is computed once for both (a ranking reports
+    /// the scores beside its list).
+    ///
+    /// # Shapes
+    /// - output: as [`Self::decode`], and the first step's log-probabilities `[B, N]`
+    pub fn decode_scored(&self, encoded: &Encoded, k: usize, mode: Decode) -> (Decoded, Tensor<2>) {
+        let first = self.first_queries(encoded);
+        let scores = self.first_step_scores(encoded, first.clone());
+        (self.decode_from(encoded, k, mode, Some(first)), scores)
+    }
+
+    /// [`Self::decode`], with the first step's queries `[B, 1, 1, d]` given or computed here.
+    fn decode_from(
+        &self,
+        encoded: &Encoded,
+        k: usize,
+        mode: Decode,
+        first: Option<Tensor<4>>,
+    ) -> Decoded {
         let [b, n, d] = encoded.candidates.dims();
         let l = self.list_len;
         let device = encoded.user.device();
@@ -319,12 +342,17 @@ impl Generator {
         let shared = self.shares_first_step(k, &device);
         for t in 0..l {
             let step = steps.clone().narrow(0, t, 1);
-            let queries = if t == 0 && shared {
+            let first = match (t, &first) {
+                (0, Some(first)) => Some(first.clone()),
                 // Every list starts with nothing chosen: one query per request.
-                let none = prefix_sum.clone().narrow(1, 0, 1).reshape([b, 1, 1, d]);
-                self.queries(encoded.user.clone(), none, step)
-                    .reshape([b, 1, d])
-                    .expand([b, k, d])
+                (0, None) if shared => {
+                    let none = prefix_sum.clone().narrow(1, 0, 1).reshape([b, 1, 1, d]);
+                    Some(self.queries(encoded.user.clone(), none, step.clone()))
+                }
+                _ => None,
+            };
+            let queries = if let Some(first) = first {
+                first.reshape([b, 1, d]).expand([b, k, d])
             } else {
                 let prefix_mean = prefix_sum
                     .clone()
@@ -367,13 +395,29 @@ impl Generator {
     /// # Shapes
     /// - output: `[B, N]`
     pub fn first_step_log_probs(&self, encoded: &Encoded) -> Tensor<2> {
-        let [b, n, d] = encoded.candidates.dims();
+        self.first_step_scores(encoded, self.first_queries(encoded))
+    }
+
+    /// The first step's queries, one per request (nothing is chosen yet).
+    ///
+    /// # Shapes
+    /// - output: `[B, 1, 1, d]`
+    fn first_queries(&self, encoded: &Encoded) -> Tensor<4> {
+        let [b, _, d] = encoded.candidates.dims();
         let device = encoded.user.device();
         let prefix_mean = Tensor::<4>::zeros([b, 1, 1, d], &device);
         let step = self.step_rows(1, &device);
-        let queries = self.queries(encoded.user.clone(), prefix_mean, step);
-        let none = Tensor::<4>::zeros([b, 1, 1, n], &device).greater_elem(0.5);
-        step_log_probs(queries, encoded.keys.clone(), none).reshape([b, n])
+        self.queries(encoded.user.clone(), prefix_mean, step)
+    }
+
+    /// The first step's log-probabilities from its queries.
+    ///
+    /// # Shapes
+    /// - first `[B, 1, 1, d]`; output `[B, N]`
+    fn first_step_scores(&self, encoded: &Encoded, first: Tensor<4>) -> Tensor<2> {
+        let [b, n, _] = encoded.candidates.dims();
+        let none = Tensor::<4>::zeros([b, 1, 1, n], &first.device()).greater_elem(0.5);
+        step_log_probs(first, encoded.keys.clone(), none).reshape([b, n])
     }
 }
 
@@ -480,6 +524,29 @@ mod tests {
             for (x, y) in a.iter().zip(&b) {
                 assert!((x - y).abs() <= 1e-5 * scale, "{x} vs {y} (scale {scale})");
             }
+        }
+    }
+
+    #[test]
+    fn a_scored_decoding_gives_the_lists_and_scores_of_two_calls() {
+        use burn::tensor::Distribution;
+        let device = Device::flex();
+        device.seed(5);
+        let (b, n, d, l) = (3, 9, 16, 4);
+        let model = GeneratorConfig::new(EncoderConfig::new(20, 5, 3, d), l).init(&device);
+        let encoded = Encoded {
+            user: Tensor::<2>::random([b, d], Distribution::Default, &device),
+            candidates: Tensor::<3>::random([b, n, d], Distribution::Default, &device),
+            keys: Tensor::<3>::random([b, n, d], Distribution::Default, &device),
+        };
+        let ints = |t: Tensor<3, Int>| t.into_data().iter::<i64>().collect::<Vec<_>>();
+        let floats = |t: Tensor<2>| t.into_data().try_into_vec::<f32>().expect("f32");
+        for k in [1, 3] {
+            let (decoded, scores) = model.decode_scored(&encoded, k, Decode::Greedy);
+            let alone = model.decode(&encoded, k, Decode::Greedy);
+            assert_eq!(ints(decoded.lists), ints(alone.lists));
+            assert_eq!(floats(decoded.log_probs), floats(alone.log_probs));
+            assert_eq!(floats(scores), floats(model.first_step_log_probs(&encoded)));
         }
     }
 }
