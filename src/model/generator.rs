@@ -440,21 +440,29 @@ mod tests {
         assert!(config.with_decoder_mlp(Some(0)).validate().is_err());
     }
 
-    /// Teacher forcing and greedy decoding share the step embeddings (looked up once per call):
-    /// the greedy lists' log π is the teacher-forced one, and lists shorter than L are scored
-    /// step for step as the first steps of the full lists.
-    #[test]
-    fn decoding_and_teacher_forcing_score_lists_alike() {
+    /// A fresh generator (d 16, lists of `l`) and a random encoding of 3 requests with `n`
+    /// candidates each, on flex, drawn from `seed`.
+    fn random_model_and_encoding(seed: u64, n: usize, l: usize) -> (Generator, Encoded) {
         use burn::tensor::Distribution;
         let device = Device::flex();
-        device.seed(7);
-        let (b, n, d, l) = (3, 8, 16, 4);
+        device.seed(seed);
+        let (b, d) = (3, 16);
         let model = GeneratorConfig::new(EncoderConfig::new(20, 5, 3, d), l).init(&device);
         let encoded = Encoded {
             user: Tensor::<2>::random([b, d], Distribution::Default, &device),
             candidates: Tensor::<3>::random([b, n, d], Distribution::Default, &device),
             keys: Tensor::<3>::random([b, n, d], Distribution::Default, &device),
         };
+        (model, encoded)
+    }
+
+    /// Teacher forcing and greedy decoding share the step embeddings (looked up once per call):
+    /// the greedy lists' log π is the teacher-forced one, and lists shorter than L are scored
+    /// step for step as the first steps of the full lists.
+    #[test]
+    fn decoding_and_teacher_forcing_score_lists_alike() {
+        let l = 4;
+        let (model, encoded) = random_model_and_encoding(7, 8, l);
         let decoded = model.decode(&encoded, 2, Decode::Greedy);
         let (forced, steps) = model.teacher_forced(&encoded, decoded.lists.clone());
         let values = |t: Tensor<2>| t.into_data().try_into_vec::<f32>().expect("f32");
@@ -529,16 +537,7 @@ mod tests {
 
     #[test]
     fn a_scored_decoding_gives_the_lists_and_scores_of_two_calls() {
-        use burn::tensor::Distribution;
-        let device = Device::flex();
-        device.seed(5);
-        let (b, n, d, l) = (3, 9, 16, 4);
-        let model = GeneratorConfig::new(EncoderConfig::new(20, 5, 3, d), l).init(&device);
-        let encoded = Encoded {
-            user: Tensor::<2>::random([b, d], Distribution::Default, &device),
-            candidates: Tensor::<3>::random([b, n, d], Distribution::Default, &device),
-            keys: Tensor::<3>::random([b, n, d], Distribution::Default, &device),
-        };
+        let (model, encoded) = random_model_and_encoding(5, 9, 4);
         let ints = |t: Tensor<3, Int>| t.into_data().iter::<i64>().collect::<Vec<_>>();
         let floats = |t: Tensor<2>| t.into_data().try_into_vec::<f32>().expect("f32");
         for k in [1, 3] {
