@@ -345,10 +345,7 @@ impl Generator {
             let first = match (t, &first) {
                 (0, Some(first)) => Some(first.clone()),
                 // Every list starts with nothing chosen: one query per request.
-                (0, None) if shared => {
-                    let none = prefix_sum.clone().narrow(1, 0, 1).reshape([b, 1, 1, d]);
-                    Some(self.queries(encoded.user.clone(), none, step.clone()))
-                }
+                (0, None) if shared => Some(self.first_queries(encoded)),
                 _ => None,
             };
             let queries = if let Some(first) = first {
