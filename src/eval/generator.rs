@@ -6,7 +6,8 @@ use serde::Serialize;
 use super::{Ranking, metrics};
 use crate::data::{Batch, Dataset, Request, World};
 use crate::model::{
-    Decode, Encoded, Generator, Pointwise, RewardModel, block_on, plackett_luce, read_f32, read_i64,
+    Decode, Decoded, Encoded, Generator, Pointwise, RewardModel, block_on, plackett_luce, read_f32,
+    read_i64,
 };
 use crate::train::{bce_with_probs, imitation_loss, listwise_loss};
 use crate::{Error, Result};
@@ -20,7 +21,7 @@ async fn rank_in_batches(
     requests: &[Request],
     batch_size: usize,
     device: &Device,
-    mut choose: impl FnMut(&Batch, &Encoded) -> (Tensor<3, Int>, Tensor<2>),
+    mut choose: impl FnMut(&Encoded) -> (Tensor<3, Int>, Tensor<2>),
 ) -> Result<Vec<Ranking>> {
     let l = model.list_len();
     let mut out = Vec::with_capacity(requests.len());
@@ -29,7 +30,7 @@ async fn rank_in_batches(
         let refs: Vec<&Request> = chunk.iter().collect();
         let batch = Batch::new(dataset, &refs, device);
         let encoded = model.encode(&batch);
-        let (lists, scores) = choose(&batch, &encoded);
+        let (lists, scores) = choose(&encoded);
         let lists = read_i64(lists).await?;
         let scores = read_f32(scores).await?;
         for (i, r) in chunk.iter().enumerate() {
@@ -66,17 +67,12 @@ pub async fn generator_rankings_async(
     batch_size: usize,
     device: &Device,
 ) -> Result<Vec<Ranking>> {
-    rank_in_batches(
-        model,
-        dataset,
-        requests,
-        batch_size,
-        device,
-        |_, encoded| {
-            let (decoded, scores) = model.decode_scored(encoded, 1, Decode::Greedy);
-            (decoded.lists, scores)
-        },
-    )
+    rank_in_batches(model, dataset, requests, batch_size, device, |encoded| {
+        // Only the lists and scores leave: Burn's fusion on a GPU then never computes the
+        // lists' log-probabilities.
+        let (Decoded { lists, .. }, scores) = model.decode_scored(encoded, 1, Decode::Greedy);
+        (lists, scores)
+    })
     .await
 }
 

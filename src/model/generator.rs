@@ -218,8 +218,8 @@ impl Generator {
     /// less of the decoder's per-row work at L = 6; on CubeCL's devices the gathers, copies and
     /// joins it takes cost more kernel launches than the smaller products save on lavapipe, so
     /// there each list computes its own (the same values).
-    fn shares_first_step(&self, k: usize, device: &Device) -> bool {
-        k > 1 && self.list_len > 1 && !is_cube(device)
+    fn shares_first_step(k: usize, device: &Device) -> bool {
+        k > 1 && !is_cube(device)
     }
 
     /// The queries of K lists' L steps given their prefix means, the first step's once per
@@ -230,7 +230,7 @@ impl Generator {
     /// - output: `[B, K, L, d]`
     fn list_queries(&self, user: Tensor<2>, prefix_mean: Tensor<4>, steps: Tensor<2>) -> Tensor<4> {
         let [b, k, l, d] = prefix_mean.dims();
-        if l < 2 || !self.shares_first_step(k, &user.device()) {
+        if l < 2 || !Self::shares_first_step(k, &user.device()) {
             return self.queries(user, prefix_mean, steps);
         }
         let t = l - 1;
@@ -339,24 +339,22 @@ impl Generator {
         let mut total = Tensor::<2>::zeros([b, k], &device);
         let mut picks = Vec::with_capacity(l);
         let steps = self.step_rows(l, &device);
-        let shared = self.shares_first_step(k, &device);
+        // Every list starts with nothing chosen: where its lists share it, one first query per
+        // request (given, or computed here).
+        let mut first = first
+            .or_else(|| Self::shares_first_step(k, &device).then(|| self.first_queries(encoded)));
         for t in 0..l {
-            let step = steps.clone().narrow(0, t, 1);
-            let first = match (t, &first) {
-                (0, Some(first)) => Some(first.clone()),
-                // Every list starts with nothing chosen: one query per request.
-                (0, None) if shared => Some(self.first_queries(encoded)),
-                _ => None,
-            };
-            let queries = if let Some(first) = first {
-                first.reshape([b, 1, d]).expand([b, k, d])
-            } else {
-                let prefix_mean = prefix_sum
-                    .clone()
-                    .div_scalar(t.max(1) as f32)
-                    .reshape([b, k, 1, d]);
-                self.queries(encoded.user.clone(), prefix_mean, step)
-                    .reshape([b, k, d])
+            let queries = match first.take() {
+                Some(first) => first.reshape([b, 1, d]).expand([b, k, d]),
+                None => {
+                    let prefix_mean = prefix_sum
+                        .clone()
+                        .div_scalar(t.max(1) as f32)
+                        .reshape([b, k, 1, d]);
+                    let step = steps.clone().narrow(0, t, 1);
+                    self.queries(encoded.user.clone(), prefix_mean, step)
+                        .reshape([b, k, d])
+                }
             };
             let pick = match mode {
                 Decode::Greedy => Pick::greedy(),
@@ -484,8 +482,8 @@ mod tests {
         device.seed(11);
         let (b, k, l, d) = (3, 4, 5, 16);
         let model = GeneratorConfig::new(EncoderConfig::new(20, 5, 3, d), l).init(&device);
-        assert!(model.shares_first_step(k, &device));
-        assert!(!model.shares_first_step(1, &device));
+        assert!(Generator::shares_first_step(k, &device));
+        assert!(!Generator::shares_first_step(1, &device));
         let user = Tensor::<2>::random([b, d], Distribution::Default, &device).into_data();
         let mut prefix = Tensor::<4>::random([b, k, l, d], Distribution::Default, &device);
         // Nothing is chosen before the first step: its prefix mean is zero in every list.

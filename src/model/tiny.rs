@@ -18,7 +18,7 @@
 /// The most rows, output columns and inner size a tiny product may have.
 const MAX: usize = 16;
 
-/// Whether a `[m, k] · [k, n]` product whose right-hand side has strides `(rhs_row, rhs_col)`
+/// Whether a `[m, k] · [k, n]` product whose right-hand side's column stride is `rhs_col`
 /// takes [`product`] on this processor.
 pub fn fits(m: usize, n: usize, k: usize, rhs_col: isize) -> bool {
     (2..=MAX).contains(&m)
