@@ -402,16 +402,16 @@ fn bench_counts_the_decoder_mlps_products_exactly() {
     let (train_1, greedy_1) = bench_gflop(1);
     let (train_3, greedy_3) = bench_gflop(3);
     // Only the decoder MLP's two layers (d → r·d → d, 2 r d² multiply-adds per row) change.
-    // A step samples K lists of L steps (forward only) and teacher-forces K + 2 lists (the
-    // group with the logged list, and the supervised target): forward and two gradient
-    // products each. On the CPU a request's lists share their first step's row, so each
-    // request has 1 + K' (L − 1) rows for K' lists. A greedy batch decodes one list of L steps
+    // On the CPU a step decodes the group's K lists of L steps on the autodiff graph and
+    // teacher-forces the 2 others (the logged list, and the supervised target): forward and two
+    // gradient products each. A request's lists share their first step's row, so each request
+    // has 1 + K' (L − 1) rows for K' lists. A greedy batch decodes one list of L steps
     // per request; the ranking's per-candidate scores reuse its first step's query. 2 FLOPs
     // per multiply-add; b 8, K 4, L 4, d 16, r 3 − 1.
     let (b, k, l, d, dr) = (8.0, 4.0, 4.0, 16.0, 2.0);
     let per_row = 2.0 * 2.0 * dr * d * d;
     let rows = |lists: f64| b * (1.0 + lists * (l - 1.0));
-    let train = per_row * (rows(k) + 3.0 * rows(k + 2.0)) / 1e9;
+    let train = per_row * 3.0 * (rows(k) + rows(2.0)) / 1e9;
     let greedy = per_row * b * l / 1e9;
     assert!(train_1 > 0.0 && greedy_1 > 0.0);
     assert!(

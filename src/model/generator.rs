@@ -222,6 +222,14 @@ impl Generator {
         k > 1 && !is_cube(device)
     }
 
+    /// Whether decoding on `device`'s autodiff twin, to learn from the lists' recorded log π
+    /// rather than teacher-force them again, pays: on the CPU the decoding's products are those
+    /// teacher forcing would repeat; on CubeCL's devices the decoding step is one fused kernel
+    /// outside autodiff, and its tensor-op twin under autodiff costs launches.
+    pub fn records_decoding(device: &Device) -> bool {
+        !is_cube(device)
+    }
+
     /// The queries of K lists' L steps given their prefix means, the first step's once per
     /// request where [`Self::shares_first_step`].
     ///
@@ -524,6 +532,84 @@ mod tests {
         assert_eq!(shared, own);
         for (a, b) in [(user_grad, user_grad_own), (weight_grad, weight_grad_own)] {
             let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() <= 1e-5 * scale, "{x} vs {y} (scale {scale})");
+            }
+        }
+    }
+
+    /// A GoalRank step on the CPU learns from the log π its group's decoding recorded on the
+    /// autodiff graph: the same lists as a decoding outside the graph from the same seed, and
+    /// the log π and gradients of teacher forcing them.
+    #[test]
+    fn a_recorded_decoding_samples_and_learns_as_teacher_forcing() {
+        use burn::tensor::Distribution;
+        let plain = Device::flex();
+        let device = plain.clone().autodiff();
+        assert!(Generator::records_decoding(&device));
+        device.seed(3);
+        let (b, n, k, l, d) = (3, 9, 4, 4, 16);
+        let model = GeneratorConfig::new(EncoderConfig::new(20, 5, 3, d), l).init(&device);
+        let random = |dims: [usize; 3]| {
+            Tensor::<3>::random(dims, Distribution::Default, &device).into_data()
+        };
+        let (user, candidates, keys) = (random([b, 1, d]), random([b, n, d]), random([b, n, d]));
+        let encoding = || Encoded {
+            user: Tensor::<3>::from_data(user.clone(), &device)
+                .reshape([b, d])
+                .require_grad(),
+            candidates: Tensor::<3>::from_data(candidates.clone(), &device).require_grad(),
+            keys: Tensor::<3>::from_data(keys.clone(), &device).require_grad(),
+        };
+        let weights = Tensor::<2>::random([b, k], Distribution::Default, &device);
+        // Burn draws a weight when it is first used: draw them all (the plain twin reads every
+        // one) before the runs' seeds.
+        let _ = model.valid();
+        let floats = |t: Tensor<2>| t.into_data().try_into_vec::<f32>().expect("f32");
+        let ints = |t: Tensor<3, Int>| t.into_data().iter::<i64>().collect::<Vec<_>>();
+        // Each route builds its own graph from the same values and returns log π, the lists
+        // and the gradients of Σ w · log π with respect to the keys and the MLP's weight.
+        let run = |recorded: bool| {
+            let encoded = encoding();
+            plain.seed(17);
+            let mode = Decode::Tempered(1.5);
+            let (lists, log_probs) = if recorded {
+                let decoded = model.decode(&encoded, k, mode);
+                (decoded.lists, decoded.log_probs)
+            } else {
+                let lists = model
+                    .valid()
+                    .decode(&encoded.without_autodiff(), k, mode)
+                    .lists;
+                let (log_probs, _) = model.teacher_forced(&encoded, lists.clone());
+                (lists, log_probs)
+            };
+            let grads = (log_probs.clone() * weights.clone()).sum().backward();
+            let keys = encoded.keys.grad(&grads).expect("keys' gradient");
+            let [_, n, d] = keys.dims();
+            let weight = model
+                .mlp_in
+                .weight
+                .val()
+                .grad(&grads)
+                .expect("weight gradient");
+            (
+                ints(lists),
+                floats(log_probs),
+                floats(keys.reshape([b * n, d])),
+                floats(weight),
+            )
+        };
+        let (lists, log_probs, keys_grad, weight_grad) = run(true);
+        let (forced_lists, forced, keys_grad_forced, weight_grad_forced) = run(false);
+        assert_eq!(lists, forced_lists);
+        for (a, b) in [
+            (log_probs, forced),
+            (keys_grad, keys_grad_forced),
+            (weight_grad, weight_grad_forced),
+        ] {
+            let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert!(scale > 0.0);
             for (x, y) in a.iter().zip(&b) {
                 assert!((x - y).abs() <= 1e-5 * scale, "{x} vs {y} (scale {scale})");
             }

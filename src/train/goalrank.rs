@@ -11,6 +11,8 @@
 //!    (std_G R + 1e-6) / τ), a constant;
 //! 6. the reference loss −Σ_{l∈G} π_ref(l) · log π_θ(l) / L (`w_ref`), or with
 //!    [`Objective::PolicyGradient`] the group-normalised REINFORCE loss −(1/K) Σ A(l) log π_θ(l) / L;
+//!    log π_θ of the K sampled lists is the one their decoding recorded on the autodiff graph
+//!    where that pays (one CPU device), else, like the other lists', teacher-forced;
 //! 7. backward, gradient clipping, Adam (`train::adam`: one WGSL kernel per tensor on wgpu).
 //!
 //! Data-parallel ([`GoalRankTrainer::set_replicas`]): 1–5 stay on the main device for the whole
@@ -439,18 +441,36 @@ impl<'a> GoalRankTrainer<'a> {
         // 3. The group: K lists per request sampled from the current generator outside the
         //    autodiff graph (the plain twin of the model and of the encoding), plus the logged
         //    list. No group when its weight is 0 (the supervised-only baseline samples nothing).
+        //    Where the decoding can be recorded (one device, autoregressive lists, see
+        //    `Generator::records_decoding`), the K lists are decoded on the autodiff graph
+        //    instead, and their log π_θ, computed while sampling, is the one the loss uses: the
+        //    teacher-forced call of step 6 then takes only the logged and supervised lists.
+        let mut recorded = None;
         let group = if config.w_ref > 0.0 {
-            let policy = self.model.valid();
-            let fixed = match &encoded {
-                Some(encoded) => encoded.without_autodiff(),
-                None => policy.encode(&batch),
-            };
-            let sampled = match config.sampling {
-                GroupSampling::Autoregressive => {
-                    let mode = Decode::sampled_at(config.group_temperature);
-                    policy.decode(&fixed, config.group_size, mode).lists
+            let mode = Decode::sampled_at(config.group_temperature);
+            let sampled = match (&encoded, config.sampling) {
+                (Some(encoded), GroupSampling::Autoregressive)
+                    if self.replicas.is_empty() && Generator::records_decoding(&self.plain) =>
+                {
+                    let decoded = self.model.decode(encoded, config.group_size, mode);
+                    recorded = Some(decoded.log_probs);
+                    decoded.lists
                 }
-                GroupSampling::PlackettLuce => policy.plackett_luce(&fixed, config.group_size),
+                _ => {
+                    let policy = self.model.valid();
+                    let fixed = match &encoded {
+                        Some(encoded) => encoded.without_autodiff(),
+                        None => policy.encode(&batch),
+                    };
+                    match config.sampling {
+                        GroupSampling::Autoregressive => {
+                            policy.decode(&fixed, config.group_size, mode).lists
+                        }
+                        GroupSampling::PlackettLuce => {
+                            policy.plackett_luce(&fixed, config.group_size)
+                        }
+                    }
+                }
             };
             Some(if config.include_logged {
                 Tensor::cat(vec![sampled, batch.logged.clone().reshape([b, 1, l])], 1)
@@ -514,11 +534,21 @@ impl<'a> GoalRankTrainer<'a> {
         //    share of the batch.
         let targets = Targets {
             lists: match group {
-                Some(g) => Tensor::cat(vec![g, supervised], 1),
+                Some(g) => {
+                    let k = g.dims()[1];
+                    // The recorded lists' log π_θ is known already.
+                    let skip = if recorded.is_some() {
+                        config.group_size
+                    } else {
+                        0
+                    };
+                    Tensor::cat(vec![g.slice([0..b, skip..k, 0..l]), supervised], 1)
+                }
                 None => supervised,
             },
             weights,
             group_weights,
+            recorded,
         };
         let (terms, grads) = match encoded {
             Some(encoded) if self.replicas.is_empty() => {
@@ -710,6 +740,9 @@ struct Targets {
     lists: Tensor<3, Int>,
     weights: Tensor<2>,
     group_weights: Option<Tensor<2>>,
+    /// `[B, K]` log π_θ of the group's first K lists, recorded on the autodiff graph while
+    /// they were sampled; `lists` then starts with the rest of the group.
+    recorded: Option<Tensor<2>>,
 }
 
 impl Targets {
@@ -728,6 +761,8 @@ impl Targets {
                 .to_device(device),
             weights: take(&self.weights),
             group_weights: self.group_weights.as_ref().map(take),
+            // A data-parallel step samples outside the graph: nothing is recorded.
+            recorded: None,
         }
     }
 }
@@ -772,7 +807,13 @@ fn loss(
         .div_scalar(positives);
     let mut total = supervised.clone().mul_scalar(config.w_sup);
     let reference = targets.group_weights.map(|weights| {
-        let group_log_probs = log_probs.slice([0..b, 0..k_all - 1]).div_scalar(l as f32);
+        let forced = log_probs.slice([0..b, 0..k_all - 1]);
+        let group_log_probs = match targets.recorded {
+            Some(recorded) if k_all == 1 => recorded,
+            Some(recorded) => Tensor::cat(vec![recorded, forced], 1),
+            None => forced,
+        }
+        .div_scalar(l as f32);
         let loss = match config.objective {
             Objective::Reference => group::reference_loss(weights, group_log_probs),
             Objective::PolicyGradient => group::policy_gradient_loss(weights, group_log_probs),
