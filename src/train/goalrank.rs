@@ -529,21 +529,21 @@ impl<'a> GoalRankTrainer<'a> {
             });
         }
 
-        // 6. log π_θ of every list in the group and of the supervised target, in one
-        //    teacher-forced decoder call, and the loss: on this device, or each replica on its
-        //    share of the batch.
+        // 6. log π_θ of every list in the group (but the recorded ones) and of the supervised
+        //    target, in one teacher-forced decoder call, and the loss: on this device, or each
+        //    replica on its share of the batch.
+        let forced = match (group, &recorded) {
+            (None, _) => None,
+            (Some(g), None) => Some(g),
+            // The recorded lists' log π_θ is known already; the logged list, if any, follows.
+            (Some(g), Some(_)) => {
+                let k = g.dims()[1];
+                (k > config.group_size).then(|| g.slice([0..b, config.group_size..k, 0..l]))
+            }
+        };
         let targets = Targets {
-            lists: match group {
-                Some(g) => {
-                    let k = g.dims()[1];
-                    // The recorded lists' log π_θ is known already.
-                    let skip = if recorded.is_some() {
-                        config.group_size
-                    } else {
-                        0
-                    };
-                    Tensor::cat(vec![g.slice([0..b, skip..k, 0..l]), supervised], 1)
-                }
+            lists: match forced {
+                Some(g) => Tensor::cat(vec![g, supervised], 1),
                 None => supervised,
             },
             weights,
@@ -807,11 +807,13 @@ fn loss(
         .div_scalar(positives);
     let mut total = supervised.clone().mul_scalar(config.w_sup);
     let reference = targets.group_weights.map(|weights| {
-        let forced = log_probs.slice([0..b, 0..k_all - 1]);
+        // # Shapes: the teacher-forced part of the group, `[B, k_all − 1]`, after the recorded
+        // lists' `[B, K]` where there are any.
+        let forced = || log_probs.slice([0..b, 0..k_all - 1]);
         let group_log_probs = match targets.recorded {
             Some(recorded) if k_all == 1 => recorded,
-            Some(recorded) => Tensor::cat(vec![recorded, forced], 1),
-            None => forced,
+            Some(recorded) => Tensor::cat(vec![recorded, forced()], 1),
+            None => forced(),
         }
         .div_scalar(l as f32);
         let loss = match config.objective {
