@@ -519,6 +519,29 @@ fn data_parallel_training_equals_one_device_and_its_checkpoints_move_between_the
     assert_same_weights(&longer, &moved, "one device, then two");
 }
 
+/// On one CPU device a step learns from the log π its group's decoding recorded; a
+/// data-parallel step teacher-forces the group instead. The two routes train alike without the
+/// logged list in the group (the recorded lists are then the whole group) and with the policy
+/// gradient (the advantages weigh the recorded lists column by column).
+#[test]
+fn recorded_and_teacher_forced_groups_train_alike_in_every_group_layout() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let train =
+        |name: &str, steps: usize, extra: &[&str]| train_in(root.path(), name, steps, extra);
+    for (name, extra) in [
+        ("no-logged", &["--no-logged"][..]),
+        ("policy-gradient", &["--objective", "policy-gradient"][..]),
+    ] {
+        let one = train(name, 4, extra);
+        let two = train(
+            &format!("{name}-two"),
+            4,
+            &[extra, &["--devices", "flex,flex"]].concat(),
+        );
+        assert_same_training(&one, &two, name);
+    }
+}
+
 /// A `goalrank serve` process on a free local port, killed when dropped.
 struct Server {
     child: std::process::Child,

@@ -12,7 +12,7 @@ use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig};
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor};
 
-use super::backend::is_cube;
+use super::backend::{is_cube, is_flex};
 use super::decode_step::{Pick, decode_step, step_log_probs};
 use super::encoder::{EncoderConfig, ItemEncoder, UserEncoder};
 use super::gather::{gather_rows, gumbel, one_hot, plackett_luce};
@@ -223,11 +223,12 @@ impl Generator {
     }
 
     /// Whether decoding on `device`'s autodiff twin, to learn from the lists' recorded log π
-    /// rather than teacher-force them again, pays: on the CPU the decoding's products are those
-    /// teacher forcing would repeat; on CubeCL's devices the decoding step is one fused kernel
-    /// outside autodiff, and its tensor-op twin under autodiff costs launches.
+    /// rather than teacher-force them again, pays: on the CPU backend the decoding's products
+    /// are those teacher forcing would repeat; on CubeCL's devices the decoding step is one
+    /// fused kernel outside autodiff, and its tensor-op twin under autodiff costs launches; a
+    /// remote device is unmeasured, so it keeps teacher forcing.
     pub fn records_decoding(device: &Device) -> bool {
-        !is_cube(device)
+        is_flex(device)
     }
 
     /// The queries of K lists' L steps given their prefix means, the first step's once per
@@ -567,8 +568,9 @@ mod tests {
         let _ = model.valid();
         let floats = |t: Tensor<2>| t.into_data().try_into_vec::<f32>().expect("f32");
         let ints = |t: Tensor<3, Int>| t.into_data().iter::<i64>().collect::<Vec<_>>();
-        // Each route builds its own graph from the same values and returns log π, the lists
-        // and the gradients of Σ w · log π with respect to the keys and the MLP's weight.
+        // Each route builds its own graph from the same values and returns the lists, log π and
+        // the gradients of Σ w · log π with respect to the encoding (the keys the queries score,
+        // the candidates the prefix means average, the user) and the MLP's weight.
         let run = |recorded: bool| {
             let encoded = encoding();
             plain.seed(17);
@@ -585,29 +587,27 @@ mod tests {
                 (lists, log_probs)
             };
             let grads = (log_probs.clone() * weights.clone()).sum().backward();
-            let keys = encoded.keys.grad(&grads).expect("keys' gradient");
-            let [_, n, d] = keys.dims();
-            let weight = model
-                .mlp_in
-                .weight
-                .val()
-                .grad(&grads)
-                .expect("weight gradient");
+            let encoding = |t: &Tensor<3>| {
+                let grad = t.grad(&grads).expect("the encoding's gradient");
+                let [_, n, d] = grad.dims();
+                floats(grad.reshape([b * n, d]))
+            };
+            let weight = model.mlp_in.weight.val().grad(&grads);
             (
                 ints(lists),
-                floats(log_probs),
-                floats(keys.reshape([b * n, d])),
-                floats(weight),
+                vec![
+                    floats(log_probs),
+                    encoding(&encoded.keys),
+                    encoding(&encoded.candidates),
+                    floats(encoded.user.grad(&grads).expect("the user's gradient")),
+                    floats(weight.expect("the weight's gradient")),
+                ],
             )
         };
-        let (lists, log_probs, keys_grad, weight_grad) = run(true);
-        let (forced_lists, forced, keys_grad_forced, weight_grad_forced) = run(false);
+        let (lists, recorded) = run(true);
+        let (forced_lists, forced) = run(false);
         assert_eq!(lists, forced_lists);
-        for (a, b) in [
-            (log_probs, forced),
-            (keys_grad, keys_grad_forced),
-            (weight_grad, weight_grad_forced),
-        ] {
+        for (a, b) in recorded.into_iter().zip(forced) {
             let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
             assert!(scale > 0.0);
             for (x, y) in a.iter().zip(&b) {

@@ -12,7 +12,8 @@
 //! 6. the reference loss −Σ_{l∈G} π_ref(l) · log π_θ(l) / L (`w_ref`), or with
 //!    [`Objective::PolicyGradient`] the group-normalised REINFORCE loss −(1/K) Σ A(l) log π_θ(l) / L;
 //!    log π_θ of the K sampled lists is the one their decoding recorded on the autodiff graph
-//!    where that pays (one CPU device), else, like the other lists', teacher-forced;
+//!    where that pays (autoregressive groups on one CPU device), else, like the other lists',
+//!    teacher-forced;
 //! 7. backward, gradient clipping, Adam (`train::adam`: one WGSL kernel per tensor on wgpu).
 //!
 //! Data-parallel ([`GoalRankTrainer::set_replicas`]): 1–5 stay on the main device for the whole
@@ -536,6 +537,7 @@ impl<'a> GoalRankTrainer<'a> {
             (None, _) => None,
             (Some(g), None) => Some(g),
             // The recorded lists' log π_θ is known already; the logged list, if any, follows.
+            // # Shapes: `[B, 1, L]` with the logged list, else nothing.
             (Some(g), Some(_)) => {
                 let k = g.dims()[1];
                 (k > config.group_size).then(|| g.slice([0..b, config.group_size..k, 0..l]))
@@ -731,17 +733,19 @@ impl<'a> GoalRankTrainer<'a> {
 /// What a step's loss compares the generator with, for the whole batch or a share of it.
 ///
 /// # Shapes
-/// - lists: `[B, K + 1, L]`, the group's K lists (none without a group) and the supervised
+/// With G lists in the group (the K sampled and the logged one, or none without a group), R of
+/// them recorded (K, or 0):
+/// - lists: `[B, G − R + 1, L]`, the group's lists that are not recorded and the supervised
 ///   target last
 /// - weights: `[B, L]`, 1 on the supervised steps that hold a positive
-/// - group_weights: `[B, K]`, π_ref (GoalRank) or the advantages (policy gradient)
+/// - group_weights: `[B, G]`, π_ref (GoalRank) or the advantages (policy gradient)
+/// - recorded: `[B, R]`, log π_θ of the group's first R lists, recorded on the autodiff graph
+///   while they were sampled
 #[derive(Clone)]
 struct Targets {
     lists: Tensor<3, Int>,
     weights: Tensor<2>,
     group_weights: Option<Tensor<2>>,
-    /// `[B, K]` log π_θ of the group's first K lists, recorded on the autodiff graph while
-    /// they were sampled; `lists` then starts with the rest of the group.
     recorded: Option<Tensor<2>>,
 }
 
@@ -761,8 +765,12 @@ impl Targets {
                 .to_device(device),
             weights: take(&self.weights),
             group_weights: self.group_weights.as_ref().map(take),
-            // A data-parallel step samples outside the graph: nothing is recorded.
-            recorded: None,
+            // A data-parallel step samples outside the graph: nothing is recorded (and a
+            // recording could not move to another device's graph).
+            recorded: {
+                debug_assert!(self.recorded.is_none(), "a replica given recorded lists");
+                None
+            },
         }
     }
 }
@@ -816,6 +824,11 @@ fn loss(
             None => forced(),
         }
         .div_scalar(l as f32);
+        debug_assert_eq!(
+            group_log_probs.dims(),
+            weights.dims(),
+            "a list per group weight"
+        );
         let loss = match config.objective {
             Objective::Reference => group::reference_loss(weights, group_log_probs),
             Objective::PolicyGradient => group::policy_gradient_loss(weights, group_log_probs),
