@@ -194,7 +194,7 @@ enum Command {
 #[derive(Subcommand)]
 enum ExperimentCommand {
     /// GoalRank against every baseline on the test split, mean ± std over seeds; writes
-    /// results/<dataset>/main.md, .csv and .json. About 1 h on 2 CPU cores for
+    /// results/<dataset>/main.md, .csv and .json. About 15–45 min on 2 CPU cores for
     /// ml-latest-small with the defaults.
     Main(ExperimentArgs),
     /// GoalRank at 5 generator sizes (d 8 / 1 layer to d 192 / 4 layers); writes
