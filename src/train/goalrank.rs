@@ -752,6 +752,9 @@ struct Targets {
 impl Targets {
     /// The requests `rows` of the batch, moved to `device`.
     fn rows(&self, rows: std::ops::Range<usize>, device: &Device) -> Self {
+        // A data-parallel step samples outside the graph: nothing is recorded (and a recording
+        // could not move to another device's graph).
+        debug_assert!(self.recorded.is_none(), "a replica given recorded lists");
         let [_, k, l] = self.lists.dims();
         let take = |t: &Tensor<2>| {
             let cols = t.dims()[1];
@@ -765,12 +768,7 @@ impl Targets {
                 .to_device(device),
             weights: take(&self.weights),
             group_weights: self.group_weights.as_ref().map(take),
-            // A data-parallel step samples outside the graph: nothing is recorded (and a
-            // recording could not move to another device's graph).
-            recorded: {
-                debug_assert!(self.recorded.is_none(), "a replica given recorded lists");
-                None
-            },
+            recorded: None,
         }
     }
 }
