@@ -243,7 +243,12 @@ impl Generator {
             return self.queries(user, prefix_mean, steps);
         }
         let t = l - 1;
-        let first = self.first_rows(user.clone(), steps.clone().narrow(0, 0, 1));
+        // The first step's prefix mean is zero, so its prefix term is the layer's bias alone
+        // (exactly: the product of zeros is zero).
+        let mut first = user.clone() + steps.clone().narrow(0, 0, 1);
+        if let Some(bias) = &self.prefix.bias {
+            first = first + bias.val().reshape([1, d]);
+        }
         let later = user.reshape([b, 1, 1, d])
             + steps.narrow(0, 1, t).reshape([1, 1, t, d])
             + linear_rows(&self.prefix, prefix_mean.narrow(2, 1, t));
@@ -256,22 +261,6 @@ impl Generator {
             .expand([b, k, 1, d]);
         let later = queries.narrow(0, b, b * k * t).reshape([b, k, t, d]);
         Tensor::cat(vec![first, later], 2)
-    }
-
-    /// The first step's `u` per request, `user + step_0 + P · 0`: nothing is chosen before it,
-    /// so the prefix layer's term is its bias alone (exactly: a product of zeros is zero).
-    ///
-    /// # Shapes
-    /// - user `[B, d]`, step `[1, d]`; output `[B, d]`
-    fn first_rows(&self, user: Tensor<2>, step: Tensor<2>) -> Tensor<2> {
-        let rows = user + step;
-        match &self.prefix.bias {
-            Some(bias) => {
-                let d = rows.dims()[1];
-                rows + bias.val().reshape([1, d])
-            }
-            None => rows,
-        }
     }
 
     /// `W_q LN(u + MLP(LN u))`, row by row.
@@ -419,9 +408,10 @@ impl Generator {
     /// - output: `[B, 1, 1, d]`
     fn first_queries(&self, encoded: &Encoded) -> Tensor<4> {
         let [b, _, d] = encoded.candidates.dims();
-        let step = self.step_rows(1, &encoded.user.device());
-        self.query_rows(self.first_rows(encoded.user.clone(), step))
-            .reshape([b, 1, 1, d])
+        let device = encoded.user.device();
+        let prefix_mean = Tensor::<4>::zeros([b, 1, 1, d], &device);
+        let step = self.step_rows(1, &device);
+        self.queries(encoded.user.clone(), prefix_mean, step)
     }
 
     /// The first step's log-probabilities from its queries.
