@@ -379,6 +379,37 @@ fn bench_reports_positive_speeds() {
     assert!(row["latency_p90_ms"].as_f64() >= row["latency_p50_ms"].as_f64());
 }
 
+#[test]
+fn bench_profile_charges_each_phase_its_products() {
+    let row = bench_row(&["--profile", "--steps", "1", "--latency-requests", "1"]);
+    let phases = row["phases"].as_array().expect("phases");
+    let field = |p: &serde_json::Value, f: &str| p[f].as_f64().expect(f);
+    let mut multiply_adds = 0.0;
+    for p in phases {
+        let (ms, products) = (field(p, "ms"), field(p, "product_ms"));
+        // The products run inside their phase, on the step's thread.
+        assert!((0.0..=ms + 1e-3).contains(&products), "{p}");
+        multiply_adds += field(p, "multiply_adds");
+    }
+    let phase = |name: &str| {
+        phases
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} phase"))
+    };
+    for name in ["encode", "backward"] {
+        assert!(field(phase(name), "product_ms") > 0.0, "{name}");
+        assert!(field(phase(name), "multiply_adds") > 0.0, "{name}");
+    }
+    assert_eq!(field(phase("batch"), "multiply_adds"), 0.0);
+    // The phases' products are the step's counted products.
+    let gflop = row["train_gflop_per_step"].as_f64().expect("gflop");
+    assert!(
+        (2.0 * multiply_adds / 1e9 - gflop).abs() < 1e-12,
+        "{multiply_adds} {gflop}"
+    );
+}
+
 /// The counted product GFLOP per training step and per greedy batch on the tiny fixture with
 /// L 4 and the decoder MLP `ratio · d` wide.
 fn bench_gflop(ratio: usize) -> (f64, f64) {

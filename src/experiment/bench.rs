@@ -112,6 +112,8 @@ pub fn bench_device(
             match phases.get_mut(i) {
                 Some(total) => {
                     total.ms += phase.ms;
+                    total.product_ms += phase.product_ms;
+                    total.multiply_adds += phase.multiply_adds;
                     total.launches += phase.launches;
                 }
                 None => phases.push(phase),
@@ -124,6 +126,8 @@ pub fn bench_device(
     // Means per step (launches rounded down).
     for phase in &mut phases {
         phase.ms /= steps as f64;
+        phase.product_ms /= steps as f64;
+        phase.multiply_adds /= steps as u64;
         phase.launches /= steps as u64;
     }
 
@@ -348,12 +352,18 @@ pub fn bench_table(
     }
     for r in rows.iter().filter(|r| !r.phases.is_empty()) {
         let launches = r.phases.iter().any(|p| p.launches > 0);
+        let products = r.phases.iter().any(|p| p.multiply_adds > 0);
         let _ = write!(
             out,
-            "\n\ntraining step on {}, ms per phase (mean of {}){}:",
+            "\n\ntraining step on {}, ms per phase (mean of {}){}{}:",
             r.device,
             options.train_steps,
-            if launches { " and kernel launches" } else { "" }
+            if products {
+                "; of it in matrix products: ms, GFLOP/s"
+            } else {
+                ""
+            },
+            if launches { "; kernel launches" } else { "" }
         );
         for phase in &r.phases {
             let _ = write!(
@@ -363,9 +373,30 @@ pub fn bench_table(
                 phase.ms,
                 100.0 * phase.ms / r.train_step_ms
             );
+            if products {
+                let _ = write!(out, " {:>9.1}", phase.product_ms);
+                if phase.product_ms > 0.0 {
+                    let rate = 2.0 * phase.multiply_adds as f64 / (phase.product_ms * 1e6);
+                    let _ = write!(out, " {rate:>7.1}");
+                } else {
+                    let _ = write!(out, " {:>7}", "–");
+                }
+            }
             if launches {
                 let _ = write!(out, " {:>7}", phase.launches);
             }
+        }
+        if products {
+            let total: f64 = r.phases.iter().map(|p| p.ms).sum();
+            let in_products: f64 = r.phases.iter().map(|p| p.product_ms).sum();
+            let _ = write!(
+                out,
+                "\n  {:<16} {:>9.1}         {:>9.1}   (the rest: {:.1} ms)",
+                "sum",
+                total,
+                in_products,
+                total - in_products
+            );
         }
     }
     out

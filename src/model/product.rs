@@ -28,6 +28,7 @@ use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{DType, Shape, Tensor};
+use web_time::Instant;
 
 use super::backend::{flex_tensor, is_flex, zeroed};
 #[cfg(target_arch = "x86_64")]
@@ -52,11 +53,21 @@ const PARALLEL_ADD_FROM: usize = 64 * 1024;
 /// Multiply-adds of the products run here (forward and backward) since the process started.
 static MULTIPLY_ADDS: AtomicU64 = AtomicU64::new(0);
 
+/// Nanoseconds spent in the products run here (forward and backward) since the process started.
+static PRODUCT_NANOS: AtomicU64 = AtomicU64::new(0);
+
 /// Multiply-adds of every product [`product`] and [`product_bias`] have run on the CPU backend
 /// since the process started, their backward passes' included (`goalrank bench` reports the
 /// FLOPs of a step from it). Products on other devices are not counted.
 pub fn multiply_adds() -> u64 {
     MULTIPLY_ADDS.load(Ordering::Relaxed)
+}
+
+/// Wall-clock nanoseconds the calls counted by [`multiply_adds`] took, summed over calls (a
+/// product's threads work inside its call, so on one training thread this is the time the step
+/// spent in matrix products; `goalrank bench --profile` charges it to each phase).
+pub fn product_nanos() -> u64 {
+    PRODUCT_NANOS.load(Ordering::Relaxed)
 }
 
 /// The matrix product as one backend operation.
@@ -162,6 +173,7 @@ fn gemm_values(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<(Vec<f32>, Shape)> 
     let mut out_dims = batch_dims.to_vec();
     out_dims.extend([m, n]);
     let (matrix, len) = (m * n, batches * m * n);
+    let started = Instant::now();
     let mut out: Vec<f32> = Vec::with_capacity(len);
     if len == 0 {
         return Some((out, Shape::from(out_dims)));
@@ -268,6 +280,8 @@ fn gemm_values(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<(Vec<f32>, Shape)> 
     // SAFETY: the chunks cover the first `len` elements and `gemm` wrote each of them.
     unsafe { out.set_len(len) };
     MULTIPLY_ADDS.fetch_add((batches * m * k * n) as u64, Ordering::Relaxed);
+    let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    PRODUCT_NANOS.fetch_add(nanos, Ordering::Relaxed);
     Some((out, Shape::from(out_dims)))
 }
 

@@ -10,12 +10,17 @@ use burn::tensor::Device;
 use serde::Serialize;
 use web_time::Instant;
 
-/// Time spent in one phase of a step, and the GPU kernels it launched (0 where none were seen:
-/// on the CPU, or with no [`Launches`] observing).
+use crate::model::{multiply_adds, product_nanos};
+
+/// Time spent in one phase of a step, the part of it spent in the CPU backend's matrix products
+/// and their multiply-adds (0 on other devices: `model::product_nanos`), and the GPU kernels it
+/// launched (0 where none were seen: on the CPU, or with no [`Launches`] observing).
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Phase {
     pub name: &'static str,
     pub ms: f64,
+    pub product_ms: f64,
+    pub multiply_adds: u64,
     pub launches: u64,
 }
 
@@ -91,6 +96,8 @@ pub(crate) struct PhaseTimer {
     last: Instant,
     /// [`Launches::total`] at the last mark (read only when timing).
     launched: u64,
+    /// [`product_nanos`] and [`multiply_adds`] at the last mark.
+    products: (u64, u64),
     phases: Vec<Phase>,
 }
 
@@ -109,6 +116,7 @@ impl PhaseTimer {
             } else {
                 0
             },
+            products: (product_nanos(), multiply_adds()),
             phases: Vec::new(),
         }
     }
@@ -123,13 +131,17 @@ impl PhaseTimer {
         let _ = device.sync();
         let now = Instant::now();
         let launched = Launches::total();
+        let products = (product_nanos(), multiply_adds());
         self.phases.push(Phase {
             name,
             ms: (now - self.last).as_secs_f64() * 1e3,
+            product_ms: (products.0 - self.products.0) as f64 / 1e6,
+            multiply_adds: products.1 - self.products.1,
             launches: launched - self.launched,
         });
         self.last = now;
         self.launched = launched;
+        self.products = products;
     }
 
     pub(crate) fn finish(self) -> Vec<Phase> {
