@@ -28,7 +28,6 @@ use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{DType, Shape, Tensor};
-use web_time::Instant;
 
 use super::backend::{flex_tensor, is_flex, zeroed};
 #[cfg(target_arch = "x86_64")]
@@ -65,7 +64,8 @@ pub fn multiply_adds() -> u64 {
 
 /// Wall-clock nanoseconds the calls counted by [`multiply_adds`] took, summed over calls (a
 /// product's threads work inside its call, so on one training thread this is the time the step
-/// spent in matrix products; `goalrank bench --profile` charges it to each phase).
+/// spent in matrix products; `goalrank bench --profile` charges it to each phase). Native
+/// builds only: the browser build does not time its products (0).
 pub fn product_nanos() -> u64 {
     PRODUCT_NANOS.load(Ordering::Relaxed)
 }
@@ -173,7 +173,8 @@ fn gemm_values(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<(Vec<f32>, Shape)> 
     let mut out_dims = batch_dims.to_vec();
     out_dims.extend([m, n]);
     let (matrix, len) = (m * n, batches * m * n);
-    let started = Instant::now();
+    #[cfg(not(target_arch = "wasm32"))]
+    let started = std::time::Instant::now();
     let mut out: Vec<f32> = Vec::with_capacity(len);
     if len == 0 {
         return Some((out, Shape::from(out_dims)));
@@ -280,8 +281,11 @@ fn gemm_values(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<(Vec<f32>, Shape)> 
     // SAFETY: the chunks cover the first `len` elements and `gemm` wrote each of them.
     unsafe { out.set_len(len) };
     MULTIPLY_ADDS.fetch_add((batches * m * k * n) as u64, Ordering::Relaxed);
-    let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-    PRODUCT_NANOS.fetch_add(nanos, Ordering::Relaxed);
+    #[cfg(not(target_arch = "wasm32"))]
+    PRODUCT_NANOS.fetch_add(
+        u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
     Some((out, Shape::from(out_dims)))
 }
 
