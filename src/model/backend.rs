@@ -1,7 +1,7 @@
 //! Which of Burn's backends a device runs on, for the few places where the model code takes a
-//! route of its own on the CPU backend (numerically identical for `model::gelu` and
-//! `model::product`; for `model::layer_norm` and `model::softmax` the same forward values
-//! and gradients equal within rounding), and what those routes share: their f32 output
+//! route of its own on the CPU backend (numerically identical for `model::product`; for
+//! `model::gelu` within its `erf`'s rounding; for `model::layer_norm` and `model::softmax` the
+//! same forward values and gradients equal within rounding), and what those routes share: their f32 output
 //! buffers, their split of element-wise work across threads and a fixed-order sum.
 
 use core::mem::MaybeUninit;

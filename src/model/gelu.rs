@@ -1,21 +1,21 @@
 //! GELU, `0.5 x (1 + erf(x / √2))`, on all of the CPU backend's threads and in vector code.
 //!
 //! Burn 0.22.1's CPU backend (flex) computes GELU and its gradient one element at a time on the
-//! calling thread, each around a scalar `erff`; in a GoalRank training step that was a fifth of
-//! the main thread's time (the decoder's MLP runs on `[B, K + 1, L, 4d]`). This is the same
-//! computation, the same expressions in the same order, with `erff` computed by
-//! `model::erf::erf_in_place` (vector code, bit for bit `libm::erff`), split into chunks across
-//! rayon's threads and compiled for AVX-512 or AVX2 where the processor has them (chosen at run
-//! time), so the results are bit for bit Burn's. It is a Burn backend extension
-//! (`#[backend_extension]`) with its own backward pass for autodiff.
+//! calling thread, each around a scalar `libm::erff`; in a GoalRank training step that was a
+//! fifth of the main thread's time (the decoder's MLP runs on `[B, K + 1, L, 4d]`). Here the
+//! same expressions run with `erf` and `exp` from `model::erf` (vector code without branches:
+//! `erf` within 1.5 ULP of the exact value, `erff` within about 1), in one pass per element,
+//! split into chunks across rayon's threads and compiled for AVX-512 or AVX2 where the
+//! processor has them (chosen at run time; every build gives the same bits). The values differ
+//! from Burn's in the last bits of `erf`; the tests bound the difference. It is a Burn backend
+//! extension (`#[backend_extension]`) with its own backward pass for autodiff.
 //!
 //! Only f32 tensors on flex devices (with or without autodiff) take it, split across rayon's
 //! threads from `PARALLEL_FROM` elements on (one thread in the browser build); every other
 //! device (wgpu, a remote device) runs Burn's `gelu`, whose kernels fuse there anyway.
 
 use super::backend::{CHUNK, flex_tensor, is_flex, map_chunks};
-use super::erf::erf_in_place;
-use super::exp::exp_in_place;
+use super::erf::{EXP_FROM, erf_lane, exp_lane};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -25,6 +25,7 @@ use burn::backend::ops::{ActivationOps, FloatTensorOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{DType, Tensor};
+use core::f32::consts::FRAC_1_SQRT_2;
 
 /// GELU and its gradient as one backend operation each.
 #[backend_extension(Flex, Autodiff)]
@@ -60,45 +61,31 @@ fn runs_chunked<const D: usize>(x: &Tensor<D>) -> bool {
     x.dtype() == DType::F32 && is_flex(&x.device())
 }
 
-/// `out = erff(x / √2)`, the term GELU and its gradient share.
-#[inline(always)]
-fn erf_of_scaled(x: &[f32], out: &mut [f32]) {
-    for (out, &x) in out.iter_mut().zip(x) {
-        *out = x / core::f32::consts::SQRT_2;
-    }
-    erf_in_place(out);
-}
+/// `1 / √(2π)`, φ(0).
+const INV_SQRT_2PI: f32 = 0.398_942_3;
 
-/// GELU over a slice: flex's expression (`burn_flex::ops::activation`),
-/// `0.5 * x * (1.0 + erff(x / √2))`, with `erff` computed by `erf_in_place`, so the bits are
-/// Burn's.
+/// GELU over a slice: `0.5 · x · (1 + erf(x / √2))`.
 #[inline(always)]
 fn gelu_fill(x: &[f32], out: &mut [f32]) {
-    erf_of_scaled(x, out);
     for (out, &x) in out.iter_mut().zip(x) {
-        *out = 0.5 * x * (1.0 + *out);
+        *out = 0.5 * x * (1.0 + erf_lane(x * FRAC_1_SQRT_2));
     }
 }
 
-/// GELU's gradient times `grad` over slices: flex's expressions,
-/// `grad * (0.5 * (1.0 + erff(x / √2)) + x * (φ₀ * exp(-0.5 * x * x)))`.
+/// GELU's gradient times `grad` over slices: `grad · (Φ(x) + x φ(x))`, with
+/// `Φ(x) = 0.5 (1 + erf(x / √2))` and `φ(x) = e^(−x²/2) / √(2π)` (0 where `e^(−x²/2)` is
+/// below f32's normal range: `|x| > 13.2`).
 #[inline(always)]
 fn gelu_grad_fill(x: &[f32], grad: &[f32], out: &mut [f32]) {
-    let inv_sqrt_2pi: f32 = 1.0 / (2.0 * core::f32::consts::PI).sqrt();
-    erf_of_scaled(x, out);
-    // `exp` in vector code (`model::exp`: the C library's `expf`, bit for bit) over blocks.
-    let mut exps = [0.0f32; 256];
-    for ((x, grad), out) in x.chunks(256).zip(grad.chunks(256)).zip(out.chunks_mut(256)) {
-        let exps = &mut exps[..x.len()];
-        for (e, &x) in exps.iter_mut().zip(x) {
-            *e = -0.5 * x * x;
-        }
-        exp_in_place(exps);
-        for (((out, &x), &g), &e) in out.iter_mut().zip(x).zip(grad).zip(exps.iter()) {
-            let cdf = 0.5 * (1.0 + *out);
-            let pdf = inv_sqrt_2pi * e;
-            *out = g * (cdf + x * pdf);
-        }
+    for ((out, &x), &g) in out.iter_mut().zip(x).zip(grad) {
+        let cdf = 0.5 * (1.0 + erf_lane(x * FRAC_1_SQRT_2));
+        let exponent = -0.5 * x * x;
+        let pdf = if exponent >= EXP_FROM {
+            INV_SQRT_2PI * exp_lane(exponent)
+        } else {
+            0.0
+        };
+        *out = g * (cdf + x * pdf);
     }
 }
 
@@ -261,24 +248,41 @@ mod tests {
         t.into_data().try_to_vec::<f32>().expect("f32 data")
     }
 
+    /// The largest difference between `ours` and `burns` in units of `TOLERANCE · (1 + |x|)`
+    /// at the inputs `x`: GELU's (and its gradient's) error from `erf` is at most
+    /// `0.5 |x| δ` (times the bounded `grad`), and δ, `erf`'s own, at most about 2 ULP of
+    /// values below 1 against `libm::erff`'s own.
+    fn worst_difference(x: &[f32], ours: &[f32], burns: &[f32]) -> f32 {
+        x.iter()
+            .zip(ours.iter().zip(burns))
+            .map(|(x, (a, b))| (a - b).abs() / (TOLERANCE * (1.0 + x.abs())))
+            .fold(0.0, f32::max)
+    }
+
+    /// 2.5e-7 = about 2 ULP of 1 (2⁻²³ = 1.2e-7).
+    const TOLERANCE: f32 = 2.5e-7;
+
     #[test]
-    fn chunked_gelu_is_burns_bit_for_bit() {
+    fn chunked_gelu_is_burns_within_two_ulp_of_erf() {
         let device = Device::flex();
         let x = inputs(&device);
-        assert_eq!(
-            values(gelu(x.clone())),
-            values(burn::tensor::activation::gelu(x.clone()))
-        );
+        let xs = values(x.clone());
+        let ours = values(gelu(x.clone()));
+        let burns = values(burn::tensor::activation::gelu(x.clone()));
+        let worst = worst_difference(&xs, &ours, &burns);
+        assert!(worst <= 1.0, "{worst}");
+        // Not the same function: another `erf`.
+        assert_ne!(ours, burns);
         // A strided view (transposed) takes the copy path and gives the same values.
         let t = x.transpose();
         assert_eq!(
             values(gelu(t.clone())),
-            values(burn::tensor::activation::gelu(t))
+            values(gelu(Tensor::<2>::from_data(t.clone().into_data(), &device)))
         );
     }
 
     #[test]
-    fn chunked_gelu_gradient_is_burns_bit_for_bit() {
+    fn chunked_gelu_gradient_is_burns_within_two_ulp_of_erf() {
         let device = Device::flex().autodiff();
         let grad_of = |chunked: bool| {
             let x = inputs(&device).require_grad();
@@ -293,7 +297,9 @@ mod tests {
         };
         let (ours, burns) = (grad_of(true), grad_of(false));
         assert!(ours.iter().any(|g| *g != 0.0));
-        assert_eq!(ours, burns);
+        let xs = values(inputs(&Device::flex()));
+        let worst = worst_difference(&xs, &ours, &burns);
+        assert!(worst <= 1.0, "{worst}");
     }
 
     /// The AVX2 and AVX-512 builds of the fills give the plain build's bits (the tests above

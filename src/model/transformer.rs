@@ -10,8 +10,9 @@
 //! values. Parameters are used in the same order as Burn's forward, so a fresh model's lazily
 //! initialised weights are the same (a fresh `experiment main` reproduces the supervised-only
 //! generator's metrics to 5e-6).
-//! An exact GELU in the feed-forward runs as [`gelu`](super::gelu::gelu), which gives Burn's
-//! values on all of the CPU backend's threads.
+//! An exact GELU in the feed-forward runs as [`gelu`](super::gelu::gelu): on the CPU backend
+//! on all threads, with an `erf` that differs from Burn's in the last bits (bounded by its
+//! tests).
 
 use burn::nn::activation::{Activation, Gelu};
 use burn::nn::attention::MultiHeadAttention;
