@@ -11,7 +11,8 @@
 //!
 //! [`product_bias`] is a linear layer: on a plain flex device the bias is added to the rows in
 //! place, on rayon's threads (flex adds it on the calling thread, into another new buffer);
-//! under autodiff it is the product followed by Burn's broadcast add.
+//! under autodiff it is the product followed by an add node with the gradients of Burn's
+//! broadcast add, whose forward adds the bias in place on rayon's threads ([`ProductOps::add_row`]).
 //!
 //! Only f32 products on flex devices (with or without autodiff) take them, batched ones where
 //! both sides have the same leading dimensions; every other device runs Burn's `matmul` (and
@@ -90,6 +91,13 @@ pub trait ProductOps: Backend {
         rhs: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
+    /// `x + row`: `row` added to every row of `x`, each element as Burn's broadcast add
+    /// computes it (a linear layer's bias under autodiff).
+    ///
+    /// # Shapes
+    /// - x `[m, n]`, row `[1, n]`
+    /// - output `[m, n]`
+    fn add_row(x: FloatTensor<Self>, row: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// `lhs · rhs` (matrix by matrix over the leading dimensions): written once on flex, Burn's
@@ -311,8 +319,8 @@ fn add_rows(values: &mut [f32], bias: &[f32]) {
     add(values)
 }
 
-/// `lhs · rhs + bias` as two operations of `B`: the product, then the bias broadcast over the
-/// rows (as Burn's `Linear::forward` adds it).
+/// `lhs · rhs + bias` as three operations of `B`: the product, the bias reshaped to a row,
+/// and the row added to every row of the product (as Burn's `Linear::forward` adds it).
 ///
 /// # Shapes
 /// - lhs `[m, k]`, rhs `[k, n]`, bias `[n]`
@@ -324,7 +332,7 @@ fn product_then_add<B: Backend + ProductOps>(
 ) -> FloatTensor<B> {
     let n = bias.shape().num_elements();
     let row = B::float_reshape(bias, Shape::new([1, n]));
-    B::float_add(B::product(lhs, rhs), row)
+    B::add_row(B::product(lhs, rhs), row)
 }
 
 impl ProductOps for Flex {
@@ -348,6 +356,29 @@ impl ProductOps for Flex {
             }
             _ => product_then_add::<Flex>(lhs, rhs, bias.clone()),
         }
+    }
+
+    /// In place and on rayon's threads (`add_rows`) where `x` is a contiguous f32 matrix held
+    /// here alone (a product's fresh output); flex's broadcast add (one thread, the same sums)
+    /// otherwise.
+    fn add_row(mut x: FlexTensor, row: FlexTensor) -> FlexTensor {
+        let row = row.to_contiguous();
+        let shape = x.shape();
+        let fits = x.dtype() == DType::F32
+            && row.dtype() == DType::F32
+            && shape.num_dims() == 2
+            && row.shape().num_elements() == shape[1]
+            && x.is_contiguous()
+            && x.layout().start_offset() == 0;
+        if fits {
+            let len = shape.num_elements();
+            let bias = &row.storage::<f32>()[row.layout().start_offset()..][..shape[1]];
+            if let Some(values) = x.try_storage_mut::<f32>() {
+                add_rows(&mut values[..len], bias);
+                return x;
+            }
+        }
+        Flex::float_add(x, row)
     }
 }
 
@@ -407,17 +438,61 @@ impl<B: Backend + ProductOps, C: CheckpointStrategy> ProductOps for Autodiff<B, 
         }
     }
 
-    /// Composed of differentiable operations: the product, then Burn's broadcast add, as Burn's
-    /// `Linear::forward` reaches autodiff (Burn's dispatch backend has no `linear` of its own,
-    /// so autodiff sees a matmul node and an add node). One backward node for both, with the
-    /// same gradients, changed the graph's depths, by which autodiff orders its backward steps,
-    /// and so the order in which some gradients are summed: a trained reward model's last bits.
+    /// Composed of differentiable operations: the product, the reshape and the row's add, the
+    /// nodes Burn's `Linear::forward` gives autodiff (Burn's dispatch backend has no `linear` of
+    /// its own, so autodiff sees a matmul node, a reshape node and an add node). One backward
+    /// node for all, with the same gradients, changed the graph's depths, by which autodiff
+    /// orders its backward steps, and so the order in which some gradients are summed: a
+    /// trained reward model's last bits.
     fn product_bias(
         lhs: FloatTensor<Self>,
         rhs: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         product_then_add::<Self>(lhs, rhs, bias)
+    }
+
+    /// One node with Burn's add's gradients (`x`'s is the output's, the row's its sum over the
+    /// rows, `float_sum_dim` as Burn reduces a broadcast), so the graph and every gradient are
+    /// Burn's; only the forward runs as `B::add_row` (on flex: in place, on all threads, where
+    /// flex's add runs on the calling thread).
+    fn add_row(x: FloatTensor<Self>, row: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct AddRowBackward;
+
+        impl<B: Backend> Backward<B, 2> for AddRowBackward {
+            type State = ();
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 2>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                binary::<B, _, _>(
+                    ops.parents,
+                    ops.node,
+                    grads,
+                    |grad| grad,
+                    // One row: nothing was broadcast, and Burn passes the gradient on as it is.
+                    |grad| match grad.shape()[0] {
+                        1 => grad,
+                        _ => B::float_sum_dim(grad, 0),
+                    },
+                );
+            }
+        }
+
+        let (x_node, row_node) = (x.node(), row.node());
+        let (x, row) = (x.into_primitive(), row.into_primitive());
+        match AddRowBackward
+            .prepare::<C>([x_node, row_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((), B::add_row(x, row)),
+            OpsKind::UnTracked(prep) => prep.finish(B::add_row(x, row)),
+        }
     }
 }
 
@@ -533,6 +608,39 @@ mod tests {
                 values(layer.forward(x)),
                 "{m}x{k}x{n}"
             );
+        }
+    }
+
+    /// Under autodiff (training): the output and the three gradients of Burn's linear layer,
+    /// bit for bit, for one row (nothing broadcast), a small matrix and one large enough for
+    /// the threaded in-place add.
+    #[test]
+    fn the_biased_product_under_autodiff_has_burns_bits_and_gradients() {
+        use burn::nn::LinearConfig;
+        let device = Device::flex().autodiff();
+        for (m, k, n) in [(1, 5, 3), (7, 64, 2), (3000, 128, 96)] {
+            let layer = LinearConfig::new(k, n).init(&device);
+            let run = |ours: bool| {
+                let x = matrix(m, k, 7, &device).mul_scalar(0.01).require_grad();
+                let y = if ours {
+                    let bias = layer.bias.as_ref().expect("a bias").val();
+                    product_bias(x.clone(), layer.weight.val(), bias)
+                } else {
+                    layer.forward(x.clone())
+                };
+                let out = values(y.clone());
+                let grads = (y.clone() * y.detach().sin()).sum().backward();
+                let bias = layer.bias.as_ref().expect("a bias").grad(&grads);
+                (
+                    out,
+                    x.grad(&grads).map(values),
+                    layer.weight.grad(&grads).map(values),
+                    bias.map(|b| b.into_data().try_to_vec::<f32>().expect("f32 data")),
+                )
+            };
+            let (ours, burns) = (run(true), run(false));
+            assert!(ours.1.is_some() && ours.2.is_some() && ours.3.is_some());
+            assert_eq!(ours, burns, "{m}x{k}x{n}");
         }
     }
 
