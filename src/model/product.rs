@@ -611,39 +611,6 @@ mod tests {
         }
     }
 
-    /// Under autodiff (training): the output and the three gradients of Burn's linear layer,
-    /// bit for bit, for one row (nothing broadcast), a small matrix and one large enough for
-    /// the threaded in-place add.
-    #[test]
-    fn the_biased_product_under_autodiff_has_burns_bits_and_gradients() {
-        use burn::nn::LinearConfig;
-        let device = Device::flex().autodiff();
-        for (m, k, n) in [(1, 5, 3), (7, 64, 2), (3000, 128, 96)] {
-            let layer = LinearConfig::new(k, n).init(&device);
-            let run = |ours: bool| {
-                let x = matrix(m, k, 7, &device).mul_scalar(0.01).require_grad();
-                let y = if ours {
-                    let bias = layer.bias.as_ref().expect("a bias").val();
-                    product_bias(x.clone(), layer.weight.val(), bias)
-                } else {
-                    layer.forward(x.clone())
-                };
-                let out = values(y.clone());
-                let grads = (y.clone() * y.detach().sin()).sum().backward();
-                let bias = layer.bias.as_ref().expect("a bias").grad(&grads);
-                (
-                    out,
-                    x.grad(&grads).map(values),
-                    layer.weight.grad(&grads).map(values),
-                    bias.map(|b| b.into_data().try_to_vec::<f32>().expect("f32 data")),
-                )
-            };
-            let (ours, burns) = (run(true), run(false));
-            assert!(ours.1.is_some() && ours.2.is_some() && ours.3.is_some());
-            assert_eq!(ours, burns, "{m}x{k}x{n}");
-        }
-    }
-
     #[test]
     fn the_gradients_are_burns_bit_for_bit() {
         let device = Device::flex().autodiff();

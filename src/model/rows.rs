@@ -84,34 +84,37 @@ mod tests {
         t.into_data().try_to_vec::<f32>().expect("f32 data")
     }
 
-    /// On a matrix under autodiff (the product, then Burn's add), the same bits as Burn's
-    /// `Linear::forward`, and the same gradients. The plain device's threaded bias is tested in
-    /// `model::product`.
+    /// On a matrix under autodiff (the product, then `ProductOps::add_row`'s node with Burn's
+    /// add's gradients), the same bits as Burn's `Linear::forward`, and the same gradients: for
+    /// one row (nothing broadcast), a small matrix and two large enough for the threaded
+    /// in-place add. The plain device's threaded bias is tested in `model::product`.
     #[test]
     fn rows_give_burns_linear_bits_and_gradients() {
         let device = Device::flex().autodiff();
         device.seed(5);
-        let layer = LinearConfig::new(64, 96).init(&device);
-        let input = Tensor::<2>::random([1000, 64], Distribution::Normal(0.0, 1.0), &device);
-        let run = |ours: bool| {
-            let x = input.clone().require_grad();
-            let y = if ours {
-                linear_rows(&layer, x.clone())
-            } else {
-                layer.forward(x.clone())
+        for (m, k, n) in [(1, 5, 3), (7, 64, 2), (1000, 64, 96), (3000, 128, 96)] {
+            let layer = LinearConfig::new(k, n).init(&device);
+            let input = Tensor::<2>::random([m, k], Distribution::Normal(0.0, 1.0), &device);
+            let run = |ours: bool| {
+                let x = input.clone().require_grad();
+                let y = if ours {
+                    linear_rows(&layer, x.clone())
+                } else {
+                    layer.forward(x.clone())
+                };
+                let out = values(y.clone());
+                let grads = (y.clone() * y.detach().sin()).sum().backward();
+                let bias = layer.bias.as_ref().expect("a bias").grad(&grads);
+                (
+                    out,
+                    x.grad(&grads).map(values),
+                    layer.weight.grad(&grads).map(values),
+                    bias.map(values),
+                )
             };
-            let out = values(y.clone());
-            let grads = (y.clone() * y.detach().sin()).sum().backward();
-            let bias = layer.bias.as_ref().expect("a bias").grad(&grads);
-            (
-                out,
-                x.grad(&grads).map(values),
-                layer.weight.grad(&grads).map(values),
-                bias.map(values),
-            )
-        };
-        let (ours, burns) = (run(true), run(false));
-        assert!(ours.2.is_some() && ours.3.is_some());
-        assert_eq!(ours, burns);
+            let (ours, burns) = (run(true), run(false));
+            assert!(ours.1.is_some() && ours.2.is_some() && ours.3.is_some());
+            assert_eq!(ours, burns, "{m}x{k}x{n}");
+        }
     }
 }
