@@ -110,6 +110,24 @@ pub fn map_chunks_of(
     })
 }
 
+/// `update(start, values)` over chunks of `chunk` values, in place (`start`: the chunk's first
+/// index), on rayon's threads where there is enough work (as [`map_chunks`] splits it).
+pub fn update_chunks(
+    values: &mut [f32],
+    chunk: usize,
+    update: impl Fn(usize, &mut [f32]) + Send + Sync,
+) {
+    let chunk = chunk.max(1);
+    let one = |(i, values): (usize, &mut [f32])| update(i * chunk, values);
+    #[cfg(not(target_arch = "wasm32"))]
+    if values.len() >= PARALLEL_FROM {
+        use rayon::prelude::*;
+        values.par_chunks_mut(chunk).enumerate().for_each(one);
+        return;
+    }
+    values.chunks_mut(chunk).enumerate().for_each(one);
+}
+
 /// `n` values made by `fill(start, out)` for each chunk of `chunk` values (`start`: the
 /// chunk's first index), each chunk zeroed first by the thread that fills it.
 fn fill_chunks(n: usize, chunk: usize, fill: impl Fn(usize, &mut [f32]) + Send + Sync) -> Vec<f32> {

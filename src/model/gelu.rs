@@ -10,11 +10,17 @@
 //! from Burn's in the last bits of `erf`; the tests bound the difference. It is a Burn backend
 //! extension (`#[backend_extension]`) with its own backward pass for autodiff.
 //!
+//! [`bias_gelu`] is a linear layer's bias and GELU as one operation: `gelu(x + b)` in one pass
+//! over the product's output `x` (in place outside autodiff), where the bias add and GELU
+//! were a pass each. Under autodiff it is one node that keeps `x` and `b`, and its backward
+//! writes `grad · gelu'(x + b)` into the upstream gradient's buffer; the sums and the
+//! gradients are those of the add followed by GELU, bit for bit.
+//!
 //! Only f32 tensors on flex devices (with or without autodiff) take it, split across rayon's
 //! threads from `PARALLEL_FROM` elements on (one thread in the browser build); every other
 //! device (wgpu, a remote device) runs Burn's `gelu`, whose kernels fuse there anyway.
 
-use super::backend::{CHUNK, flex_tensor, is_flex, map_chunks};
+use super::backend::{CHUNK, flex_tensor, is_flex, map_chunks, map_chunks_of, update_chunks};
 use super::erf::{EXP_FROM, erf_lane, exp_lane};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -40,6 +46,22 @@ pub trait GeluOps: Backend {
     /// # Shapes
     /// - x, grad: the same shape; output: as x
     fn gelu_chunked_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `gelu(x + row)`, the row added to every row of `x`: a linear layer's bias and its
+    /// activation in one pass over the product's output.
+    ///
+    /// # Shapes
+    /// - x `[rows, n]`, row `[1, n]`; output as x
+    fn bias_gelu(x: FloatTensor<Self>, row: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `grad · gelu'(x + row)`, the gradient with respect to `x` (and, summed over the rows,
+    /// to `row`).
+    ///
+    /// # Shapes
+    /// - x, grad `[rows, n]`, row `[1, n]`; output as x
+    fn bias_gelu_backward(
+        x: FloatTensor<Self>,
+        row: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
 }
 
 /// GELU of `x`: chunked across threads on flex, Burn's `gelu` elsewhere.
@@ -56,8 +78,27 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     }
 }
 
+/// GELU of `x` plus `bias` on every row: `gelu(x + bias)`, the sums those of Burn's broadcast
+/// add. On flex, one pass over `x` (in place where `x` is held alone, as a product's fresh
+/// output is outside autodiff); elsewhere Burn's add and `gelu`.
+///
+/// # Shapes
+/// - x `[rows, n]`, bias `[n]`; output as x
+pub fn bias_gelu(x: Tensor<2>, bias: Tensor<1>) -> Tensor<2> {
+    let n = bias.dims()[0];
+    let row = bias.reshape([1, n]);
+    if runs_chunked(&x) {
+        Tensor::from_dispatch(<burn::backend::Dispatch as GeluOps>::bias_gelu(
+            x.into_dispatch(),
+            row.into_dispatch(),
+        ))
+    } else {
+        gelu(x + row)
+    }
+}
+
 /// Whether `x` is an f32 tensor on a flex device (with or without autodiff).
-fn runs_chunked<const D: usize>(x: &Tensor<D>) -> bool {
+pub fn runs_chunked<const D: usize>(x: &Tensor<D>) -> bool {
     x.dtype() == DType::F32 && is_flex(&x.device())
 }
 
@@ -172,6 +213,89 @@ impl GeluOps for Flex {
         let (xs, gs): (&[f32], &[f32]) = (&x.storage::<f32>()[..n], &grad.storage::<f32>()[..n]);
         flex_tensor(map_chunks(xs, gs, CHUNK, gelu_grad_slice), shape)
     }
+
+    fn bias_gelu(mut x: FlexTensor, row: FlexTensor) -> FlexTensor {
+        let row = row.to_contiguous();
+        let Some(n) = row_width(&x, &row) else {
+            return Self::gelu_chunked(Flex::float_add(x, row));
+        };
+        let bias = &row.storage::<f32>()[row.layout().start_offset()..][..n];
+        let shape = x.shape();
+        let len = shape.num_elements();
+        if x.is_contiguous()
+            && x.layout().start_offset() == 0
+            && let Some(values) = x.try_storage_mut::<f32>()
+        {
+            update_chunks(&mut values[..len], row_chunk(n), |_, values| {
+                let pre = biased(values, bias);
+                gelu_slice(&pre, values)
+            });
+            return x;
+        }
+        let x = x.to_contiguous();
+        let xs = &x.storage::<f32>()[x.layout().start_offset()..][..len];
+        let out = map_chunks_of(xs, row_chunk(n), |x, out| gelu_slice(&biased(x, bias), out));
+        flex_tensor(out, shape)
+    }
+
+    /// Into `grad`'s buffer where it is a contiguous matrix held here alone (as a product's
+    /// gradient is), else into a new one.
+    fn bias_gelu_backward(x: FlexTensor, row: FlexTensor, mut grad: FlexTensor) -> FlexTensor {
+        let row = row.to_contiguous();
+        let n = match row_width(&x, &row) {
+            Some(n) if grad.dtype() == DType::F32 && grad.shape() == x.shape() => n,
+            _ => return Self::gelu_chunked_backward(Flex::float_add(x, row), grad),
+        };
+        let bias = &row.storage::<f32>()[row.layout().start_offset()..][..n];
+        let x = x.to_contiguous();
+        let shape = x.shape();
+        let len = shape.num_elements();
+        let xs = &x.storage::<f32>()[x.layout().start_offset()..][..len];
+        if grad.is_contiguous()
+            && grad.layout().start_offset() == 0
+            && let Some(values) = grad.try_storage_mut::<f32>()
+        {
+            update_chunks(&mut values[..len], row_chunk(n), |start, grad| {
+                let x = &xs[start..start + grad.len()];
+                let upstream = grad.to_vec();
+                gelu_grad_slice(&biased(x, bias), &upstream, grad)
+            });
+            return grad;
+        }
+        let grad = grad.to_contiguous();
+        let gs = &grad.storage::<f32>()[grad.layout().start_offset()..][..len];
+        let out = map_chunks(xs, gs, row_chunk(n), |x, grad, out| {
+            gelu_grad_slice(&biased(x, bias), grad, out)
+        });
+        flex_tensor(out, shape)
+    }
+}
+
+/// The width of `x`'s rows where `x` is an f32 matrix and `row` one f32 row as wide; `None`
+/// otherwise (flex's broadcast add takes those).
+fn row_width(x: &FlexTensor, row: &FlexTensor) -> Option<usize> {
+    let shape = x.shape();
+    let fits = x.dtype() == DType::F32
+        && row.dtype() == DType::F32
+        && shape.num_dims() == 2
+        && shape[1] > 0
+        && row.shape().num_elements() == shape[1];
+    fits.then(|| shape[1])
+}
+
+/// Elements per chunk for rows of `n`: whole rows, about [`CHUNK`] values.
+fn row_chunk(n: usize) -> usize {
+    n * (CHUNK / n).max(1)
+}
+
+/// `x + bias` for whole rows of `x` (`bias` one row), each sum as flex's broadcast add
+/// computes it. A chunk's worth, so it stays in the cache for the pass that reads it.
+fn biased(x: &[f32], bias: &[f32]) -> Vec<f32> {
+    let mut pre = Vec::with_capacity(x.len());
+    for row in x.chunks(bias.len()) {
+        pre.extend(row.iter().zip(bias).map(|(x, b)| x + b));
+    }
+    pre
 }
 
 impl<B: Backend + GeluOps, C: CheckpointStrategy> GeluOps for Autodiff<B, C> {
@@ -205,6 +329,66 @@ impl<B: Backend + GeluOps, C: CheckpointStrategy> GeluOps for Autodiff<B, C> {
             }
             OpsKind::UnTracked(prep) => prep.finish(B::gelu_chunked(input)),
         }
+    }
+
+    /// One node with the gradients of Burn's add followed by GELU (`x`'s is `grad ·
+    /// gelu'(x + row)`, the row's that summed over the rows with `float_sum_dim`, as Burn
+    /// reduces a broadcast). It keeps `x` and the row rather than their sum: the forward then
+    /// reads `x` once and writes the output once.
+    fn bias_gelu(x: FloatTensor<Self>, row: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct BiasGeluBackward;
+
+        impl<B: Backend + GeluOps> Backward<B, 2> for BiasGeluBackward {
+            /// `x` and the row.
+            type State = (B::FloatTensorPrimitive, B::FloatTensorPrimitive);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 2>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let (x, row) = ops.state;
+                let [x_parent, row_parent] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                let pre_grad = B::bias_gelu_backward(x, row, grad);
+                if let Some(node) = x_parent {
+                    grads.register::<B>(node.id, pre_grad.clone());
+                }
+                if let Some(node) = row_parent {
+                    // One row: nothing was broadcast, and Burn passes the gradient on as it is.
+                    let row_grad = match pre_grad.shape()[0] {
+                        1 => pre_grad,
+                        _ => B::float_sum_dim(pre_grad, 0),
+                    };
+                    grads.register::<B>(node.id, row_grad);
+                }
+            }
+        }
+
+        let (x_node, row_node) = (x.node(), row.node());
+        let (x, row) = (x.into_primitive(), row.into_primitive());
+        match BiasGeluBackward
+            .prepare::<C>([x_node, row_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let output = B::bias_gelu(x.clone(), row.clone());
+                prep.finish((x, row), output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::bias_gelu(x, row)),
+        }
+    }
+
+    /// Composed of differentiable operations, as [`Self::gelu_chunked_backward`].
+    fn bias_gelu_backward(
+        x: FloatTensor<Self>,
+        row: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::gelu_chunked_backward(Self::float_add(x, row), grad)
     }
 
     /// The exact gradient from differentiable operations (the project never differentiates it
@@ -359,5 +543,53 @@ mod tests {
             .map(|(a, b)| (a - b).abs())
             .fold(0.0f32, f32::max);
         assert!(worst < 1e-5, "largest difference {worst}");
+    }
+
+    /// `bias_gelu` and its gradient on flex, in place and into new buffers, give the bits of
+    /// the broadcast add followed by GELU and of GELU's gradient at the sum; a tensor held
+    /// elsewhere too is read, never written.
+    #[test]
+    fn bias_gelu_is_the_sum_then_gelu_bit_for_bit() {
+        type Ops = burn::backend::Dispatch;
+        let device = Device::flex();
+        let x = inputs(&device);
+        let n = x.dims()[1];
+        let bias = Tensor::<1>::from_data(
+            TensorData::new(
+                (0..n).map(|j| j as f32 * 0.3 - 2.0).collect::<Vec<_>>(),
+                [n],
+            ),
+            &device,
+        );
+        let row = bias.clone().reshape([1, n]);
+        let grad = x.clone().mul_scalar(0.37).sin();
+        let pre = x.clone() + row.clone();
+        let expected = values(gelu(pre.clone()));
+        let expected_grad = values(Tensor::<2>::from_dispatch(Ops::gelu_chunked_backward(
+            pre.into_dispatch(),
+            grad.clone().into_dispatch(),
+        )));
+
+        // Held only here (a copy of the values): written in place.
+        let fresh = || Tensor::<2>::from_data(x.clone().into_data(), &device);
+        assert_eq!(values(bias_gelu(fresh(), bias.clone())), expected);
+        // Held elsewhere too: a new buffer, and `x` unchanged.
+        let before = values(x.clone());
+        assert_eq!(values(bias_gelu(x.clone(), bias.clone())), expected);
+        assert_eq!(values(x.clone()), before);
+
+        let backward = |grad: Tensor<2>| {
+            values(Tensor::<2>::from_dispatch(Ops::bias_gelu_backward(
+                x.clone().into_dispatch(),
+                row.clone().into_dispatch(),
+                grad.into_dispatch(),
+            )))
+        };
+        let own_grad = Tensor::<2>::from_data(grad.clone().into_data(), &device);
+        assert_eq!(backward(own_grad), expected_grad);
+        let grad_before = values(grad.clone());
+        assert_eq!(backward(grad.clone()), expected_grad);
+        assert_eq!(values(grad), grad_before);
+        assert!(expected_grad.iter().any(|g| *g != 0.0));
     }
 }

@@ -16,10 +16,9 @@ use super::backend::{is_cube, is_flex};
 use super::decode_step::{Pick, decode_step, step_log_probs};
 use super::encoder::{EncoderConfig, ItemEncoder, UserEncoder};
 use super::gather::{gather_rows, gumbel, one_hot, plackett_luce};
-use super::gelu::gelu;
 use super::layer_norm::layer_norm;
 use super::prefix::prefix_mean;
-use super::rows::linear_rows;
+use super::rows::{linear_gelu, linear_rows};
 use super::transformer;
 use crate::data::Batch;
 
@@ -268,10 +267,7 @@ impl Generator {
     /// # Shapes
     /// - u `[.., d]`; output as u
     fn query_rows<const D: usize>(&self, u: Tensor<D>) -> Tensor<D> {
-        let hidden = gelu(linear_rows(
-            &self.mlp_in,
-            layer_norm(&self.mlp_norm, u.clone()),
-        ));
+        let hidden = linear_gelu(&self.mlp_in, layer_norm(&self.mlp_norm, u.clone()));
         let z = u + linear_rows(&self.mlp_out, hidden);
         linear_rows(&self.query, layer_norm(&self.query_norm, z))
     }

@@ -11,6 +11,8 @@
 //!
 //! The product and the bias run as [`product_bias`] (flex: the output written once, the bias
 //! added on all threads), with the values of `Linear::forward` on the folded rows, bit for bit.
+//! A layer followed by GELU runs as [`linear_gelu`]: on flex the product, then the bias and
+//! GELU in one pass ([`bias_gelu`]), the bits of the layer and then [`gelu`].
 //!
 //! On a GPU (CubeCL's wgpu) the bias is added after the rows are unfolded. Burn's fusion ends a
 //! block of element-wise operations at a reshape, so a bias added before it runs as a kernel
@@ -22,6 +24,7 @@ use burn::nn::Linear;
 use burn::tensor::Tensor;
 
 use super::backend::is_cube;
+use super::gelu::{bias_gelu, gelu, runs_chunked};
 use super::product::{product, product_bias};
 
 /// `layer` applied to every row of `input` at once.
@@ -49,6 +52,28 @@ pub fn linear_rows<const D: usize>(layer: &Linear, input: Tensor<D>) -> Tensor<D
     rows_times(layer, x).reshape(out_dims)
 }
 
+/// `gelu(layer(input))`, the exact GELU. On the CPU backend the bias and GELU run as one
+/// operation ([`bias_gelu`]: one pass over the product's output rather than one for the bias
+/// and one for GELU); elsewhere [`linear_rows`], then [`gelu`].
+///
+/// # Shapes
+/// - input `[.., d_in]`
+/// - output `[.., d_out]`
+pub fn linear_gelu<const D: usize>(layer: &Linear, input: Tensor<D>) -> Tensor<D> {
+    match &layer.bias {
+        Some(bias) if D >= 2 && runs_chunked(&input) => {
+            let dims = input.dims();
+            let d_in = dims[D - 1];
+            let rows = dims[..D - 1].iter().product::<usize>();
+            let mut out_dims = dims;
+            out_dims[D - 1] = layer.weight.dims()[1];
+            let x = input.reshape([rows, d_in]);
+            bias_gelu(product(x, layer.weight.val()), bias.val()).reshape(out_dims)
+        }
+        _ => gelu(linear_rows(layer, input)),
+    }
+}
+
 /// `x · W + b`, as `Linear::forward` computes it for a matrix (the bias as a `[1, d_out]` row).
 ///
 /// # Shapes
@@ -63,6 +88,7 @@ fn rows_times(layer: &Linear, x: Tensor<2>) -> Tensor<2> {
 
 #[cfg(test)]
 mod tests {
+    use burn::module::Module;
     use burn::nn::LinearConfig;
     use burn::tensor::{Device, Distribution};
 
@@ -115,6 +141,47 @@ mod tests {
             let (ours, burns) = (run(true), run(false));
             assert!(ours.1.is_some() && ours.2.is_some() && ours.3.is_some());
             assert_eq!(ours, burns, "{m}x{k}x{n}");
+        }
+    }
+
+    /// [`linear_gelu`] (the product, then `GeluOps::bias_gelu`'s node) gives the bits of the
+    /// layer followed by GELU, and the same gradients, under autodiff (the output into a new
+    /// buffer, the gradient into the upstream one) and on a plain device (the output into the
+    /// product's), for one row, a small matrix, and inputs large enough for the threaded pass.
+    #[test]
+    fn linear_gelu_gives_the_bits_and_gradients_of_the_layer_then_gelu() {
+        let device = Device::flex();
+        let autodiff = device.clone().autodiff();
+        autodiff.seed(6);
+        for (m, k, n) in [(1, 5, 3), (7, 64, 2), (1000, 64, 96), (300, 128, 512)] {
+            let layer = LinearConfig::new(k, n).init(&autodiff);
+            let input = Tensor::<3>::random([2, m, k], Distribution::Normal(0.0, 1.0), &autodiff);
+            let run = |fused: bool| {
+                let x = input.clone().require_grad();
+                let y = if fused {
+                    linear_gelu(&layer, x.clone())
+                } else {
+                    gelu(linear_rows(&layer, x.clone()))
+                };
+                let out = values(y.clone());
+                let grads = (y.clone() * y.detach().sin()).sum().backward();
+                let bias = layer.bias.as_ref().expect("a bias").grad(&grads);
+                (
+                    out,
+                    x.grad(&grads).map(values),
+                    layer.weight.grad(&grads).map(values),
+                    bias.map(values),
+                )
+            };
+            let (fused, apart) = (run(true), run(false));
+            assert!(fused.1.is_some() && fused.2.is_some() && fused.3.is_some());
+            assert_eq!(fused, apart, "{m}x{k}x{n}");
+
+            let plain = layer.valid();
+            let x = input.clone().inner();
+            let y = linear_gelu(&plain, x.clone());
+            assert_eq!(y.dims(), [2, m, n]);
+            assert_eq!(values(y), values(gelu(linear_rows(&plain, x))));
         }
     }
 }

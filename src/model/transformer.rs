@@ -10,9 +10,9 @@
 //! values. Parameters are used in the same order as Burn's forward, so a fresh model's lazily
 //! initialised weights are the same (a fresh `experiment main` reproduces the supervised-only
 //! generator's metrics to 5e-6).
-//! An exact GELU in the feed-forward runs as [`gelu`](super::gelu::gelu): on the CPU backend
-//! on all threads, with an `erf` that differs from Burn's in the last bits (bounded by its
-//! tests).
+//! An exact GELU in the feed-forward runs with its linear layer as [`linear_gelu`]: on the CPU
+//! backend the bias and GELU in one pass on all threads, with an `erf` that differs from
+//! Burn's in the last bits (bounded by its tests).
 
 use burn::nn::activation::{Activation, Gelu};
 use burn::nn::attention::MultiHeadAttention;
@@ -20,10 +20,9 @@ use burn::nn::transformer::{PositionWiseFeedForward, TransformerEncoder, Transfo
 use burn::tensor::Tensor;
 use burn::tensor::activation::quiet_softmax;
 
-use super::gelu::gelu;
 use super::layer_norm::layer_norm;
 use super::product::product;
-use super::rows::linear_rows;
+use super::rows::{linear_gelu, linear_rows};
 use super::softmax::softmax;
 
 /// `encoder` applied to `tokens` (no masks).
@@ -96,10 +95,9 @@ fn self_attention(mha: &MultiHeadAttention, x: Tensor<3>) -> Tensor<3> {
 /// # Shapes
 /// - x `[B, S, d]` → `[B, S, d]`
 fn feed_forward(pwff: &PositionWiseFeedForward, x: Tensor<3>) -> Tensor<3> {
-    let inner = linear_rows(&pwff.linear_inner, x);
     let hidden = match &pwff.activation {
-        Activation::Gelu(Gelu { approximate: false }) => gelu(inner),
-        activation => activation.forward(inner),
+        Activation::Gelu(Gelu { approximate: false }) => linear_gelu(&pwff.linear_inner, x),
+        activation => activation.forward(linear_rows(&pwff.linear_inner, x)),
     };
     linear_rows(&pwff.linear_outer, pwff.dropout.forward(hidden))
 }
