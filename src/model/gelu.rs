@@ -105,86 +105,129 @@ pub fn runs_chunked<const D: usize>(x: &Tensor<D>) -> bool {
 /// `1 / √(2π)`, φ(0).
 const INV_SQRT_2PI: f32 = 0.398_942_3;
 
-/// GELU over a slice: `0.5 · x · (1 + erf(x / √2))`.
+/// GELU at `x`: `0.5 · x · (1 + erf(x / √2))`.
+#[inline(always)]
+fn gelu_at(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf_lane(x * FRAC_1_SQRT_2))
+}
+
+/// GELU's gradient at `x`: `Φ(x) + x φ(x)`, with `Φ(x) = 0.5 (1 + erf(x / √2))` and
+/// `φ(x) = e^(−x²/2) / √(2π)` (0 where `e^(−x²/2)` is below f32's normal range: `|x| > 13.2`).
+#[inline(always)]
+fn slope_at(x: f32) -> f32 {
+    let cdf = 0.5 * (1.0 + erf_lane(x * FRAC_1_SQRT_2));
+    let exponent = -0.5 * x * x;
+    let pdf = if exponent >= EXP_FROM {
+        INV_SQRT_2PI * exp_lane(exponent)
+    } else {
+        0.0
+    };
+    cdf + x * pdf
+}
+
+/// `out = gelu(x)`.
 #[inline(always)]
 fn gelu_fill(x: &[f32], out: &mut [f32]) {
     for (out, &x) in out.iter_mut().zip(x) {
-        *out = 0.5 * x * (1.0 + erf_lane(x * FRAC_1_SQRT_2));
+        *out = gelu_at(x);
     }
 }
 
-/// GELU's gradient times `grad` over slices: `grad · (Φ(x) + x φ(x))`, with
-/// `Φ(x) = 0.5 (1 + erf(x / √2))` and `φ(x) = e^(−x²/2) / √(2π)` (0 where `e^(−x²/2)` is
-/// below f32's normal range: `|x| > 13.2`).
+/// `out = grad · gelu'(x)`.
 #[inline(always)]
 fn gelu_grad_fill(x: &[f32], grad: &[f32], out: &mut [f32]) {
     for ((out, &x), &g) in out.iter_mut().zip(x).zip(grad) {
-        let cdf = 0.5 * (1.0 + erf_lane(x * FRAC_1_SQRT_2));
-        let exponent = -0.5 * x * x;
-        let pdf = if exponent >= EXP_FROM {
-            INV_SQRT_2PI * exp_lane(exponent)
-        } else {
-            0.0
-        };
-        *out = g * (cdf + x * pdf);
+        *out = g * slope_at(x);
     }
 }
 
-/// The two fills compiled for wider vectors, chosen at run time (the binary still runs on any
-/// x86-64). Only instruction selection differs: the operations, and so the bits, are the same.
-#[cfg(target_arch = "x86_64")]
-mod wide {
-    #[target_feature(enable = "avx512f")]
-    pub fn gelu_avx512(x: &[f32], out: &mut [f32]) {
-        super::gelu_fill(x, out)
-    }
-
-    #[target_feature(enable = "avx512f")]
-    pub fn gelu_grad_avx512(x: &[f32], grad: &[f32], out: &mut [f32]) {
-        super::gelu_grad_fill(x, grad, out)
-    }
-
-    #[target_feature(enable = "avx2")]
-    pub fn gelu_avx2(x: &[f32], out: &mut [f32]) {
-        super::gelu_fill(x, out)
-    }
-
-    #[target_feature(enable = "avx2")]
-    pub fn gelu_grad_avx2(x: &[f32], grad: &[f32], out: &mut [f32]) {
-        super::gelu_grad_fill(x, grad, out)
+/// `out = gelu(x + bias)`, `x` and `out` whole rows as wide as `bias`.
+#[inline(always)]
+fn bias_gelu_fill(x: &[f32], bias: &[f32], out: &mut [f32]) {
+    for (x, out) in x.chunks(bias.len()).zip(out.chunks_mut(bias.len())) {
+        for ((out, &x), &b) in out.iter_mut().zip(x).zip(bias) {
+            *out = gelu_at(x + b);
+        }
     }
 }
 
-/// `out = gelu(x)` on the widest vectors this processor has.
-fn gelu_slice(x: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the processor has AVX-512F (checked above).
-            return unsafe { wide::gelu_avx512(x, out) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the processor has AVX2 (checked above).
-            return unsafe { wide::gelu_avx2(x, out) };
+/// `values = gelu(values + bias)`, whole rows as wide as `bias`.
+#[inline(always)]
+fn bias_gelu_fill_in_place(values: &mut [f32], bias: &[f32]) {
+    for row in values.chunks_mut(bias.len()) {
+        for (value, &b) in row.iter_mut().zip(bias) {
+            *value = gelu_at(*value + b);
         }
     }
-    gelu_fill(x, out)
 }
 
-/// `out = grad · gelu'(x)` on the widest vectors this processor has.
-fn gelu_grad_slice(x: &[f32], grad: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the processor has AVX-512F (checked above).
-            return unsafe { wide::gelu_grad_avx512(x, grad, out) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the processor has AVX2 (checked above).
-            return unsafe { wide::gelu_grad_avx2(x, grad, out) };
+/// `grad = grad · gelu'(x + bias)`, whole rows as wide as `bias`.
+#[inline(always)]
+fn bias_gelu_grad_fill_in_place(x: &[f32], bias: &[f32], grad: &mut [f32]) {
+    for (x, grad) in x.chunks(bias.len()).zip(grad.chunks_mut(bias.len())) {
+        for ((g, &x), &b) in grad.iter_mut().zip(x).zip(bias) {
+            *g *= slope_at(x + b);
         }
     }
-    gelu_grad_fill(x, grad, out)
+}
+
+/// Each `fn name(..) = fill;` becomes `name`, which runs `fill` compiled for the widest
+/// vectors this processor has (AVX-512, AVX2; chosen at run time, so the binary still runs on
+/// any x86-64), and `avx512::name` and `avx2::name`, the builds themselves. Only instruction
+/// selection differs: the operations, and so the bits, are the same.
+macro_rules! widest {
+    ($($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) = $fill:ident;)*) => {
+        #[cfg(target_arch = "x86_64")]
+        mod avx512 {
+            $(
+                #[target_feature(enable = "avx512f")]
+                pub fn $name($($arg: $ty),*) {
+                    super::$fill($($arg),*)
+                }
+            )*
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        mod avx2 {
+            $(
+                #[target_feature(enable = "avx2")]
+                pub fn $name($($arg: $ty),*) {
+                    super::$fill($($arg),*)
+                }
+            )*
+        }
+
+        $(
+            $(#[$doc])*
+            fn $name($($arg: $ty),*) {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    if std::arch::is_x86_feature_detected!("avx512f") {
+                        // SAFETY: the processor has AVX-512F (checked above).
+                        return unsafe { avx512::$name($($arg),*) };
+                    }
+                    if std::arch::is_x86_feature_detected!("avx2") {
+                        // SAFETY: the processor has AVX2 (checked above).
+                        return unsafe { avx2::$name($($arg),*) };
+                    }
+                }
+                $fill($($arg),*)
+            }
+        )*
+    };
+}
+
+widest! {
+    /// `out = gelu(x)` on the widest vectors this processor has.
+    fn gelu_slice(x: &[f32], out: &mut [f32]) = gelu_fill;
+    /// `out = grad · gelu'(x)` on the widest vectors this processor has.
+    fn gelu_grad_slice(x: &[f32], grad: &[f32], out: &mut [f32]) = gelu_grad_fill;
+    /// `out = gelu(x + bias)` on the widest vectors this processor has.
+    fn bias_gelu_slice(x: &[f32], bias: &[f32], out: &mut [f32]) = bias_gelu_fill;
+    /// `values = gelu(values + bias)` on the widest vectors this processor has.
+    fn bias_gelu_in_place(values: &mut [f32], bias: &[f32]) = bias_gelu_fill_in_place;
+    /// `grad = grad · gelu'(x + bias)` on the widest vectors this processor has.
+    fn bias_gelu_grad_in_place(x: &[f32], bias: &[f32], grad: &mut [f32]) = bias_gelu_grad_fill_in_place;
 }
 
 impl GeluOps for Flex {
@@ -227,14 +270,13 @@ impl GeluOps for Flex {
             && let Some(values) = x.try_storage_mut::<f32>()
         {
             update_chunks(&mut values[..len], row_chunk(n), |_, values| {
-                let pre = biased(values, bias);
-                gelu_slice(&pre, values)
+                bias_gelu_in_place(values, bias)
             });
             return x;
         }
         let x = x.to_contiguous();
         let xs = &x.storage::<f32>()[x.layout().start_offset()..][..len];
-        let out = map_chunks_of(xs, row_chunk(n), |x, out| gelu_slice(&biased(x, bias), out));
+        let out = map_chunks_of(xs, row_chunk(n), |x, out| bias_gelu_slice(x, bias, out));
         flex_tensor(out, shape)
     }
 
@@ -256,16 +298,15 @@ impl GeluOps for Flex {
             && let Some(values) = grad.try_storage_mut::<f32>()
         {
             update_chunks(&mut values[..len], row_chunk(n), |start, grad| {
-                let x = &xs[start..start + grad.len()];
-                let upstream = grad.to_vec();
-                gelu_grad_slice(&biased(x, bias), &upstream, grad)
+                bias_gelu_grad_in_place(&xs[start..start + grad.len()], bias, grad)
             });
             return grad;
         }
+        // Held elsewhere too: a copy, updated in place.
         let grad = grad.to_contiguous();
-        let gs = &grad.storage::<f32>()[grad.layout().start_offset()..][..len];
-        let out = map_chunks(xs, gs, row_chunk(n), |x, grad, out| {
-            gelu_grad_slice(&biased(x, bias), grad, out)
+        let mut out = grad.storage::<f32>()[grad.layout().start_offset()..][..len].to_vec();
+        update_chunks(&mut out, row_chunk(n), |start, grad| {
+            bias_gelu_grad_in_place(&xs[start..start + grad.len()], bias, grad)
         });
         flex_tensor(out, shape)
     }
@@ -286,16 +327,6 @@ fn row_width(x: &FlexTensor, row: &FlexTensor) -> Option<usize> {
 /// Elements per chunk for rows of `n`: whole rows, about [`CHUNK`] values.
 fn row_chunk(n: usize) -> usize {
     n * (CHUNK / n).max(1)
-}
-
-/// `x + bias` for whole rows of `x` (`bias` one row), each sum as flex's broadcast add
-/// computes it. A chunk's worth, so it stays in the cache for the pass that reads it.
-fn biased(x: &[f32], bias: &[f32]) -> Vec<f32> {
-    let mut pre = Vec::with_capacity(x.len());
-    for row in x.chunks(bias.len()) {
-        pre.extend(row.iter().zip(bias).map(|(x, b)| x + b));
-    }
-    pre
 }
 
 impl<B: Backend + GeluOps, C: CheckpointStrategy> GeluOps for Autodiff<B, C> {
@@ -493,26 +524,55 @@ mod tests {
     fn every_vector_build_gives_the_same_bits() {
         let x = values(inputs(&Device::flex()));
         let g: Vec<f32> = x.iter().map(|v| (v * 0.37).sin()).collect();
-        let n = x.len();
-        let (mut plain, mut plain_grad) = (vec![0.0; n], vec![0.0; n]);
-        gelu_fill(&x, &mut plain);
-        gelu_grad_fill(&x, &g, &mut plain_grad);
-        let (mut out, mut grad) = (vec![0.0; n], vec![0.0; n]);
+        let bias: Vec<f32> = (0..17).map(|j| j as f32 * 0.3 - 2.0).collect();
+        // The five fills' outputs.
+        type Fills = [Vec<f32>; 5];
+        let run = |gelu: fn(&[f32], &mut [f32]),
+                   grad: fn(&[f32], &[f32], &mut [f32]),
+                   biased: fn(&[f32], &[f32], &mut [f32]),
+                   in_place: fn(&mut [f32], &[f32]),
+                   grad_in_place: fn(&[f32], &[f32], &mut [f32])|
+         -> Fills {
+            let n = x.len();
+            let mut outs: Fills = std::array::from_fn(|_| vec![0.0; n]);
+            gelu(&x, &mut outs[0]);
+            grad(&x, &g, &mut outs[1]);
+            biased(&x, &bias, &mut outs[2]);
+            outs[3].copy_from_slice(&x);
+            in_place(&mut outs[3], &bias);
+            outs[4].copy_from_slice(&g);
+            grad_in_place(&x, &bias, &mut outs[4]);
+            outs
+        };
+        let plain = run(
+            gelu_fill,
+            gelu_grad_fill,
+            bias_gelu_fill,
+            bias_gelu_fill_in_place,
+            bias_gelu_grad_fill_in_place,
+        );
+        assert_eq!(plain[2], plain[3]);
         if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the processor has AVX2 (checked above).
-            unsafe {
-                wide::gelu_avx2(&x, &mut out);
-                wide::gelu_grad_avx2(&x, &g, &mut grad);
-            }
-            assert_eq!((&out, &grad), (&plain, &plain_grad));
+            // SAFETY (each call): the processor has AVX2 (checked above).
+            let avx2 = run(
+                |x, out| unsafe { avx2::gelu_slice(x, out) },
+                |x, g, out| unsafe { avx2::gelu_grad_slice(x, g, out) },
+                |x, b, out| unsafe { avx2::bias_gelu_slice(x, b, out) },
+                |values, b| unsafe { avx2::bias_gelu_in_place(values, b) },
+                |x, b, g| unsafe { avx2::bias_gelu_grad_in_place(x, b, g) },
+            );
+            assert_eq!(avx2, plain);
         }
         if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the processor has AVX-512F (checked above).
-            unsafe {
-                wide::gelu_avx512(&x, &mut out);
-                wide::gelu_grad_avx512(&x, &g, &mut grad);
-            }
-            assert_eq!((&out, &grad), (&plain, &plain_grad));
+            // SAFETY (each call): the processor has AVX-512F (checked above).
+            let avx512 = run(
+                |x, out| unsafe { avx512::gelu_slice(x, out) },
+                |x, g, out| unsafe { avx512::gelu_grad_slice(x, g, out) },
+                |x, b, out| unsafe { avx512::bias_gelu_slice(x, b, out) },
+                |values, b| unsafe { avx512::bias_gelu_in_place(values, b) },
+                |x, b, g| unsafe { avx512::bias_gelu_grad_in_place(x, b, g) },
+            );
+            assert_eq!(avx512, plain);
         }
     }
 
