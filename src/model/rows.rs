@@ -36,12 +36,7 @@ pub fn linear_rows<const D: usize>(layer: &Linear, input: Tensor<D>) -> Tensor<D
     if D < 2 {
         return layer.forward(input);
     }
-    let dims = input.dims();
-    let d_in = dims[D - 1];
-    let rows = dims[..D - 1].iter().product::<usize>();
-    let mut out_dims = dims;
-    out_dims[D - 1] = layer.weight.dims()[1];
-    let x = input.reshape([rows, d_in]);
+    let (x, out_dims) = fold(layer, input);
     if is_cube(&x.device()) {
         let output = product(x, layer.weight.val()).reshape(out_dims);
         return match &layer.bias {
@@ -62,16 +57,24 @@ pub fn linear_rows<const D: usize>(layer: &Linear, input: Tensor<D>) -> Tensor<D
 pub fn linear_gelu<const D: usize>(layer: &Linear, input: Tensor<D>) -> Tensor<D> {
     match &layer.bias {
         Some(bias) if D >= 2 && runs_chunked(&input) => {
-            let dims = input.dims();
-            let d_in = dims[D - 1];
-            let rows = dims[..D - 1].iter().product::<usize>();
-            let mut out_dims = dims;
-            out_dims[D - 1] = layer.weight.dims()[1];
-            let x = input.reshape([rows, d_in]);
+            let (x, out_dims) = fold(layer, input);
             bias_gelu(product(x, layer.weight.val()), bias.val()).reshape(out_dims)
         }
         _ => gelu(linear_rows(layer, input)),
     }
+}
+
+/// `input`'s rows as one matrix, and the dimensions of `layer`'s output for them.
+///
+/// # Shapes
+/// - input `[.., d_in]` (at least two dimensions)
+/// - output: the rows `[rows, d_in]`, and `[.., d_out]`
+fn fold<const D: usize>(layer: &Linear, input: Tensor<D>) -> (Tensor<2>, [usize; D]) {
+    let dims = input.dims();
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let mut out_dims = dims;
+    out_dims[D - 1] = layer.weight.dims()[1];
+    (input.reshape([rows, dims[D - 1]]), out_dims)
 }
 
 /// `x · W + b`, as `Linear::forward` computes it for a matrix (the bias as a `[1, d_out]` row).
@@ -110,6 +113,33 @@ mod tests {
         t.into_data().try_to_vec::<f32>().expect("f32 data")
     }
 
+    /// The output of `f(layer, input)` and the gradients of a loss on it: the input's, the
+    /// weight's and the bias's.
+    type Run = (
+        Vec<f32>,
+        Option<Vec<f32>>,
+        Option<Vec<f32>>,
+        Option<Vec<f32>>,
+    );
+
+    fn forward_and_gradients<const D: usize>(
+        layer: &Linear,
+        input: Tensor<D>,
+        f: impl Fn(&Linear, Tensor<D>) -> Tensor<D>,
+    ) -> Run {
+        let x = input.require_grad();
+        let y = f(layer, x.clone());
+        let out = values(y.clone());
+        let grads = (y.clone() * y.detach().sin()).sum().backward();
+        let bias = layer.bias.as_ref().expect("a bias").grad(&grads);
+        (
+            out,
+            x.grad(&grads).map(values),
+            layer.weight.grad(&grads).map(values),
+            bias.map(values),
+        )
+    }
+
     /// On a matrix under autodiff (the product, then `ProductOps::add_row`'s node with Burn's
     /// add's gradients), the same bits as Burn's `Linear::forward`, and the same gradients: for
     /// one row (nothing broadcast), a small matrix and two large enough for the threaded
@@ -122,21 +152,13 @@ mod tests {
             let layer = LinearConfig::new(k, n).init(&device);
             let input = Tensor::<2>::random([m, k], Distribution::Normal(0.0, 1.0), &device);
             let run = |ours: bool| {
-                let x = input.clone().require_grad();
-                let y = if ours {
-                    linear_rows(&layer, x.clone())
-                } else {
-                    layer.forward(x.clone())
-                };
-                let out = values(y.clone());
-                let grads = (y.clone() * y.detach().sin()).sum().backward();
-                let bias = layer.bias.as_ref().expect("a bias").grad(&grads);
-                (
-                    out,
-                    x.grad(&grads).map(values),
-                    layer.weight.grad(&grads).map(values),
-                    bias.map(values),
-                )
+                forward_and_gradients(&layer, input.clone(), |layer, x| {
+                    if ours {
+                        linear_rows(layer, x)
+                    } else {
+                        layer.forward(x)
+                    }
+                })
             };
             let (ours, burns) = (run(true), run(false));
             assert!(ours.1.is_some() && ours.2.is_some() && ours.3.is_some());
@@ -157,21 +179,13 @@ mod tests {
             let layer = LinearConfig::new(k, n).init(&autodiff);
             let input = Tensor::<3>::random([2, m, k], Distribution::Normal(0.0, 1.0), &autodiff);
             let run = |fused: bool| {
-                let x = input.clone().require_grad();
-                let y = if fused {
-                    linear_gelu(&layer, x.clone())
-                } else {
-                    gelu(linear_rows(&layer, x.clone()))
-                };
-                let out = values(y.clone());
-                let grads = (y.clone() * y.detach().sin()).sum().backward();
-                let bias = layer.bias.as_ref().expect("a bias").grad(&grads);
-                (
-                    out,
-                    x.grad(&grads).map(values),
-                    layer.weight.grad(&grads).map(values),
-                    bias.map(values),
-                )
+                forward_and_gradients(&layer, input.clone(), |layer, x| {
+                    if fused {
+                        linear_gelu(layer, x)
+                    } else {
+                        gelu(linear_rows(layer, x))
+                    }
+                })
             };
             let (fused, apart) = (run(true), run(false));
             assert!(fused.1.is_some() && fused.2.is_some() && fused.3.is_some());
