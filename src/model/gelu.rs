@@ -11,9 +11,10 @@
 //! extension (`#[backend_extension]`) with its own backward pass for autodiff.
 //!
 //! [`bias_gelu`] is a linear layer's bias and GELU as one operation: `gelu(x + b)` in one pass
-//! over the product's output `x` (in place outside autodiff), where the bias add and GELU
-//! were a pass each. Under autodiff it is one node that keeps `x` and `b`, and its backward
-//! writes `grad · gelu'(x + b)` into the upstream gradient's buffer; the sums and the
+//! over the product's output `x` (in place where `x` is held alone, as a product's output is
+//! when nothing is differentiated), where the bias add and GELU were a pass each. Under
+//! autodiff it is one node that keeps `x` and `b`, and its backward writes `grad · gelu'(x +
+//! b)` into the upstream gradient's buffer where that is held alone; the sums and the
 //! gradients are those of the add followed by GELU, bit for bit.
 //!
 //! Only f32 tensors on flex devices (with or without autodiff) take it, split across rayon's
@@ -302,7 +303,7 @@ impl GeluOps for Flex {
             });
             return grad;
         }
-        // Held elsewhere too: a copy, updated in place.
+        // Held elsewhere too, or strided: a copy, updated in place (a rare path; two passes).
         let grad = grad.to_contiguous();
         let mut out = grad.storage::<f32>()[grad.layout().start_offset()..][..len].to_vec();
         update_chunks(&mut out, row_chunk(n), |start, grad| {
@@ -312,15 +313,17 @@ impl GeluOps for Flex {
     }
 }
 
-/// The width of `x`'s rows where `x` is an f32 matrix and `row` one f32 row as wide; `None`
-/// otherwise (flex's broadcast add takes those).
+/// The width of `x`'s rows where `x` is an f32 matrix `[rows, n]` and `row` an f32 `[1, n]`;
+/// `None` otherwise (flex's broadcast add takes those).
 fn row_width(x: &FlexTensor, row: &FlexTensor) -> Option<usize> {
-    let shape = x.shape();
+    let (shape, row_shape) = (x.shape(), row.shape());
     let fits = x.dtype() == DType::F32
         && row.dtype() == DType::F32
         && shape.num_dims() == 2
         && shape[1] > 0
-        && row.shape().num_elements() == shape[1];
+        && row_shape.num_dims() == 2
+        && row_shape[0] == 1
+        && row_shape[1] == shape[1];
     fits.then(|| shape[1])
 }
 
@@ -443,7 +446,7 @@ impl<B: Backend + GeluOps, C: CheckpointStrategy> GeluOps for Autodiff<B, C> {
 
 #[cfg(test)]
 mod tests {
-    use burn::tensor::{Device, TensorData};
+    use burn::tensor::{Device, Shape, TensorData};
 
     use super::super::backend::PARALLEL_FROM;
     use super::*;
@@ -605,9 +608,14 @@ mod tests {
         assert!(worst < 1e-5, "largest difference {worst}");
     }
 
+    /// The values' bits (so that `-0.0` and `0.0` differ).
+    fn bits(values: &[f32]) -> Vec<u32> {
+        values.iter().map(|v| v.to_bits()).collect()
+    }
+
     /// `bias_gelu` and its gradient on flex, in place and into new buffers, give the bits of
     /// the broadcast add followed by GELU and of GELU's gradient at the sum; a tensor held
-    /// elsewhere too is read, never written.
+    /// alone is written in place, and one held elsewhere too is read, never written.
     #[test]
     fn bias_gelu_is_the_sum_then_gelu_bit_for_bit() {
         type Ops = burn::backend::Dispatch;
@@ -624,32 +632,48 @@ mod tests {
         let row = bias.clone().reshape([1, n]);
         let grad = x.clone().mul_scalar(0.37).sin();
         let pre = x.clone() + row.clone();
-        let expected = values(gelu(pre.clone()));
+        let expected = bits(&values(gelu(pre.clone())));
         let expected_grad = values(Tensor::<2>::from_dispatch(Ops::gelu_chunked_backward(
             pre.into_dispatch(),
             grad.clone().into_dispatch(),
         )));
+        assert!(expected_grad.iter().any(|g| *g != 0.0));
+        let expected_grad = bits(&expected_grad);
 
         // Held only here (a copy of the values): written in place.
         let fresh = || Tensor::<2>::from_data(x.clone().into_data(), &device);
-        assert_eq!(values(bias_gelu(fresh(), bias.clone())), expected);
+        assert_eq!(bits(&values(bias_gelu(fresh(), bias.clone()))), expected);
         // Held elsewhere too: a new buffer, and `x` unchanged.
-        let before = values(x.clone());
-        assert_eq!(values(bias_gelu(x.clone(), bias.clone())), expected);
-        assert_eq!(values(x.clone()), before);
+        let before = bits(&values(x.clone()));
+        assert_eq!(bits(&values(bias_gelu(x.clone(), bias.clone()))), expected);
+        assert_eq!(bits(&values(x.clone())), before);
 
         let backward = |grad: Tensor<2>| {
-            values(Tensor::<2>::from_dispatch(Ops::bias_gelu_backward(
-                x.clone().into_dispatch(),
-                row.clone().into_dispatch(),
-                grad.into_dispatch(),
+            bits(&values(Tensor::<2>::from_dispatch(
+                Ops::bias_gelu_backward(
+                    x.clone().into_dispatch(),
+                    row.clone().into_dispatch(),
+                    grad.into_dispatch(),
+                ),
             )))
         };
         let own_grad = Tensor::<2>::from_data(grad.clone().into_data(), &device);
         assert_eq!(backward(own_grad), expected_grad);
-        let grad_before = values(grad.clone());
+        let grad_before = bits(&values(grad.clone()));
         assert_eq!(backward(grad.clone()), expected_grad);
-        assert_eq!(values(grad), grad_before);
-        assert!(expected_grad.iter().any(|g| *g != 0.0));
+        assert_eq!(bits(&values(grad.clone())), grad_before);
+
+        // On flex itself: the output of each is the buffer it was given, held there alone.
+        let flex = |t: &Tensor<2>| flex_tensor(values(t.clone()), Shape::new(t.dims()));
+        let own = flex(&x);
+        let at = own.bytes().as_ptr();
+        let out = Flex::bias_gelu(own, flex(&row));
+        assert_eq!(out.bytes().as_ptr(), at);
+        assert_eq!(bits(out.storage::<f32>()), expected);
+        let own_grad = flex(&grad);
+        let at = own_grad.bytes().as_ptr();
+        let out = Flex::bias_gelu_backward(flex(&x), flex(&row), own_grad);
+        assert_eq!(out.bytes().as_ptr(), at);
+        assert_eq!(bits(out.storage::<f32>()), expected_grad);
     }
 }

@@ -109,17 +109,19 @@ mod tests {
         assert!(diff < 1e-5, "{diff}");
     }
 
-    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().expect("f32 data")
+    /// The values' bits (so that `-0.0` and `0.0` differ).
+    fn bits<const D: usize>(t: Tensor<D>) -> Vec<u32> {
+        let values = t.into_data().try_to_vec::<f32>().expect("f32 data");
+        values.into_iter().map(f32::to_bits).collect()
     }
 
     /// The output of `f(layer, input)` and the gradients of a loss on it: the input's, the
     /// weight's and the bias's.
     type Run = (
-        Vec<f32>,
-        Option<Vec<f32>>,
-        Option<Vec<f32>>,
-        Option<Vec<f32>>,
+        Vec<u32>,
+        Option<Vec<u32>>,
+        Option<Vec<u32>>,
+        Option<Vec<u32>>,
     );
 
     fn forward_and_gradients<const D: usize>(
@@ -129,14 +131,14 @@ mod tests {
     ) -> Run {
         let x = input.require_grad();
         let y = f(layer, x.clone());
-        let out = values(y.clone());
+        let out = bits(y.clone());
         let grads = (y.clone() * y.detach().sin()).sum().backward();
         let bias = layer.bias.as_ref().expect("a bias").grad(&grads);
         (
             out,
-            x.grad(&grads).map(values),
-            layer.weight.grad(&grads).map(values),
-            bias.map(values),
+            x.grad(&grads).map(bits),
+            layer.weight.grad(&grads).map(bits),
+            bias.map(bits),
         )
     }
 
@@ -177,7 +179,10 @@ mod tests {
         autodiff.seed(6);
         for (m, k, n) in [(1, 5, 3), (7, 64, 2), (1000, 64, 96), (300, 128, 512)] {
             let layer = LinearConfig::new(k, n).init(&autodiff);
-            let input = Tensor::<3>::random([2, m, k], Distribution::Normal(0.0, 1.0), &autodiff);
+            // One request of m rows, then two: the first case is a single row.
+            let requests = if m == 1 { 1 } else { 2 };
+            let input =
+                Tensor::<3>::random([requests, m, k], Distribution::Normal(0.0, 1.0), &autodiff);
             let run = |fused: bool| {
                 forward_and_gradients(&layer, input.clone(), |layer, x| {
                     if fused {
@@ -194,8 +199,8 @@ mod tests {
             let plain = layer.valid();
             let x = input.clone().inner();
             let y = linear_gelu(&plain, x.clone());
-            assert_eq!(y.dims(), [2, m, n]);
-            assert_eq!(values(y), values(gelu(linear_rows(&plain, x))));
+            assert_eq!(y.dims(), [requests, m, n]);
+            assert_eq!(bits(y), bits(gelu(linear_rows(&plain, x))));
         }
     }
 }
