@@ -44,4 +44,4 @@ web/node_modules/.bin/wasm-opt -Oz --enable-simd \
   "$out/goalrank_bg.wasm" -o "$out/goalrank_bg.wasm"
 cp index.html "$out/"
 echo "built $out/: goalrank_bg.wasm $(du -h "$out/goalrank_bg.wasm" | cut -f1)" \
-  "($(gzip -c "$out/goalrank_bg.wasm" | wc -c | awk '{ printf "%.1f MB gzipped", $1 / 1e6 }'))"
+  "($(gzip -c "$out/goalrank_bg.wasm" | wc -c | awk '{ printf "%.2f MB gzipped, %d bytes", $1 / 1e6, $1 }'))"
