@@ -2,11 +2,13 @@
 //! route of its own on the CPU backend (numerically identical for `model::product`; for
 //! `model::gelu` within its `erf`'s rounding; for `model::layer_norm` and `model::softmax` the
 //! same forward values and gradients equal within rounding), and what those routes share: their f32 output
-//! buffers, their split of element-wise work across threads and a fixed-order sum.
+//! buffers and inputs' values, the check of a bias row, their split of element-wise work across
+//! threads and a fixed-order sum.
 
 use core::mem::MaybeUninit;
 
 use burn::backend::DispatchDevice;
+use burn::backend::TensorMetadata;
 use burn::backend::flex::{FlexTensor, Layout};
 use burn::tensor::{Bytes, DType, Device, Shape};
 
@@ -34,6 +36,26 @@ pub fn flex_tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
         Layout::contiguous(shape),
         DType::F32,
     )
+}
+
+/// A contiguous f32 tensor's values (as `to_contiguous` leaves it: from offset 0, exactly its
+/// elements).
+pub fn values_of(x: &FlexTensor) -> &[f32] {
+    &x.storage::<f32>()[..x.shape().num_elements()]
+}
+
+/// The width of `x`'s rows where `x` is an f32 matrix `[rows, n]` and `row` an f32 `[1, n]`
+/// (a bias to add to every row); `None` otherwise (flex's broadcast add takes those).
+pub fn row_width(x: &FlexTensor, row: &FlexTensor) -> Option<usize> {
+    let (shape, row_shape) = (x.shape(), row.shape());
+    let fits = x.dtype() == DType::F32
+        && row.dtype() == DType::F32
+        && shape.num_dims() == 2
+        && shape[1] > 0
+        && row_shape.num_dims() == 2
+        && row_shape[0] == 1
+        && row_shape[1] == shape[1];
+    fits.then(|| shape[1])
 }
 
 /// `values`, each set to zero.

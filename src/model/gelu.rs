@@ -21,8 +21,11 @@
 //! threads from `PARALLEL_FROM` elements on (one thread in the browser build); every other
 //! device (wgpu, a remote device) runs Burn's `gelu`, whose kernels fuse there anyway.
 
-use super::backend::{CHUNK, flex_tensor, is_flex, map_chunks, map_chunks_of, update_chunks};
+use super::backend::{
+    CHUNK, flex_tensor, is_flex, map_chunks, map_chunks_of, row_width, update_chunks, values_of,
+};
 use super::erf::{EXP_FROM, erf_lane, exp_lane};
+use super::product::row_gradient;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -238,12 +241,10 @@ impl GeluOps for Flex {
         }
         // A handle on the same buffer where it is contiguous already, else a copy.
         let x = x.to_contiguous();
-        let shape = x.shape();
-        let n = shape.num_elements();
-        let values: &[f32] = &x.storage::<f32>()[..n];
+        let values = values_of(&x);
         flex_tensor(
             map_chunks(values, values, CHUNK, |x, _, out| gelu_slice(x, out)),
-            shape,
+            x.shape(),
         )
     }
 
@@ -252,10 +253,8 @@ impl GeluOps for Flex {
             return Flex::gelu_backward(x, grad);
         }
         let (x, grad) = (x.to_contiguous(), grad.to_contiguous());
-        let shape = x.shape();
-        let n = shape.num_elements();
-        let (xs, gs): (&[f32], &[f32]) = (&x.storage::<f32>()[..n], &grad.storage::<f32>()[..n]);
-        flex_tensor(map_chunks(xs, gs, CHUNK, gelu_grad_slice), shape)
+        let out = map_chunks(values_of(&x), values_of(&grad), CHUNK, gelu_grad_slice);
+        flex_tensor(out, x.shape())
     }
 
     fn bias_gelu(mut x: FlexTensor, row: FlexTensor) -> FlexTensor {
@@ -263,7 +262,7 @@ impl GeluOps for Flex {
         let Some(n) = row_width(&x, &row) else {
             return Self::gelu_chunked(Flex::float_add(x, row));
         };
-        let bias = &row.storage::<f32>()[row.layout().start_offset()..][..n];
+        let bias = values_of(&row);
         let shape = x.shape();
         let len = shape.num_elements();
         if x.is_contiguous()
@@ -276,8 +275,9 @@ impl GeluOps for Flex {
             return x;
         }
         let x = x.to_contiguous();
-        let xs = &x.storage::<f32>()[x.layout().start_offset()..][..len];
-        let out = map_chunks_of(xs, row_chunk(n), |x, out| bias_gelu_slice(x, bias, out));
+        let out = map_chunks_of(values_of(&x), row_chunk(n), |x, out| {
+            bias_gelu_slice(x, bias, out)
+        });
         flex_tensor(out, shape)
     }
 
@@ -289,11 +289,11 @@ impl GeluOps for Flex {
             Some(n) if grad.dtype() == DType::F32 && grad.shape() == x.shape() => n,
             _ => return Self::gelu_chunked_backward(Flex::float_add(x, row), grad),
         };
-        let bias = &row.storage::<f32>()[row.layout().start_offset()..][..n];
+        let bias = values_of(&row);
         let x = x.to_contiguous();
         let shape = x.shape();
         let len = shape.num_elements();
-        let xs = &x.storage::<f32>()[x.layout().start_offset()..][..len];
+        let xs = values_of(&x);
         if grad.is_contiguous()
             && grad.layout().start_offset() == 0
             && let Some(values) = grad.try_storage_mut::<f32>()
@@ -305,26 +305,12 @@ impl GeluOps for Flex {
         }
         // Held elsewhere too, or strided: a copy, updated in place (a rare path; two passes).
         let grad = grad.to_contiguous();
-        let mut out = grad.storage::<f32>()[grad.layout().start_offset()..][..len].to_vec();
+        let mut out = values_of(&grad).to_vec();
         update_chunks(&mut out, row_chunk(n), |start, grad| {
             bias_gelu_grad_in_place(&xs[start..start + grad.len()], bias, grad)
         });
         flex_tensor(out, shape)
     }
-}
-
-/// The width of `x`'s rows where `x` is an f32 matrix `[rows, n]` and `row` an f32 `[1, n]`;
-/// `None` otherwise (flex's broadcast add takes those).
-fn row_width(x: &FlexTensor, row: &FlexTensor) -> Option<usize> {
-    let (shape, row_shape) = (x.shape(), row.shape());
-    let fits = x.dtype() == DType::F32
-        && row.dtype() == DType::F32
-        && shape.num_dims() == 2
-        && shape[1] > 0
-        && row_shape.num_dims() == 2
-        && row_shape[0] == 1
-        && row_shape[1] == shape[1];
-    fits.then(|| shape[1])
 }
 
 /// Elements per chunk for rows of `n`: whole rows, about [`CHUNK`] values.
@@ -391,12 +377,7 @@ impl<B: Backend + GeluOps, C: CheckpointStrategy> GeluOps for Autodiff<B, C> {
                     grads.register::<B>(node.id, pre_grad.clone());
                 }
                 if let Some(node) = row_parent {
-                    // One row: nothing was broadcast, and Burn passes the gradient on as it is.
-                    let row_grad = match pre_grad.shape()[0] {
-                        1 => pre_grad,
-                        _ => B::float_sum_dim(pre_grad, 0),
-                    };
-                    grads.register::<B>(node.id, row_grad);
+                    grads.register::<B>(node.id, row_gradient::<B>(pre_grad));
                 }
             }
         }

@@ -30,7 +30,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{DType, Shape, Tensor};
 
-use super::backend::{flex_tensor, is_flex, zeroed};
+use super::backend::{flex_tensor, is_flex, row_width, values_of, zeroed};
 #[cfg(target_arch = "x86_64")]
 use super::tiny;
 
@@ -319,6 +319,20 @@ fn add_rows(values: &mut [f32], bias: &[f32]) {
     add(values)
 }
 
+/// The gradient of a row added to every row of a matrix (`[1, n]` broadcast over `[m, n]`),
+/// given the sum's gradient: its sum over the rows (`float_sum_dim`, as Burn reduces a
+/// broadcast), or for one row the gradient itself (nothing was broadcast, and Burn passes it on
+/// as it is).
+///
+/// # Shapes
+/// - grad `[m, n]`; output `[1, n]`
+pub fn row_gradient<B: Backend>(grad: FloatTensor<B>) -> FloatTensor<B> {
+    match grad.shape()[0] {
+        1 => grad,
+        _ => B::float_sum_dim(grad, 0),
+    }
+}
+
 /// `lhs · rhs + bias` as three operations of `B`: the product, the bias reshaped to a row,
 /// and the row added to every row of the product (as Burn's `Linear::forward` adds it).
 ///
@@ -345,8 +359,8 @@ impl ProductOps for Flex {
 
     fn product_bias(lhs: FlexTensor, rhs: FlexTensor, bias: FlexTensor) -> FlexTensor {
         let bias = bias.to_contiguous();
-        let bias_values = (bias.dtype() == DType::F32 && bias.shape().num_dims() == 1)
-            .then(|| &bias.storage::<f32>()[bias.layout().start_offset()..][..bias.shape()[0]]);
+        let bias_values =
+            (bias.dtype() == DType::F32 && bias.shape().num_dims() == 1).then(|| values_of(&bias));
         match (gemm_values(&lhs, &rhs), bias_values) {
             (Some((mut values, shape)), Some(bias_values))
                 if shape.num_dims() == 2 && bias_values.len() == shape[1] =>
@@ -363,20 +377,14 @@ impl ProductOps for Flex {
     /// otherwise.
     fn add_row(mut x: FlexTensor, row: FlexTensor) -> FlexTensor {
         let row = row.to_contiguous();
-        let shape = x.shape();
-        let fits = x.dtype() == DType::F32
-            && row.dtype() == DType::F32
-            && shape.num_dims() == 2
-            && row.shape().num_elements() == shape[1]
+        let len = x.shape().num_elements();
+        if row_width(&x, &row).is_some()
             && x.is_contiguous()
-            && x.layout().start_offset() == 0;
-        if fits {
-            let len = shape.num_elements();
-            let bias = &row.storage::<f32>()[row.layout().start_offset()..][..shape[1]];
-            if let Some(values) = x.try_storage_mut::<f32>() {
-                add_rows(&mut values[..len], bias);
-                return x;
-            }
+            && x.layout().start_offset() == 0
+            && let Some(values) = x.try_storage_mut::<f32>()
+        {
+            add_rows(&mut values[..len], values_of(&row));
+            return x;
         }
         Flex::float_add(x, row)
     }
@@ -469,17 +477,7 @@ impl<B: Backend + ProductOps, C: CheckpointStrategy> ProductOps for Autodiff<B, 
                 grads: &mut Gradients,
                 _checkpointer: &mut Checkpointer,
             ) {
-                binary::<B, _, _>(
-                    ops.parents,
-                    ops.node,
-                    grads,
-                    |grad| grad,
-                    // One row: nothing was broadcast, and Burn passes the gradient on as it is.
-                    |grad| match grad.shape()[0] {
-                        1 => grad,
-                        _ => B::float_sum_dim(grad, 0),
-                    },
-                );
+                binary::<B, _, _>(ops.parents, ops.node, grads, |grad| grad, row_gradient::<B>);
             }
         }
 

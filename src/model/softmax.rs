@@ -28,7 +28,9 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{DType, Tensor, activation};
 
-use super::backend::{CHUNK, flex_tensor, is_flex, lane_sum as sum, map_chunks, map_chunks_of};
+use super::backend::{
+    CHUNK, flex_tensor, is_flex, lane_sum as sum, map_chunks, map_chunks_of, values_of,
+};
 use super::exp::exp_in_place;
 
 /// Softmax and log-softmax over the last dimension, and their backward passes.
@@ -147,11 +149,6 @@ fn rows_or(
         return Err(fallback(x, last));
     }
     Ok((x.to_contiguous(), n))
-}
-
-/// A contiguous f32 tensor's values.
-fn values_of(x: &FlexTensor) -> &[f32] {
-    &x.storage::<f32>()[..x.shape().num_elements()]
 }
 
 /// Softmax over the last dimension: flex's values, `exp` in vector code.
