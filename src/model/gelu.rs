@@ -148,38 +148,44 @@ fn all_near<const W: usize>(x: &[f32; W]) -> bool {
         .fold(true, |all, &x| all & is_near(x * FRAC_1_SQRT_2))
 }
 
-/// GELU of a block of `W` values. Where `erf`'s first formula covers the whole block (most
-/// blocks: its interval is `|x| < √2`) the second is skipped; the bits are [`gelu_at`]'s
-/// either way.
+/// `near` or `far` on each of a block of `W` values: `near` (computed with [`erf_near`]) where
+/// `erf`'s first formula covers the whole block, `far` (with [`erf_lane`]) elsewhere. Most
+/// blocks take `near` (its interval is `|x| < √2`); the bits are `far`'s either way.
 #[inline(always)]
-fn gelu_block<const W: usize>(x: [f32; W]) -> [f32; W] {
+fn by_block<const W: usize>(
+    x: [f32; W],
+    near: impl Fn(f32) -> f32,
+    far: impl Fn(f32) -> f32,
+) -> [f32; W] {
     let mut out = [0.0; W];
     if all_near(&x) {
         for j in 0..W {
-            out[j] = gelu_with(x[j], erf_near);
+            out[j] = near(x[j]);
         }
     } else {
         for j in 0..W {
-            out[j] = gelu_at(x[j]);
+            out[j] = far(x[j]);
         }
     }
     out
 }
 
-/// `Φ(x) = 0.5 (1 + erf(x / √2))` over a block of `W` values, as [`gelu_block`].
+/// GELU of a block of `W` values (the bits of [`gelu_at`]).
+#[inline(always)]
+fn gelu_block<const W: usize>(x: [f32; W]) -> [f32; W] {
+    by_block(x, |x| gelu_with(x, erf_near), gelu_at)
+}
+
+/// `Φ(x) = 0.5 (1 + erf(x / √2))`, with `erf` one of [`erf_lane`] and [`erf_near`].
+#[inline(always)]
+fn cdf_with(x: f32, erf: impl Fn(f32) -> f32) -> f32 {
+    0.5 * (1.0 + erf(x * FRAC_1_SQRT_2))
+}
+
+/// `Φ` over a block of `W` values (the bits of `cdf_with(x, erf_lane)`).
 #[inline(always)]
 fn cdf_block<const W: usize>(x: [f32; W]) -> [f32; W] {
-    let mut out = [0.0; W];
-    if all_near(&x) {
-        for j in 0..W {
-            out[j] = 0.5 * (1.0 + erf_near(x[j] * FRAC_1_SQRT_2));
-        }
-    } else {
-        for j in 0..W {
-            out[j] = 0.5 * (1.0 + erf_lane(x[j] * FRAC_1_SQRT_2));
-        }
-    }
-    out
+    by_block(x, |x| cdf_with(x, erf_near), |x| cdf_with(x, erf_lane))
 }
 
 /// `out = Φ(x)` in blocks of `W` (as [`cdf_block`]), the rest value by value.
@@ -191,7 +197,7 @@ fn cdf_fill<const W: usize>(x: &[f32], out: &mut [f32]) {
         out.copy_from_slice(&cdf_block::<W>(block(x)));
     }
     for (out, &x) in outs.into_remainder().iter_mut().zip(xs.remainder()) {
-        *out = 0.5 * (1.0 + erf_lane(x * FRAC_1_SQRT_2));
+        *out = cdf_with(x, erf_lane);
     }
 }
 
