@@ -3,6 +3,7 @@
 //! the decoder's sampling step, a fused WGSL kernel (`shaders/`) on wgpu (native and WebGPU),
 //! as is `adam_kernel`, the optimiser's update of one parameter tensor (`train::adam`).
 
+mod attention;
 mod backend;
 mod decode_step;
 mod encoder;
@@ -18,6 +19,8 @@ mod product;
 mod read;
 mod reward;
 mod rows;
+#[cfg(target_arch = "x86_64")]
+mod small;
 mod softmax;
 mod store;
 #[cfg(target_arch = "x86_64")]

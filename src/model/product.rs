@@ -14,6 +14,12 @@
 //! under autodiff it is the product followed by an add node with the gradients of Burn's
 //! broadcast add, whose forward adds the bias in place on rayon's threads ([`ProductOps::add_row`]).
 //!
+//! Each matrix of a product runs [`matrix_product`]: `gemm`, or on x86-64 the tiny and small
+//! ones `model::tiny` and `model::small` compute without `gemm`'s per-call set-up, `gemm`'s
+//! values bit for bit. A product deeper than `gemm`'s depth block (the weight gradients, summed
+//! over thousands of rows) has its rows split between the threads, each part `gemm` on one
+//! thread ([`row_parts`]): again the same values.
+//!
 //! Only f32 products on flex devices (with or without autodiff) take them, batched ones where
 //! both sides have the same leading dimensions; every other device runs Burn's `matmul` (and
 //! `add`).
@@ -32,7 +38,7 @@ use burn::tensor::{DType, Shape, Tensor};
 
 use super::backend::{flex_tensor, is_flex, row_width, values_of, zeroed};
 #[cfg(target_arch = "x86_64")]
-use super::tiny;
+use super::{small, tiny};
 
 /// Products with at least this many multiply-adds run on rayon's threads. flex's threshold is
 /// 192³; one request's products (51 rows by 128 to 512) lie between the two, and splitting them
@@ -45,6 +51,19 @@ const PARALLEL_FROM: usize = 64 * 64 * 64;
 /// thread (flex's threshold).
 #[cfg(not(target_arch = "wasm32"))]
 const BATCH_PARALLEL_FROM: usize = 128 * 128 * 128;
+
+/// `gemm` sums at most this many terms of the inner dimension in one pass (its depth block);
+/// a deeper product on several threads makes them meet after each block.
+#[cfg(not(target_arch = "wasm32"))]
+const DEPTH_BLOCK: usize = 512;
+
+/// The fewest rows each thread takes when a deep product's rows are split between threads.
+#[cfg(not(target_arch = "wasm32"))]
+const SPLIT_ROWS: usize = 64;
+
+/// `gemm` blocks the depth of products with at most this many rows and columns its own way.
+#[cfg(not(target_arch = "wasm32"))]
+const SMALL_SIDE: usize = 64;
 
 /// Bias additions over at least this many elements run on rayon's threads.
 #[cfg(not(target_arch = "wasm32"))]
@@ -157,6 +176,96 @@ fn matrix_strides(layout: &Layout) -> (isize, isize) {
     (strides[d - 2], strides[d - 1])
 }
 
+/// A matrix in memory: its first element and its row and column strides, in elements.
+#[derive(Clone, Copy)]
+pub struct Matrix {
+    pub at: *const f32,
+    pub row: isize,
+    pub col: isize,
+}
+
+impl Matrix {
+    /// The matrix from row `i` and column `j` on.
+    ///
+    /// # Safety
+    /// Element `(i, j)` lies in the matrix's storage.
+    pub unsafe fn from(self, i: usize, j: usize) -> Self {
+        Self {
+            // SAFETY: by the caller.
+            at: unsafe {
+                self.at
+                    .offset(i as isize * self.row + j as isize * self.col)
+            },
+            ..self
+        }
+    }
+}
+
+/// `dst = lhs · rhs`, row-major `[m, n]`, as flex's `gemm` call computes it (bit for bit):
+/// tiny and small products by [`tiny`] and [`small`] without `gemm`'s per-call cost on x86-64,
+/// the rest by `gemm` with `parallelism`.
+///
+/// # Safety
+/// `lhs` addresses an `[m, k]` f32 matrix and `rhs` a `[k, n]` one; `dst` points at `m · n`
+/// writable f32 that overlap neither, initialised where `m` or `n` is 1 (`gemm` reads such a
+/// destination through a slice before writing it).
+pub unsafe fn matrix_product(
+    [m, n, k]: [usize; 3],
+    dst: *mut f32,
+    lhs: Matrix,
+    rhs: Matrix,
+    parallelism: gemm::Parallelism,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if tiny::fits(m, n, k, rhs.col) {
+            // SAFETY: by the caller; `tiny::fits` holds.
+            unsafe {
+                tiny::product(
+                    [m, n, k],
+                    dst,
+                    (lhs.at, lhs.row, lhs.col),
+                    (rhs.at, rhs.row),
+                )
+            };
+            return;
+        }
+        // Small products on one thread skip `gemm`'s set-up.
+        if m.saturating_mul(n).saturating_mul(k) < PARALLEL_FROM
+            && small::fits(m, n, k, lhs.col, rhs.row)
+        {
+            // SAFETY: by the caller; `small::fits` holds.
+            unsafe { small::product([m, n, k], dst, lhs, rhs) };
+            return;
+        }
+    }
+    // SAFETY: by the caller: every element `gemm` reads lies in the operands; without
+    // `read_dst` it writes each of the `m · n` outputs (zeros when k = 0).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            n as isize,
+            false,
+            lhs.at,
+            lhs.col,
+            lhs.row,
+            rhs.at,
+            rhs.col,
+            rhs.row,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
 /// `lhs · rhs` as flex computes it (the same `gemm` calls; mid-sized ones split across threads),
 /// row-major values and their shape; `None` where flex's own product must run (not f32, batch
 /// dimensions that differ, inner sizes that do not match).
@@ -203,52 +312,28 @@ fn gemm_values(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<(Vec<f32>, Shape)> 
         }
         offset
     };
-    #[cfg(target_arch = "x86_64")]
-    let tiny = tiny::fits(m, n, k, rhs_col);
-    let one = |out: *mut f32, b: usize, parallelism: gemm::Parallelism| {
+    // Rows `first..first + m` of product `b` into `out` (all rows but where the rows are split
+    // between threads).
+    let part = |out: *mut f32, b: usize, [first, rows]: [usize; 2], parallelism| {
         let lhs_at = lhs_start as isize + offset(b, lhs.layout().strides());
         let rhs_at = rhs_start as isize + offset(b, rhs.layout().strides());
-        #[cfg(target_arch = "x86_64")]
-        if tiny {
-            // SAFETY: as for `gemm` below; `tiny::fits` holds.
-            unsafe {
-                let lhs = (lhs_values.as_ptr().offset(lhs_at), lhs_row, lhs_col);
-                tiny::product(
-                    [m, n, k],
-                    out,
-                    lhs,
-                    (rhs_values.as_ptr().offset(rhs_at), rhs_row),
-                );
-            }
-            return;
-        }
         // SAFETY: the operands are f32 views whose shapes, strides and start offsets are their
-        // layouts' (as flex's own product reads them), so every element `gemm` reads lies in
-        // their storage. `out` points at `m · n` f32 of reserved capacity, row-major `[m, n]`;
-        // without `read_dst`, `gemm` writes each of them (zeros when k = 0) and reads none
-        // before.
+        // layouts' (as flex's own product reads them), so rows `first..first + rows` of the
+        // left one and all of the right one lie in their storage. `out` points at
+        // `rows · n` f32 of reserved capacity, initialised where a side is 1 (below).
         unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                out,
-                1,
-                n as isize,
-                false,
-                lhs_values.as_ptr().offset(lhs_at),
-                lhs_col,
-                lhs_row,
-                rhs_values.as_ptr().offset(rhs_at),
-                rhs_col,
-                rhs_row,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                parallelism,
-            )
+            let lhs = Matrix {
+                at: lhs_values.as_ptr().offset(lhs_at),
+                row: lhs_row,
+                col: lhs_col,
+            }
+            .from(first, 0);
+            let rhs = Matrix {
+                at: rhs_values.as_ptr().offset(rhs_at),
+                row: rhs_row,
+                col: rhs_col,
+            };
+            matrix_product([rows, n, k], out, lhs, rhs, parallelism)
         }
     };
 
@@ -267,24 +352,58 @@ fn gemm_values(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<(Vec<f32>, Shape)> 
         let per_matrix = m.saturating_mul(n).saturating_mul(k);
         let total = batches.saturating_mul(per_matrix);
         let many_small = batches >= 4 && total >= BATCH_PARALLEL_FROM;
-        if per_matrix >= PARALLEL_FROM && !many_small {
+        let parts = row_parts(m, n, k);
+        if per_matrix >= PARALLEL_FROM && !many_small && parts > 1 {
+            let rows = m.div_ceil(parts);
             for (b, chunk) in spare.chunks_mut(matrix).enumerate() {
-                one(chunk.as_mut_ptr().cast(), b, gemm::Parallelism::Rayon(0));
+                chunk
+                    .par_chunks_mut(rows * n)
+                    .enumerate()
+                    .for_each(|(i, chunk)| {
+                        let range = [i * rows, chunk.len() / n];
+                        part(chunk.as_mut_ptr().cast(), b, range, gemm::Parallelism::None)
+                    });
+            }
+        } else if per_matrix >= PARALLEL_FROM && !many_small {
+            for (b, chunk) in spare.chunks_mut(matrix).enumerate() {
+                part(
+                    chunk.as_mut_ptr().cast(),
+                    b,
+                    [0, m],
+                    gemm::Parallelism::Rayon(0),
+                );
             }
         } else if total >= BATCH_PARALLEL_FROM && batches > 1 {
             spare
                 .par_chunks_mut(matrix)
                 .enumerate()
-                .for_each(|(b, chunk)| one(chunk.as_mut_ptr().cast(), b, gemm::Parallelism::None));
+                .for_each(|(b, chunk)| {
+                    part(
+                        chunk.as_mut_ptr().cast(),
+                        b,
+                        [0, m],
+                        gemm::Parallelism::None,
+                    )
+                });
         } else {
             for (b, chunk) in spare.chunks_mut(matrix).enumerate() {
-                one(chunk.as_mut_ptr().cast(), b, gemm::Parallelism::None);
+                part(
+                    chunk.as_mut_ptr().cast(),
+                    b,
+                    [0, m],
+                    gemm::Parallelism::None,
+                );
             }
         }
     }
     #[cfg(target_arch = "wasm32")]
     for (b, chunk) in spare.chunks_mut(matrix).enumerate() {
-        one(chunk.as_mut_ptr().cast(), b, gemm::Parallelism::None);
+        part(
+            chunk.as_mut_ptr().cast(),
+            b,
+            [0, m],
+            gemm::Parallelism::None,
+        );
     }
     // SAFETY: the chunks cover the first `len` elements and `gemm` wrote each of them.
     unsafe { out.set_len(len) };
@@ -295,6 +414,30 @@ fn gemm_values(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<(Vec<f32>, Shape)> 
         Ordering::Relaxed,
     );
     Some((out, Shape::from(out_dims)))
+}
+
+/// Into how many parts, one per thread, the rows of a large `[m, k] · [k, n]` product are
+/// split: for products deeper than `gemm`'s depth block with at least [`SPLIT_ROWS`] rows a
+/// thread, one part per thread, each `gemm` on one thread; otherwise 1 (`gemm` splits the
+/// product itself). `gemm` on all threads meets them after each depth block, the weight
+/// gradients' thousands of rows in about 50 blocks; each part runs its depth blocks without
+/// waiting, at the cost of packing the right-hand side once per part.
+///
+/// Each output element is still one thread's sum in `gemm`'s order, so the values do not
+/// change, as long as no part is a product of at most 64 × 64: `gemm` cuts the depth of those
+/// into blocks of its own.
+#[cfg(not(target_arch = "wasm32"))]
+fn row_parts(m: usize, n: usize, k: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let rows = m.div_ceil(threads);
+    // The last part's rows (the others have `rows`).
+    let last = m - rows * (m.div_ceil(rows.max(1)).max(1) - 1);
+    let same_blocks = n > SMALL_SIDE || last > SMALL_SIDE;
+    if threads > 1 && k > DEPTH_BLOCK && rows >= SPLIT_ROWS && same_blocks {
+        threads
+    } else {
+        1
+    }
 }
 
 /// `bias` added to every row of the row-major `values` (`out + b`, as flex's broadcast add
@@ -538,6 +681,32 @@ mod tests {
                 "transposed {m}x{k}x{n}"
             );
         }
+    }
+
+    /// Products deeper than `gemm`'s depth block (as the weight gradients are, the left side a
+    /// transposed view), their rows split between two threads: Burn's values.
+    #[test]
+    fn deep_products_split_by_rows_are_burns_bit_for_bit() {
+        let device = Device::flex();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("a thread pool");
+        pool.install(|| {
+            for (m, k, n) in [(128, 1100, 65), (130, 1100, 64), (301, 2048, 128)] {
+                assert_eq!(row_parts(m, n, k), 2, "{m}x{k}x{n}");
+                let a = matrix(k, m, 1, &device).transpose();
+                let b = matrix(k, n, 2, &device);
+                assert_eq!(
+                    values(product(a.clone(), b.clone())),
+                    values(a.matmul(b)),
+                    "{m}x{k}x{n}"
+                );
+            }
+            assert_eq!(row_parts(120, 128, 2048), 1, "too few rows");
+            assert_eq!(row_parts(4096, 128, 512), 1, "one depth block");
+            assert_eq!(row_parts(128, 64, 1100), 1, "parts of 64 × 64");
+        });
     }
 
     fn tensor4(dims: [usize; 4], seed: usize, device: &Device) -> Tensor<4> {

@@ -115,7 +115,7 @@ fn shifted_block(x: &[f32], out: &mut [f32], n: usize) {
 /// Softmax for one block of whole rows of length `n`: flex's fused softmax
 /// (`burn_flex::ops::activation`), `exp(x − max)` summed in order from the row's first value,
 /// then each times `1 / sum`.
-fn softmax_forward_block(x: &[f32], out: &mut [f32], n: usize) {
+pub fn softmax_forward_block(x: &[f32], out: &mut [f32], n: usize) {
     shifted_block(x, out, n);
     exp_in_place(out);
     let mut groups = out.chunks_exact_mut(n * INTERLEAVED);

@@ -7,7 +7,8 @@
 //! the broadcast weight, and its backward as one weight-gradient product per request (about
 //! 400 MB of partial gradients per layer at batch 512). The attention itself is Burn's
 //! computation, step for step: scaled scores, softmax (or quiet softmax), dropout, weighted
-//! values. Parameters are used in the same order as Burn's forward, so a fresh model's lazily
+//! values; on the CPU backend without autodiff those steps run in one pass per request and head
+//! (`model::attention`, the same values). Parameters are used in the same order as Burn's forward, so a fresh model's lazily
 //! initialised weights are the same (a fresh `experiment main` reproduces the supervised-only
 //! generator's metrics to 5e-6).
 //! An exact GELU in the feed-forward runs with its linear layer as [`linear_gelu`]: on the CPU
@@ -20,6 +21,7 @@ use burn::nn::transformer::{PositionWiseFeedForward, TransformerEncoder, Transfo
 use burn::tensor::Tensor;
 use burn::tensor::activation::quiet_softmax;
 
+use super::attention::{attention, runs_here};
 use super::layer_norm::layer_norm;
 use super::product::product;
 use super::rows::{linear_gelu, linear_rows};
@@ -76,9 +78,18 @@ fn self_attention(mha: &MultiHeadAttention, x: Tensor<3>) -> Tensor<3> {
             .reshape([b, s, mha.n_heads, mha.d_k])
             .swap_dims(1, 2)
     };
-    let query = heads(linear_rows(&mha.query, x.clone()));
-    let key = heads(linear_rows(&mha.key, x.clone()));
-    let value = heads(linear_rows(&mha.value, x));
+    let (query, key, value) = (
+        linear_rows(&mha.query, x.clone()),
+        linear_rows(&mha.key, x.clone()),
+        linear_rows(&mha.value, x),
+    );
+    if !mha.quiet_softmax && runs_here(&query, mha.n_heads) {
+        // The steps below in one pass per request and head (the same values; nothing to
+        // differentiate).
+        let context = attention(query, key, value, mha.n_heads);
+        return linear_rows(&mha.output, context);
+    }
+    let (query, key, value) = (heads(query), heads(key), heads(value));
     let scores = product(query, key.transpose()).div_scalar((mha.d_k as f32).sqrt());
     let weights = if mha.quiet_softmax {
         quiet_softmax(scores, 3)
