@@ -68,13 +68,22 @@ pub fn zeroed(values: &mut [MaybeUninit<f32>]) -> &mut [f32] {
     unsafe { &mut *(values as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
-/// `Σ values` with eight running sums (so the loop runs in vector registers), in a fixed
-/// order.
+/// `Σ f(a[i], b[i])` with eight running sums, lane `i mod 8` taking the terms at those
+/// positions in order, then the lanes combined pairwise: a fixed order, which does not depend on
+/// the vector width the loop is compiled for (whole blocks of 8 run in vector registers).
+/// `a` and `b` have the same length.
 #[inline(always)]
-pub fn lane_sum(values: impl Iterator<Item = f32>) -> f32 {
+pub fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
     let mut lanes = [0.0f32; 8];
-    for (i, value) in values.enumerate() {
-        lanes[i % 8] += value;
+    let (blocks_a, blocks_b) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (rest_a, rest_b) = (blocks_a.remainder(), blocks_b.remainder());
+    for (x, y) in blocks_a.zip(blocks_b) {
+        for ((lane, &x), &y) in lanes.iter_mut().zip(x).zip(y) {
+            *lane += f(x, y);
+        }
+    }
+    for ((lane, &x), &y) in lanes.iter_mut().zip(rest_a).zip(rest_b) {
+        *lane += f(x, y);
     }
     ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
         + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))

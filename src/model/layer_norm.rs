@@ -81,8 +81,27 @@ pub fn layer_norm<const D: usize>(norm: &LayerNorm, x: Tensor<D>) -> Tensor<D> {
     }
 }
 
+/// [`backward_block`] compiled for the widest vectors this processor has (AVX2 on x86-64: the
+/// same operations in the same order, so the same values, eight lanes at a time instead of
+/// four).
+fn backward_block_widest(x: &[f32], grad: &[f32], gamma: &[f32], dx: &mut [f32]) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        /// # Safety
+        /// AVX2 is present.
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(x: &[f32], grad: &[f32], gamma: &[f32], dx: &mut [f32]) -> Vec<f32> {
+            backward_block(x, grad, gamma, dx)
+        }
+        // SAFETY: checked just above.
+        return unsafe { avx2(x, grad, gamma, dx) };
+    }
+    backward_block(x, grad, gamma, dx)
+}
+
 /// One block of rows: writes each row's input gradient into `dx` and returns the block's
 /// `[dγ | dβ]` sums (`2d` values).
+#[inline(always)]
 fn backward_block(x: &[f32], grad: &[f32], gamma: &[f32], dx: &mut [f32]) -> Vec<f32> {
     let d = gamma.len();
     let scale = 1.0 / d as f32;
@@ -94,8 +113,8 @@ fn backward_block(x: &[f32], grad: &[f32], gamma: &[f32], dx: &mut [f32]) -> Vec
         .zip(grad.chunks_exact(d))
         .zip(dx.chunks_exact_mut(d))
     {
-        let mean = sum(x.iter().copied()) * scale;
-        let var = sum(x.iter().map(|v| (v - mean) * (v - mean))) * scale;
+        let mean = sum(x, x, |v, _| v) * scale;
+        let var = sum(x, x, |v, _| (v - mean) * (v - mean)) * scale;
         let r = 1.0 / (var + EPSILON as f32).sqrt();
         for (((n, s), &v), (&g, &w)) in normed
             .iter_mut()
@@ -106,8 +125,8 @@ fn backward_block(x: &[f32], grad: &[f32], gamma: &[f32], dx: &mut [f32]) -> Vec
             *n = (v - mean) * r;
             *s = g * w;
         }
-        let mean_scaled = sum(scaled.iter().copied()) * scale;
-        let mean_product = sum(scaled.iter().zip(&normed).map(|(s, n)| s * n)) * scale;
+        let mean_scaled = sum(&scaled, &scaled, |s, _| s) * scale;
+        let mean_product = sum(&scaled, &normed, |s, n| s * n) * scale;
         for ((dx, &s), &n) in dx.iter_mut().zip(&scaled).zip(&normed) {
             *dx = r * (s - mean_scaled - n * mean_product);
         }
@@ -133,7 +152,7 @@ fn backward_values(x: &[f32], grad: &[f32], gamma: &[f32]) -> Vec<f32> {
         use rayon::prelude::*;
         dx.par_chunks_mut(block)
             .zip(x.par_chunks(block).zip(grad.par_chunks(block)))
-            .map(|(dx, (x, g))| backward_block(x, g, gamma, dx))
+            .map(|(dx, (x, g))| backward_block_widest(x, g, gamma, dx))
             .collect()
     };
     #[cfg(target_arch = "wasm32")]

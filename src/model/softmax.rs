@@ -220,7 +220,7 @@ fn softmax_block(y: &[f32], grad: &[f32], out: &mut [f32], n: usize) {
         .zip(grad.chunks_exact(n))
         .zip(out.chunks_exact_mut(n))
     {
-        let dot = sum(y.iter().zip(g).map(|(y, g)| y * g));
+        let dot = sum(y, g, |y, g| y * g);
         for ((out, &y), &g) in out.iter_mut().zip(y).zip(g) {
             *out = y * (g - dot);
         }
@@ -233,7 +233,7 @@ fn log_softmax_block(y: &[f32], grad: &[f32], out: &mut [f32], n: usize) {
     out.copy_from_slice(y);
     exp_in_place(out);
     for (g, out) in grad.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
-        let total = sum(g.iter().copied());
+        let total = sum(g, g, |g, _| g);
         for (out, &g) in out.iter_mut().zip(g) {
             *out = g - *out * total;
         }
