@@ -22,6 +22,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{DType, Tensor};
+use core::mem::MaybeUninit;
 
 use super::backend::{flex_tensor, is_flex, values_of};
 use super::product::{Matrix, matrix_product};
@@ -80,7 +81,13 @@ pub fn attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) -> Tens
 ///
 /// # Shapes
 /// - q, k, v `[S, d]` (row-major), out `[S, d]`
-fn request(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], [s, d, heads]: [usize; 3]) {
+fn request(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &mut [MaybeUninit<f32>],
+    [s, d, heads]: [usize; 3],
+) {
     let dk = d / heads;
     let scale = (dk as f32).sqrt();
     let (mut scores, mut weights) = (vec![0.0f32; s * s], vec![0.0f32; s * s]);
@@ -125,7 +132,7 @@ fn request(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], [s, d, heads]: [usi
             );
         }
         for (row, values) in out.chunks_exact_mut(d).zip(context.chunks_exact(dk)) {
-            row[h * dk..(h + 1) * dk].copy_from_slice(values);
+            row[h * dk..(h + 1) * dk].write_copy_of_slice(values);
         }
     }
 }
@@ -135,20 +142,26 @@ impl AttentionOps for Flex {
         let (q, k, v) = (q.to_contiguous(), k.to_contiguous(), v.to_contiguous());
         let shape = q.shape();
         let [b, s, d] = [shape[0], shape[1], shape[2]];
-        let mut out = vec![0.0f32; b * s * d];
+        let len = b * s * d;
+        let mut out: Vec<f32> = Vec::with_capacity(len);
         let rows = (s * d).max(1);
         let (q, k, v) = (values_of(&q), values_of(&k), values_of(&v));
-        let one = |(i, out): (usize, &mut [f32])| {
+        let one = |(i, out): (usize, &mut [MaybeUninit<f32>])| {
             let at = i * rows..(i + 1) * rows;
             request(&q[at.clone()], &k[at.clone()], &v[at], out, [s, d, heads]);
         };
+        let spare = &mut out.spare_capacity_mut()[..len];
         #[cfg(not(target_arch = "wasm32"))]
-        if b > 1 && b * s * s * d * 2 >= PARALLEL_FROM {
+        if b > 1 && len * s * 2 >= PARALLEL_FROM {
             use rayon::prelude::*;
-            out.par_chunks_mut(rows).enumerate().for_each(one);
-            return flex_tensor(out, shape);
+            spare.par_chunks_mut(rows).enumerate().for_each(one);
+        } else {
+            spare.chunks_mut(rows).enumerate().for_each(one);
         }
-        out.chunks_mut(rows).enumerate().for_each(one);
+        #[cfg(target_arch = "wasm32")]
+        spare.chunks_mut(rows).enumerate().for_each(one);
+        // SAFETY: each request wrote every column of each of its rows (its heads side by side).
+        unsafe { out.set_len(len) };
         flex_tensor(out, shape)
     }
 }

@@ -159,7 +159,7 @@ fn backward_values(x: &[f32], grad: &[f32], gamma: &[f32]) -> Vec<f32> {
     let partials: Vec<Vec<f32>> = dx
         .chunks_mut(block)
         .zip(x.chunks(block).zip(grad.chunks(block)))
-        .map(|(dx, (x, g))| backward_block(x, g, gamma, dx))
+        .map(|(dx, (x, g))| backward_block_widest(x, g, gamma, dx))
         .collect();
     // Block by block, in order.
     for partial in &partials {
