@@ -25,7 +25,7 @@ use burn::tensor::{DType, Tensor};
 use core::mem::MaybeUninit;
 
 use super::backend::{flex_tensor, is_flex, values_of};
-use super::product::{Matrix, matrix_product};
+use super::product::{Matrix, count_multiply_adds, matrix_product};
 use super::softmax::softmax_forward_block;
 
 /// Requests whose attention has at least this many multiply-adds in all run on rayon's
@@ -162,6 +162,8 @@ impl AttentionOps for Flex {
         spare.chunks_mut(rows).enumerate().for_each(one);
         // SAFETY: each request wrote every column of each of its rows (its heads side by side).
         unsafe { out.set_len(len) };
+        // Two products per head: `[S, d_k] · [d_k, S]` and `[S, S] · [S, d_k]`.
+        count_multiply_adds((2 * len * s) as u64);
         flex_tensor(out, shape)
     }
 }
@@ -189,6 +191,7 @@ mod tests {
     use burn::tensor::activation::softmax as burns_softmax;
     use burn::tensor::{Device, TensorData};
 
+    use super::super::product::multiply_adds;
     use super::*;
 
     fn values(tensor: Tensor<3>) -> Vec<u32> {
@@ -246,7 +249,11 @@ mod tests {
                 fixed(dims, 2.0, &device),
             );
             assert!(runs_here(&q, heads));
+            let before = multiply_adds();
             let fused = attention(q.clone(), k.clone(), v.clone(), heads);
+            // Its products are counted (other tests' may be too, meanwhile).
+            let [b, s, d] = dims;
+            assert!(multiply_adds() - before >= (2 * b * s * s * d) as u64);
             let reference = composed(q.clone(), k.clone(), v.clone(), heads, true);
             assert_eq!(values(fused), values(reference.clone()), "{dims:?}");
             // And the composition of Burn's own operations gives the same values.

@@ -76,10 +76,16 @@ static MULTIPLY_ADDS: AtomicU64 = AtomicU64::new(0);
 static PRODUCT_NANOS: AtomicU64 = AtomicU64::new(0);
 
 /// Multiply-adds of every product [`product`] and [`product_bias`] have run on the CPU backend
-/// since the process started, their backward passes' included (`goalrank bench` reports the
+/// since the process started (and those inside `model::attention`), their backward passes' included (`goalrank bench` reports the
 /// FLOPs of a step from it). Products on other devices are not counted.
 pub fn multiply_adds() -> u64 {
     MULTIPLY_ADDS.load(Ordering::Relaxed)
+}
+
+/// Adds `count` multiply-adds of products run elsewhere on the CPU backend (`model::attention`'s,
+/// whose time is not counted apart from the attention's other steps) to [`multiply_adds`].
+pub fn count_multiply_adds(count: u64) {
+    MULTIPLY_ADDS.fetch_add(count, Ordering::Relaxed);
 }
 
 /// Wall-clock nanoseconds the calls counted by [`multiply_adds`] took, summed over calls (a
