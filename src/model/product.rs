@@ -76,8 +76,9 @@ static MULTIPLY_ADDS: AtomicU64 = AtomicU64::new(0);
 static PRODUCT_NANOS: AtomicU64 = AtomicU64::new(0);
 
 /// Multiply-adds of every product [`product`] and [`product_bias`] have run on the CPU backend
-/// since the process started (and those inside `model::attention`), their backward passes' included (`goalrank bench` reports the
-/// FLOPs of a step from it). Products on other devices are not counted.
+/// since the process started (and those inside `model::attention`), their backward passes'
+/// included (`goalrank bench` reports the FLOPs of a step from it). Products on other devices
+/// are not counted.
 pub fn multiply_adds() -> u64 {
     MULTIPLY_ADDS.load(Ordering::Relaxed)
 }
