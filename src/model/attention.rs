@@ -24,8 +24,9 @@ use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, TensorMetadata, ba
 use burn::tensor::{DType, Tensor};
 use core::mem::MaybeUninit;
 
+use super::backend::Matrix;
 use super::backend::{flex_tensor, is_flex, values_of};
-use super::product::{Matrix, count_multiply_adds, matrix_product};
+use super::product::{count_multiply_adds, matrix_product};
 use super::softmax::softmax_forward_block;
 
 /// Requests whose attention has at least this many multiply-adds in all run on rayon's

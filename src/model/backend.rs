@@ -3,7 +3,7 @@
 //! `model::gelu` within its `erf`'s rounding; for `model::layer_norm` and `model::softmax` the
 //! same forward values and gradients equal within rounding), and what those routes share: their f32 output
 //! buffers and inputs' values, the check of a bias row, their split of element-wise work across
-//! threads and a fixed-order sum.
+//! threads, a fixed-order sum, a matrix in memory and flex's `gemm` call.
 
 use core::mem::MaybeUninit;
 
@@ -87,6 +87,71 @@ pub fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
     }
     ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
         + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
+}
+
+/// A matrix in memory: its first element and its row and column strides, in elements.
+#[derive(Clone, Copy)]
+pub struct Matrix {
+    pub at: *const f32,
+    pub row: isize,
+    pub col: isize,
+}
+
+impl Matrix {
+    /// The matrix from row `i` and column `j` on.
+    ///
+    /// # Safety
+    /// Element `(i, j)` lies in the matrix's storage.
+    pub unsafe fn from(self, i: usize, j: usize) -> Self {
+        Self {
+            // SAFETY: by the caller.
+            at: unsafe {
+                self.at
+                    .offset(i as isize * self.row + j as isize * self.col)
+            },
+            ..self
+        }
+    }
+}
+
+/// `dst = lhs · rhs`, row-major `[m, n]`, by `gemm` with `parallelism` (flex's call).
+///
+/// # Safety
+/// `lhs` addresses an `[m, k]` f32 matrix and `rhs` a `[k, n]` one; `dst` points at `m · n`
+/// writable f32 that overlap neither, initialised where `m` or `n` is 1 (`gemm` reads such a
+/// destination through a slice before writing it).
+pub unsafe fn gemm_product(
+    [m, n, k]: [usize; 3],
+    dst: *mut f32,
+    lhs: Matrix,
+    rhs: Matrix,
+    parallelism: gemm::Parallelism,
+) {
+    // SAFETY: by the caller: every element `gemm` reads lies in the operands; without
+    // `read_dst` it writes each of the `m · n` outputs (zeros when k = 0).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            n as isize,
+            false,
+            lhs.at,
+            lhs.col,
+            lhs.row,
+            rhs.at,
+            rhs.col,
+            rhs.row,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
 }
 
 /// Runs `job` on one of rayon's worker threads and waits for it (native builds).

@@ -36,7 +36,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{DType, Shape, Tensor};
 
-use super::backend::{flex_tensor, is_flex, row_width, values_of, zeroed};
+use super::backend::{Matrix, flex_tensor, gemm_product, is_flex, row_width, values_of, zeroed};
 #[cfg(target_arch = "x86_64")]
 use super::{small, tiny};
 
@@ -183,31 +183,6 @@ fn matrix_strides(layout: &Layout) -> (isize, isize) {
     (strides[d - 2], strides[d - 1])
 }
 
-/// A matrix in memory: its first element and its row and column strides, in elements.
-#[derive(Clone, Copy)]
-pub struct Matrix {
-    pub at: *const f32,
-    pub row: isize,
-    pub col: isize,
-}
-
-impl Matrix {
-    /// The matrix from row `i` and column `j` on.
-    ///
-    /// # Safety
-    /// Element `(i, j)` lies in the matrix's storage.
-    pub unsafe fn from(self, i: usize, j: usize) -> Self {
-        Self {
-            // SAFETY: by the caller.
-            at: unsafe {
-                self.at
-                    .offset(i as isize * self.row + j as isize * self.col)
-            },
-            ..self
-        }
-    }
-}
-
 /// `dst = lhs · rhs`, row-major `[m, n]`, as flex's `gemm` call computes it (bit for bit):
 /// tiny and small products by [`tiny`] and [`small`] without `gemm`'s per-call cost on x86-64,
 /// the rest by `gemm` with `parallelism`.
@@ -246,31 +221,8 @@ pub unsafe fn matrix_product(
             return;
         }
     }
-    // SAFETY: by the caller: every element `gemm` reads lies in the operands; without
-    // `read_dst` it writes each of the `m · n` outputs (zeros when k = 0).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            n as isize,
-            false,
-            lhs.at,
-            lhs.col,
-            lhs.row,
-            rhs.at,
-            rhs.col,
-            rhs.row,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        )
-    }
+    // SAFETY: by the caller.
+    unsafe { gemm_product([m, n, k], dst, lhs, rhs, parallelism) }
 }
 
 /// `lhs · rhs` as flex computes it (the same `gemm` calls; mid-sized ones split across threads),

@@ -26,7 +26,7 @@ use std::arch::x86_64::{
 };
 use std::cell::RefCell;
 
-use super::product::Matrix;
+use super::backend::Matrix;
 
 /// The largest inner size: `gemm` sums up to 512 terms in one chain.
 const MAX_DEPTH: usize = 512;
@@ -278,12 +278,14 @@ unsafe fn tile<const R: usize, const VECTORS: usize>(
     }
 }
 
+/// What the tests of this module and `model::tiny` hold their products to.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub mod reference {
+    use super::super::backend;
+    use super::Matrix;
 
     /// Deterministic values in [-1, 1).
-    fn values(len: usize, seed: u64) -> Vec<f32> {
+    pub fn values(len: usize, seed: u64) -> Vec<f32> {
         let mut state = seed;
         (0..len)
             .map(|_| {
@@ -294,6 +296,24 @@ mod tests {
             })
             .collect()
     }
+
+    /// `lhs · rhs` by `gemm` on one thread, row-major `[m, n]`.
+    ///
+    /// # Safety
+    /// `lhs` addresses an `[m, k]` f32 matrix and `rhs` a `[k, n]` one.
+    pub unsafe fn gemm_product([m, n, k]: [usize; 3], lhs: Matrix, rhs: Matrix) -> Vec<f32> {
+        let mut out = vec![0.0f32; m * n];
+        let one_thread = gemm::Parallelism::None;
+        // SAFETY: by the caller; `out` holds `m · n`.
+        unsafe { backend::gemm_product([m, n, k], out.as_mut_ptr(), lhs, rhs, one_thread) };
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reference::{gemm_product, values};
+    use super::*;
 
     fn bits(values: &[f32]) -> Vec<u32> {
         values.iter().map(|x| x.to_bits()).collect()
@@ -306,43 +326,19 @@ mod tests {
         (lhs, (lhs_row, lhs_col)): (&[f32], (isize, isize)),
         (rhs, (rhs_row, rhs_col)): (&[f32], (isize, isize)),
     ) -> (Vec<f32>, Vec<f32>) {
-        let (mut ours, mut theirs) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
+        let mut ours = vec![f32::NAN; m * n];
         let view = |values: &[f32], row, col| Matrix {
             at: values.as_ptr(),
             row,
             col,
         };
+        let (lhs, rhs) = (view(lhs, lhs_row, lhs_col), view(rhs, rhs_row, rhs_col));
         // SAFETY: the callers' strides address `[m, k]` within `lhs` and `[k, n]` within
-        // `rhs`; the outputs hold `m · n`.
-        unsafe {
-            product(
-                [m, n, k],
-                ours.as_mut_ptr(),
-                view(lhs, lhs_row, lhs_col),
-                view(rhs, rhs_row, rhs_col),
-            );
-            gemm::gemm(
-                m,
-                n,
-                k,
-                theirs.as_mut_ptr(),
-                1,
-                n as isize,
-                false,
-                lhs.as_ptr(),
-                lhs_col,
-                lhs_row,
-                rhs.as_ptr(),
-                rhs_col,
-                rhs_row,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
+        // `rhs`; `ours` holds `m · n`.
+        let theirs = unsafe {
+            product([m, n, k], ours.as_mut_ptr(), lhs, rhs);
+            gemm_product([m, n, k], lhs, rhs)
+        };
         (ours, theirs)
     }
 

@@ -61,20 +61,9 @@ pub unsafe fn product(
 
 #[cfg(test)]
 mod tests {
+    use super::super::backend::Matrix;
+    use super::super::small::reference::{gemm_product, values};
     use super::*;
-
-    /// Deterministic values in [-1, 1).
-    fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed;
-        (0..len)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (state >> 40) as f32 / (1u64 << 23) as f32 * 2.0 - 1.0
-            })
-            .collect()
-    }
 
     #[test]
     fn tiny_products_are_gemms_bit_for_bit() {
@@ -89,38 +78,28 @@ mod tests {
                 for k in 3..=MAX {
                     assert!(fits(m, n, k, 1));
                     for (lhs_row, lhs_col) in [(k as isize, 1), (1, m as isize)] {
-                        let (mut ours, mut theirs) = (vec![0f32; m * n], vec![0f32; m * n]);
+                        let mut ours = vec![0f32; m * n];
+                        let left = Matrix {
+                            at: lhs.as_ptr(),
+                            row: lhs_row,
+                            col: lhs_col,
+                        };
+                        let right = Matrix {
+                            at: rhs.as_ptr(),
+                            row: 64,
+                            col: 1,
+                        };
                         // SAFETY: the strides address `[m, k]` within `MAX²` values and
-                        // `[k, n]` within `MAX · 64`; the outputs hold `m · n`.
-                        unsafe {
+                        // `[k, n]` within `MAX · 64`; `ours` holds `m · n`.
+                        let theirs = unsafe {
                             product(
                                 [m, n, k],
                                 ours.as_mut_ptr(),
-                                (lhs.as_ptr(), lhs_row, lhs_col),
-                                (rhs.as_ptr(), 64),
+                                (left.at, left.row, left.col),
+                                (right.at, right.row),
                             );
-                            gemm::gemm(
-                                m,
-                                n,
-                                k,
-                                theirs.as_mut_ptr(),
-                                1,
-                                n as isize,
-                                false,
-                                lhs.as_ptr(),
-                                lhs_col,
-                                lhs_row,
-                                rhs.as_ptr(),
-                                1,
-                                64,
-                                0.0,
-                                1.0,
-                                false,
-                                false,
-                                false,
-                                gemm::Parallelism::None,
-                            );
-                        }
+                            gemm_product([m, n, k], left, right)
+                        };
                         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                         assert_eq!(bits(&ours), bits(&theirs), "[{m}, {k}] · [{k}, {n}]");
                     }
