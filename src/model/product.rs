@@ -24,6 +24,7 @@
 //! both sides have the same leading dimensions; every other device runs Burn's `matmul` (and
 //! `add`).
 
+use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -296,6 +297,11 @@ fn gemm_values(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<(Vec<f32>, Shape)> 
         }
     };
 
+    // All rows of product `b` into its chunk of the output.
+    let whole = |chunk: &mut [MaybeUninit<f32>], b: usize, parallelism| {
+        part(chunk.as_mut_ptr().cast(), b, [0, m], parallelism)
+    };
+
     let spare = &mut out.spare_capacity_mut()[..len];
     if m == 1 || n == 1 {
         // `gemm` computes a matrix-vector product for these through a `&mut [f32]` over the
@@ -311,58 +317,36 @@ fn gemm_values(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<(Vec<f32>, Shape)> 
         let per_matrix = m.saturating_mul(n).saturating_mul(k);
         let total = batches.saturating_mul(per_matrix);
         let many_small = batches >= 4 && total >= BATCH_PARALLEL_FROM;
-        let parts = row_parts(m, n, k);
-        if per_matrix >= PARALLEL_FROM && !many_small && parts > 1 {
+        if per_matrix >= PARALLEL_FROM && !many_small {
+            let parts = row_parts(m, n, k);
             let rows = m.div_ceil(parts);
             for (b, chunk) in spare.chunks_mut(matrix).enumerate() {
-                chunk
-                    .par_chunks_mut(rows * n)
-                    .enumerate()
-                    .for_each(|(i, chunk)| {
-                        let range = [i * rows, chunk.len() / n];
-                        part(chunk.as_mut_ptr().cast(), b, range, gemm::Parallelism::None)
-                    });
-            }
-        } else if per_matrix >= PARALLEL_FROM && !many_small {
-            for (b, chunk) in spare.chunks_mut(matrix).enumerate() {
-                part(
-                    chunk.as_mut_ptr().cast(),
-                    b,
-                    [0, m],
-                    gemm::Parallelism::Rayon(0),
-                );
+                if parts > 1 {
+                    chunk
+                        .par_chunks_mut(rows * n)
+                        .enumerate()
+                        .for_each(|(i, chunk)| {
+                            let range = [i * rows, chunk.len() / n];
+                            part(chunk.as_mut_ptr().cast(), b, range, gemm::Parallelism::None)
+                        });
+                } else {
+                    whole(chunk, b, gemm::Parallelism::Rayon(0));
+                }
             }
         } else if total >= BATCH_PARALLEL_FROM && batches > 1 {
             spare
                 .par_chunks_mut(matrix)
                 .enumerate()
-                .for_each(|(b, chunk)| {
-                    part(
-                        chunk.as_mut_ptr().cast(),
-                        b,
-                        [0, m],
-                        gemm::Parallelism::None,
-                    )
-                });
+                .for_each(|(b, chunk)| whole(chunk, b, gemm::Parallelism::None));
         } else {
             for (b, chunk) in spare.chunks_mut(matrix).enumerate() {
-                part(
-                    chunk.as_mut_ptr().cast(),
-                    b,
-                    [0, m],
-                    gemm::Parallelism::None,
-                );
+                whole(chunk, b, gemm::Parallelism::None);
             }
         }
     }
     #[cfg(target_arch = "wasm32")]
     for (b, chunk) in spare.chunks_mut(matrix).enumerate() {
-        part(
-            chunk.as_mut_ptr().cast(),
-            b,
-            [0, m],
-            gemm::Parallelism::None,
-        );
+        whole(chunk, b, gemm::Parallelism::None);
     }
     // SAFETY: the chunks cover the first `len` elements and `gemm` wrote each of them.
     unsafe { out.set_len(len) };
@@ -387,12 +371,14 @@ fn gemm_values(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<(Vec<f32>, Shape)> 
 /// into blocks of its own.
 #[cfg(not(target_arch = "wasm32"))]
 fn row_parts(m: usize, n: usize, k: usize) -> usize {
-    let threads = rayon::current_num_threads().max(1);
-    let rows = m.div_ceil(threads);
-    // The last part's rows (the others have `rows`).
-    let last = m - rows * (m.div_ceil(rows.max(1)).max(1) - 1);
-    let same_blocks = n > SMALL_SIDE || last > SMALL_SIDE;
-    if threads > 1 && k > DEPTH_BLOCK && rows >= SPLIT_ROWS && same_blocks {
+    let threads = rayon::current_num_threads();
+    let rows = m.div_ceil(threads.max(1));
+    if threads < 2 || k <= DEPTH_BLOCK || rows < SPLIT_ROWS {
+        return 1;
+    }
+    // The last part's rows (the others have `rows`; `rows ≥ 1`, so `m ≥ 1`).
+    let last = (m - 1) % rows + 1;
+    if n > SMALL_SIDE || last > SMALL_SIDE {
         threads
     } else {
         1

@@ -8,9 +8,9 @@
 //! 400 MB of partial gradients per layer at batch 512). The attention itself is Burn's
 //! computation, step for step: scaled scores, softmax (or quiet softmax), dropout, weighted
 //! values; on the CPU backend without autodiff those steps run in one pass per request and head
-//! (`model::attention`, the same values). Parameters are used in the same order as Burn's forward, so a fresh model's lazily
-//! initialised weights are the same (a fresh `experiment main` reproduces the supervised-only
-//! generator's metrics to 5e-6).
+//! (`model::attention`, the same values). Parameters are used in the same order as Burn's
+//! forward, so a fresh model's lazily initialised weights are the same (a fresh `experiment
+//! main` reproduces the supervised-only generator's metrics to 5e-6).
 //! An exact GELU in the feed-forward runs with its linear layer as [`linear_gelu`]: on the CPU
 //! backend the bias and GELU in one pass on all threads, with an `erf` that differs from
 //! Burn's in the last bits (bounded by its tests).

@@ -619,7 +619,13 @@ impl<'a> GoalRankTrainer<'a> {
         [b, k, l]: [usize; 3],
     ) -> crate::Result<Tensor<2>> {
         match &self.reward {
-            Reward::Model(model) => Ok(model.score(&model.context(batch), lists).1),
+            // The lists come from the generator's device (its autodiff twin): on the plain
+            // device the frozen model runs untracked operations of its own (on the CPU the
+            // attention in one pass per request and head, `model::attention`).
+            Reward::Model(model) => {
+                let lists = lists.to_device(&self.plain);
+                Ok(model.score(&model.context(batch), lists).1)
+            }
             Reward::Oracle(world) => {
                 let positions = read_i64(lists).await?;
                 let values = positions
