@@ -402,6 +402,21 @@ fn bench_profile_charges_each_phase_its_products() {
         assert!(field(phase(name), "multiply_adds") > 0.0, "{name}");
     }
     assert_eq!(field(phase("batch"), "multiply_adds"), 0.0);
+    // Each phase's processor time is its own (not the process's total since it started, which
+    // includes loading the data), at most every core busy for the whole step.
+    if cfg!(all(target_os = "linux", target_env = "gnu")) {
+        let cpu: f64 = phases.iter().map(|p| field(p, "cpu_ms")).sum();
+        let wall: f64 = phases.iter().map(|p| field(p, "ms")).sum();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        assert!(
+            phases.iter().all(|p| field(p, "cpu_ms") >= 0.0),
+            "{phases:?}"
+        );
+        assert!(
+            cpu > 0.0 && cpu <= 1.5 * cores * wall + 20.0,
+            "{cpu} ms of processor time in {wall} ms"
+        );
+    }
     // The phases' products are the step's counted products.
     let gflop = row["train_gflop_per_step"].as_f64().expect("gflop");
     assert!(

@@ -115,6 +115,7 @@ pub fn bench_device(
                     total.product_ms += phase.product_ms;
                     total.multiply_adds += phase.multiply_adds;
                     total.launches += phase.launches;
+                    total.cpu_ms = total.cpu_ms.zip(phase.cpu_ms).map(|(a, b)| a + b);
                 }
                 None => phases.push(phase),
             }
@@ -129,6 +130,7 @@ pub fn bench_device(
         phase.product_ms /= steps as f64;
         phase.multiply_adds /= steps as u64;
         phase.launches /= steps as u64;
+        phase.cpu_ms = phase.cpu_ms.map(|ms| ms / steps as f64);
     }
 
     let model = trainer.model();
@@ -353,11 +355,17 @@ pub fn bench_table(
     for r in rows.iter().filter(|r| !r.phases.is_empty()) {
         let launches = r.phases.iter().any(|p| p.launches > 0);
         let products = r.phases.iter().any(|p| p.multiply_adds > 0);
+        let threads = r.phases.iter().all(|p| p.cpu_ms.is_some());
         let _ = write!(
             out,
-            "\n\ntraining step on {}, ms per phase (mean of {}){}{}:",
+            "\n\ntraining step on {}, ms per phase (mean of {}){}{}{}:",
             r.device,
             options.train_steps,
+            if threads {
+                "; busy threads (the process's processor time / the phase's)"
+            } else {
+                ""
+            },
             if products {
                 "; of it in matrix products: ms, GFLOP/s"
             } else {
@@ -373,6 +381,16 @@ pub fn bench_table(
                 phase.ms,
                 100.0 * phase.ms / r.train_step_ms
             );
+            if threads {
+                match phase.cpu_ms {
+                    Some(cpu) if phase.ms > 0.0 => {
+                        let _ = write!(out, " {:>6.2}", cpu / phase.ms);
+                    }
+                    _ => {
+                        let _ = write!(out, " {:>6}", "–");
+                    }
+                }
+            }
             if products {
                 let _ = write!(out, " {:>9.1}", phase.product_ms);
                 if phase.product_ms > 0.0 {
@@ -389,11 +407,14 @@ pub fn bench_table(
         if products {
             let total: f64 = r.phases.iter().map(|p| p.ms).sum();
             let in_products: f64 = r.phases.iter().map(|p| p.product_ms).sum();
+            let _ = write!(out, "\n  {:<16} {:>9.1}        ", "sum", total);
+            if threads {
+                let cpu: f64 = r.phases.iter().filter_map(|p| p.cpu_ms).sum();
+                let _ = write!(out, " {:>6.2}", cpu / total.max(f64::MIN_POSITIVE));
+            }
             let _ = write!(
                 out,
-                "\n  {:<16} {:>9.1}         {:>9.1}   (the rest: {:.1} ms)",
-                "sum",
-                total,
+                " {:>9.1}   (the rest: {:.1} ms)",
                 in_products,
                 total - in_products
             );

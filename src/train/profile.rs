@@ -1,6 +1,6 @@
 //! Where a training step's time goes: wall-clock per phase, with the device synchronised at each
-//! boundary so that queued work is charged to the phase that queued it, and the GPU kernels each
-//! phase launched. Off by default (a synchronisation stalls a GPU's queue); `goalrank bench
+//! boundary so that queued work is charged to the phase that queued it, the processor time the
+//! process spent in it (how many threads were busy), and the GPU kernels each phase launched. Off by default (a synchronisation stalls a GPU's queue); `goalrank bench
 //! --profile` turns it on.
 
 use std::collections::BTreeMap;
@@ -13,8 +13,9 @@ use web_time::Instant;
 use crate::model::{multiply_adds, product_nanos};
 
 /// Time spent in one phase of a step, the part of it spent in the CPU backend's matrix products
-/// and their multiply-adds (0 on other devices: `model::product_nanos`), and the GPU kernels it
-/// launched (0 where none were seen: on the CPU, or with no [`Launches`] observing).
+/// and their multiply-adds (0 on other devices: `model::product_nanos`), the GPU kernels it
+/// launched (0 where none were seen: on the CPU, or with no [`Launches`] observing), and the
+/// processor time of all the process's threads in it.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Phase {
     pub name: &'static str,
@@ -22,6 +23,27 @@ pub struct Phase {
     pub product_ms: f64,
     pub multiply_adds: u64,
     pub launches: u64,
+    /// User and system time of the whole process (every thread) during the phase, where the
+    /// platform reports it (Linux); `cpu_ms / ms` is the mean number of busy threads.
+    pub cpu_ms: Option<f64>,
+}
+
+/// The processor time the process has used so far, all threads, user and system, in ms
+/// (`getrusage`); `None` where it is not read.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn process_cpu_ms() -> Option<f64> {
+    // SAFETY: `getrusage` writes the zeroed struct it is given and reads nothing else.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        (libc::getrusage(libc::RUSAGE_SELF, &mut usage) == 0).then_some(usage)
+    }?;
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
+    Some(ms(usage.ru_utime) + ms(usage.ru_stime))
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn process_cpu_ms() -> Option<f64> {
+    None
 }
 
 /// GPU kernel launches by kernel name, counted while a [`Launches`] lives.
@@ -98,6 +120,8 @@ pub(crate) struct PhaseTimer {
     launched: u64,
     /// [`product_nanos`] and [`multiply_adds`] at the last mark.
     products: (u64, u64),
+    /// [`process_cpu_ms`] at the last mark.
+    cpu_ms: Option<f64>,
     phases: Vec<Phase>,
 }
 
@@ -117,6 +141,7 @@ impl PhaseTimer {
                 0
             },
             products: (product_nanos(), multiply_adds()),
+            cpu_ms: process_cpu_ms(),
             phases: Vec::new(),
         }
     }
@@ -132,13 +157,16 @@ impl PhaseTimer {
         let now = Instant::now();
         let launched = Launches::total();
         let products = (product_nanos(), multiply_adds());
+        let cpu_ms = process_cpu_ms();
         self.phases.push(Phase {
             name,
             ms: (now - self.last).as_secs_f64() * 1e3,
             product_ms: (products.0 - self.products.0) as f64 / 1e6,
             multiply_adds: products.1 - self.products.1,
             launches: launched - self.launched,
+            cpu_ms: cpu_ms.zip(self.cpu_ms).map(|(now, last)| now - last),
         });
+        self.cpu_ms = cpu_ms;
         self.last = now;
         self.launched = launched;
         self.products = products;
