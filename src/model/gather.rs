@@ -1,9 +1,8 @@
 //! Small tensor helpers shared by the models.
 
-use burn::tensor::{IndexingUpdateOp, Int, Tensor};
+use burn::tensor::{Device, Distribution, IndexingUpdateOp, Int, Tensor};
 
 use super::backend::is_flex;
-use super::gumbel::gumbel;
 
 /// Rows of `values` picked by `index` per batch element.
 ///
@@ -58,6 +57,12 @@ fn gather_along_rows(values: Tensor<3>, index: Tensor<2, Int>) -> Tensor<3> {
 pub fn repeat_group(x: Tensor<2>, k: usize) -> Tensor<3> {
     let [b, d] = x.dims();
     x.reshape([b, 1, d]).expand([b, k, d])
+}
+
+/// Standard Gumbel noise.
+pub fn gumbel<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
+    let u = Tensor::<D>::random(shape, Distribution::Uniform(1e-9, 1.0), device);
+    u.log().neg().log().neg()
 }
 
 /// `k` Plackett–Luce lists of length `l` per row of `scores` (Gumbel-top-l of
@@ -115,7 +120,7 @@ pub fn one_hot(indices: Tensor<3, Int>, n: usize) -> Tensor<4> {
 
 #[cfg(test)]
 mod tests {
-    use burn::tensor::{Device, TensorData};
+    use burn::tensor::TensorData;
 
     use super::*;
 

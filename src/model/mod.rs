@@ -12,7 +12,6 @@ mod exp;
 mod gather;
 mod gelu;
 mod generator;
-mod gumbel;
 mod layer_norm;
 mod pointwise;
 mod prefix;
@@ -33,11 +32,10 @@ mod wgsl;
 pub use backend::on_thread_pool;
 pub use decode_step::{Pick, Step, decode_step, twin as decode_step_twin};
 pub use encoder::{EncoderConfig, ItemEncoder, UserEncoder};
-pub use gather::{gather_rows, one_hot, plackett_luce, repeat_group, top_indices};
+pub use gather::{gather_rows, gumbel, one_hot, plackett_luce, repeat_group, top_indices};
 pub use generator::{
     DECODER_MLP, Decode, Decoded, Encoded, Generator, GeneratorConfig, decoder_mlp_setting,
 };
-pub use gumbel::gumbel;
 pub use pointwise::{Pointwise, PointwiseConfig};
 pub use product::{multiply_adds, product_nanos};
 pub use read::{block_on, read_backs, read_f32, read_i64, read_scalar};
