@@ -1,7 +1,8 @@
 //! Where a training step's time goes: wall-clock per phase, with the device synchronised at each
 //! boundary so that queued work is charged to the phase that queued it, the processor time the
-//! process spent in it (how many threads were busy), and the GPU kernels each phase launched. Off by default (a synchronisation stalls a GPU's queue); `goalrank bench
-//! --profile` turns it on.
+//! process spent in each phase (how many threads were busy), and the GPU kernels each phase
+//! launched. Off by default (a synchronisation stalls a GPU's queue); `goalrank bench --profile`
+//! turns it on.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -141,7 +142,7 @@ impl PhaseTimer {
                 0
             },
             products: (product_nanos(), multiply_adds()),
-            cpu_ms: process_cpu_ms(),
+            cpu_ms: device.and_then(|_| process_cpu_ms()),
             phases: Vec::new(),
         }
     }
