@@ -272,8 +272,8 @@ fn gemm_values(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<(Vec<f32>, Shape)> 
         }
         offset
     };
-    // Rows `first..first + m` of product `b` into `out` (all rows but where the rows are split
-    // between threads).
+    // Rows `first..first + rows` of product `b` into `out` (all `m` rows but where the rows are
+    // split between threads).
     let part = |out: *mut f32, b: usize, [first, rows]: [usize; 2], parallelism| {
         let lhs_at = lhs_start as isize + offset(b, lhs.layout().strides());
         let rhs_at = rhs_start as isize + offset(b, rhs.layout().strides());
