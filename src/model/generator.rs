@@ -16,6 +16,7 @@ use super::backend::{is_cube, is_flex};
 use super::decode_step::{Pick, decode_step, step_log_probs};
 use super::encoder::{EncoderConfig, ItemEncoder, UserEncoder};
 use super::gather::{gather_rows, gumbel, one_hot, plackett_luce};
+use super::greedy::{self, DecoderLayers};
 use super::layer_norm::layer_norm;
 use super::prefix::prefix_mean;
 use super::rows::{linear_gelu, linear_rows};
@@ -313,7 +314,10 @@ impl Generator {
     /// # Shapes
     /// - output: lists `[B, K, L]`, log π `[B, K]`
     pub fn decode(&self, encoded: &Encoded, k: usize, mode: Decode) -> Decoded {
-        self.decode_from(encoded, k, mode, None)
+        match self.decode_in_backend(encoded, k, mode) {
+            Some((decoded, _)) => decoded,
+            None => self.decode_from(encoded, k, mode, None),
+        }
     }
 
     /// [`Self::decode`] and [`Self::first_step_log_probs`] together: the first step's query,
@@ -323,9 +327,49 @@ impl Generator {
     /// # Shapes
     /// - output: as [`Self::decode`], and the first step's log-probabilities `[B, N]`
     pub fn decode_scored(&self, encoded: &Encoded, k: usize, mode: Decode) -> (Decoded, Tensor<2>) {
+        if let Some(decoded) = self.decode_in_backend(encoded, k, mode) {
+            return decoded;
+        }
         let first = self.first_queries(encoded);
         let scores = self.first_step_scores(encoded, first.clone());
         (self.decode_from(encoded, k, mode, Some(first)), scores)
+    }
+
+    /// [`Self::decode_scored`] as one backend operation (`model::greedy`: the same lists, log π
+    /// and scores without a tensor operation's cost per step) where it runs: one greedy list
+    /// per request on the CPU backend without autodiff. `None` elsewhere.
+    fn decode_in_backend(
+        &self,
+        encoded: &Encoded,
+        k: usize,
+        mode: Decode,
+    ) -> Option<(Decoded, Tensor<2>)> {
+        let n = encoded.candidates.dims()[1];
+        let runs = k == 1
+            && matches!(mode, Decode::Greedy)
+            && n > 0
+            && self.list_len > 0
+            && greedy::runs_here(&encoded.user);
+        if !runs {
+            return None;
+        }
+        let layers = DecoderLayers {
+            prefix: &self.prefix,
+            mlp_norm: &self.mlp_norm,
+            mlp_in: &self.mlp_in,
+            mlp_out: &self.mlp_out,
+            query_norm: &self.query_norm,
+            query: &self.query,
+        };
+        let steps = self.step_rows(self.list_len, &encoded.user.device());
+        let (lists, log_probs, scores) = greedy::decode(
+            &layers,
+            encoded.user.clone(),
+            encoded.keys.clone(),
+            encoded.candidates.clone(),
+            steps,
+        )?;
+        Some((Decoded { lists, log_probs }, scores))
     }
 
     /// [`Self::decode`], with the first step's queries `[B, 1, 1, d]` given or computed here.
@@ -454,6 +498,102 @@ mod tests {
             keys: Tensor::<3>::random([b, n, d], Distribution::Default, &device),
         };
         (model, encoded)
+    }
+
+    /// One greedy list per request decoded inside the CPU backend (`model::greedy`) is the
+    /// tensor route's, bit for bit: the lists (with their integer type), log π and the first
+    /// step's scores, for one request and several, one candidate and many, short and long
+    /// lists, and the widths the shipped models use.
+    #[test]
+    fn greedy_decoding_in_the_backend_is_the_tensor_routes_bit_for_bit() {
+        use burn::tensor::Distribution;
+        let device = Device::flex();
+        let bits = |t: Tensor<2>| -> Vec<u32> {
+            let values = t.into_data().try_into_vec::<f32>().expect("f32");
+            values.iter().map(|v| v.to_bits()).collect()
+        };
+        let shapes = [
+            // (requests, candidates, list length, d)
+            (1, 50, 6, 64),
+            (1, 50, 6, 128),
+            (3, 8, 4, 16),
+            (5, 1, 1, 16),
+            (70, 20, 6, 32),
+        ];
+        for (i, (b, n, l, d)) in shapes.into_iter().enumerate() {
+            device.seed(40 + i as u64);
+            let model = GeneratorConfig::new(EncoderConfig::new(20, 5, 3, d), l).init(&device);
+            let random = |dims: [usize; 3]| {
+                Tensor::<3>::random(dims, Distribution::Normal(0.0, 1.0), &device)
+            };
+            let encoded = Encoded {
+                user: random([b, 1, d]).reshape([b, d]),
+                candidates: random([b, n, d]),
+                keys: random([b, n, d]),
+            };
+            let (backend, backend_scores) = model
+                .decode_in_backend(&encoded, 1, Decode::Greedy)
+                .expect("flex without autodiff decodes in the backend");
+            let first = model.first_queries(&encoded);
+            let scores = model.first_step_scores(&encoded, first.clone());
+            let tensors = model.decode_from(&encoded, 1, Decode::Greedy, Some(first));
+            let plain = model.decode_from(&encoded, 1, Decode::Greedy, None);
+            let shape = format!("b {b}, n {n}, l {l}, d {d}");
+            assert_eq!(backend.lists.dims(), [b, 1, l], "{shape}");
+            assert_eq!(backend.lists.to_data(), tensors.lists.to_data(), "{shape}");
+            assert_eq!(
+                backend.lists.into_data(),
+                plain.lists.into_data(),
+                "{shape}"
+            );
+            assert_eq!(
+                bits(backend.log_probs.clone()),
+                bits(tensors.log_probs),
+                "{shape}"
+            );
+            assert_eq!(bits(backend.log_probs), bits(plain.log_probs), "{shape}");
+            assert_eq!(bits(backend_scores), bits(scores), "{shape}");
+        }
+    }
+
+    /// Sampled lists, several lists per request, an autodiff device or a layer without a bias
+    /// keep the tensor route.
+    #[test]
+    fn other_decodings_keep_the_tensor_route() {
+        let (mut model, encoded) = random_model_and_encoding(3, 8, 4);
+        assert!(
+            model
+                .decode_in_backend(&encoded, 1, Decode::Greedy)
+                .is_some()
+        );
+        assert!(
+            model
+                .decode_in_backend(&encoded, 2, Decode::Greedy)
+                .is_none()
+        );
+        assert!(
+            model
+                .decode_in_backend(&encoded, 1, Decode::Sample)
+                .is_none()
+        );
+        let autodiff = Device::flex().autodiff();
+        let moved = Encoded {
+            user: Tensor::from_data(encoded.user.to_data(), &autodiff),
+            candidates: Tensor::from_data(encoded.candidates.to_data(), &autodiff),
+            keys: Tensor::from_data(encoded.keys.to_data(), &autodiff),
+        };
+        let model_on_graph = model.clone().fork(&autodiff);
+        assert!(
+            model_on_graph
+                .decode_in_backend(&moved, 1, Decode::Greedy)
+                .is_none()
+        );
+        model.query.bias = None;
+        assert!(
+            model
+                .decode_in_backend(&encoded, 1, Decode::Greedy)
+                .is_none()
+        );
     }
 
     /// Teacher forcing and greedy decoding share the step embeddings (looked up once per call):

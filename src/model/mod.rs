@@ -12,6 +12,7 @@ mod exp;
 mod gather;
 mod gelu;
 mod generator;
+mod greedy;
 mod layer_norm;
 mod pointwise;
 mod prefix;
