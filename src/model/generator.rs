@@ -344,12 +344,10 @@ impl Generator {
         k: usize,
         mode: Decode,
     ) -> Option<(Decoded, Tensor<2>)> {
-        let n = encoded.candidates.dims()[1];
         let runs = k == 1
             && matches!(mode, Decode::Greedy)
-            && n > 0
             && self.list_len > 0
-            && greedy::runs_here(&encoded.user);
+            && greedy::runs_here(&encoded.user, &encoded.keys, &encoded.candidates);
         if !runs {
             return None;
         }
@@ -519,13 +517,18 @@ mod tests {
             (3, 8, 4, 16),
             (5, 1, 1, 16),
             (70, 20, 6, 32),
+            // Lists longer than their candidates: every candidate ends masked.
+            (2, 2, 4, 24),
         ];
         for (i, (b, n, l, d)) in shapes.into_iter().enumerate() {
             device.seed(40 + i as u64);
             let model = GeneratorConfig::new(EncoderConfig::new(20, 5, 3, d), l).init(&device);
-            let random = |dims: [usize; 3]| {
-                Tensor::<3>::random(dims, Distribution::Normal(0.0, 1.0), &device)
-            };
+            // Views into larger tensors (offsets and strides), as the encoder hands them over.
+            let random =
+                |[b, n, d]: [usize; 3]| {
+                    Tensor::<3>::random([b, n + 1, d], Distribution::Normal(0.0, 1.0), &device)
+                        .slice([0..b, 1..n + 1, 0..d])
+                };
             let encoded = Encoded {
                 user: random([b, 1, d]).reshape([b, d]),
                 candidates: random([b, n, d]),
@@ -556,44 +559,41 @@ mod tests {
         }
     }
 
-    /// Sampled lists, several lists per request, an autodiff device or a layer without a bias
-    /// keep the tensor route.
+    /// Sampled lists, several lists per request, an autodiff device, mismatched shapes, a norm
+    /// without a shift or a layer without a bias keep the tensor route.
     #[test]
     fn other_decodings_keep_the_tensor_route() {
-        let (mut model, encoded) = random_model_and_encoding(3, 8, 4);
-        assert!(
-            model
-                .decode_in_backend(&encoded, 1, Decode::Greedy)
-                .is_some()
-        );
-        assert!(
-            model
-                .decode_in_backend(&encoded, 2, Decode::Greedy)
-                .is_none()
-        );
-        assert!(
-            model
-                .decode_in_backend(&encoded, 1, Decode::Sample)
-                .is_none()
-        );
+        let in_backend = |model: &Generator, encoded: &Encoded, k: usize, mode: Decode| {
+            model.decode_in_backend(encoded, k, mode).is_some()
+        };
+        let (model, encoded) = random_model_and_encoding(3, 8, 4);
+        assert!(in_backend(&model, &encoded, 1, Decode::Greedy));
+        assert!(!in_backend(&model, &encoded, 2, Decode::Greedy));
+        assert!(!in_backend(&model, &encoded, 1, Decode::Sample));
+        assert!(!in_backend(&model, &encoded, 1, Decode::Tempered(0.5)));
+        let mismatched = Encoded {
+            keys: encoded.keys.clone().narrow(1, 0, 7),
+            ..encoded.clone()
+        };
+        assert!(!in_backend(&model, &mismatched, 1, Decode::Greedy));
         let autodiff = Device::flex().autodiff();
         let moved = Encoded {
             user: Tensor::from_data(encoded.user.to_data(), &autodiff),
             candidates: Tensor::from_data(encoded.candidates.to_data(), &autodiff),
             keys: Tensor::from_data(encoded.keys.to_data(), &autodiff),
         };
-        let model_on_graph = model.clone().fork(&autodiff);
-        assert!(
-            model_on_graph
-                .decode_in_backend(&moved, 1, Decode::Greedy)
-                .is_none()
-        );
-        model.query.bias = None;
-        assert!(
-            model
-                .decode_in_backend(&encoded, 1, Decode::Greedy)
-                .is_none()
-        );
+        assert!(!in_backend(
+            &model.clone().fork(&autodiff),
+            &moved,
+            1,
+            Decode::Greedy
+        ));
+        let mut unshifted = model.clone();
+        unshifted.query_norm.beta = None;
+        assert!(!in_backend(&unshifted, &encoded, 1, Decode::Greedy));
+        let mut unbiased = model;
+        unbiased.query.bias = None;
+        assert!(!in_backend(&unbiased, &encoded, 1, Decode::Greedy));
     }
 
     /// Teacher forcing and greedy decoding share the step embeddings (looked up once per call):

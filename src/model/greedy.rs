@@ -118,20 +118,28 @@ impl DecoderLayers<'_> {
     }
 }
 
-/// Whether decoding from `user` `[B, d]` takes [`decode`]: f32 on a flex device without
-/// autodiff.
-pub fn runs_here(user: &Tensor<2>) -> bool {
+/// Whether decoding from `user` `[B, d]`, `keys` and `candidates` `[B, N, d]` takes
+/// [`decode`]: f32 on a flex device without autodiff, with at least one candidate and shapes
+/// that agree.
+pub fn runs_here(user: &Tensor<2>, keys: &Tensor<3>, candidates: &Tensor<3>) -> bool {
     let device = user.device();
-    user.dtype() == DType::F32 && is_flex(&device) && !device.is_autodiff()
+    let [b, d] = user.dims();
+    let f32s = [user.dtype(), keys.dtype(), candidates.dtype()] == [DType::F32; 3];
+    f32s && is_flex(&device)
+        && !device.is_autodiff()
+        && keys.dims() == candidates.dims()
+        && keys.dims()[0] == b
+        && keys.dims()[1] > 0
+        && keys.dims()[2] == d
 }
 
 /// One greedy list per request, as the generator's tensor route decodes it: the lists'
 /// positions, their log π and the first step's log-probabilities; `None` where a linear layer
 /// lacks a bias or a norm a shift (the tensor route runs then). Call it where [`runs_here`]
-/// holds.
+/// holds, with at least one step.
 ///
 /// # Shapes
-/// - user `[B, d]`, keys and candidates `[B, N, d]`, steps `[L, d]`
+/// - user `[B, d]`, keys and candidates `[B, N, d]`, steps `[L, d]` (L ≥ 1)
 /// - output: lists `[B, 1, L]`, log π `[B, 1]`, scores `[B, N]`
 pub fn decode(
     layers: &DecoderLayers,
@@ -179,6 +187,9 @@ impl Affine<Flex> {
 
 impl Norm<Flex> {
     /// As `model::layer_norm::layer_norm` computes it on flex.
+    ///
+    /// # Shapes
+    /// - x `[rows, d]`; output as x
     fn forward(&self, x: FlexTensor) -> FlexTensor {
         Flex::norm_last(x, self.gamma.clone(), self.beta.clone())
     }
@@ -245,21 +256,20 @@ impl GreedyOps for Flex {
                         .map(|(&p, (&u, &s))| (u + s) + p)
                 })
                 .collect();
-            let queries = layers.queries(tensor(u, [b, d]));
+            let queries =
+                Flex::float_reshape(layers.queries(tensor(u, [b, d])), Shape::new([b, 1, d]));
             // The scores `[B, 1, N]`, divided by `√d`, the chosen masked, then log-softmax.
-            let queries = Flex::float_reshape(queries, Shape::new([b, 1, d]));
-            let scores = Flex::product(queries, keys.clone()).to_contiguous();
-            let mut scores: Vec<f32> = values_of(&scores).iter().map(|&s| s / scale).collect();
-            for (score, &chosen) in scores.iter_mut().zip(&chosen) {
-                if chosen {
+            let products = Flex::product(queries, keys.clone()).to_contiguous();
+            let mut scores: Vec<f32> = values_of(&products).iter().map(|&s| s / scale).collect();
+            for (score, &is_chosen) in scores.iter_mut().zip(&chosen) {
+                if is_chosen {
                     *score = -1e9;
                 }
             }
             let log_probs = Flex::log_softmax_last(tensor(scores, [b, n])).to_contiguous();
-            let picked = Flex::float_argmax(log_probs.clone(), 1, IntDType::I64).to_contiguous();
-            let picked = &picked.storage::<i64>()[..b];
+            let argmax = Flex::float_argmax(log_probs.clone(), 1, IntDType::I64).to_contiguous();
             let log_probs_values = values_of(&log_probs);
-            for (row, &pick) in picked.iter().enumerate() {
+            for (row, &pick) in argmax.storage::<i64>()[..b].iter().enumerate() {
                 let at = pick as usize;
                 total[row] += log_probs_values[row * n + at];
                 chosen[row * n + at] = true;
