@@ -16,7 +16,7 @@ use super::backend::{is_cube, is_flex};
 use super::decode_step::{Pick, decode_step, step_log_probs};
 use super::encoder::{EncoderConfig, ItemEncoder, UserEncoder};
 use super::gather::{gather_rows, gumbel, one_hot, plackett_luce};
-use super::greedy::{self, DecoderLayers};
+use super::greedy::{self, Affine, Layers, Norm};
 use super::layer_norm::layer_norm;
 use super::prefix::prefix_mean;
 use super::rows::{linear_gelu, linear_rows};
@@ -351,22 +351,23 @@ impl Generator {
         if !runs {
             return None;
         }
-        let layers = DecoderLayers {
-            prefix: &self.prefix,
-            mlp_norm: &self.mlp_norm,
-            mlp_in: &self.mlp_in,
-            mlp_out: &self.mlp_out,
-            query_norm: &self.query_norm,
-            query: &self.query,
+        // A linear layer without a bias or a norm without a shift keeps the tensor route.
+        let layers = Layers {
+            prefix: Affine::of(&self.prefix)?,
+            mlp_norm: Norm::of(&self.mlp_norm)?,
+            mlp_in: Affine::of(&self.mlp_in)?,
+            mlp_out: Affine::of(&self.mlp_out)?,
+            query_norm: Norm::of(&self.query_norm)?,
+            query: Affine::of(&self.query)?,
         };
         let steps = self.step_rows(self.list_len, &encoded.user.device());
         let (lists, log_probs, scores) = greedy::decode(
-            &layers,
+            layers,
             encoded.user.clone(),
             encoded.keys.clone(),
             encoded.candidates.clone(),
             steps,
-        )?;
+        );
         Some((Decoded { lists, log_probs }, scores))
     }
 
@@ -467,8 +468,20 @@ impl Generator {
 mod tests {
     use super::*;
 
+    /// The CPU device's random stream is one for the process, and the tests here draw from it
+    /// (a model's weights are drawn when first used) or reseed it and compare two runs. Each
+    /// holds this while it runs, so that no other test's draws fall between a seed and the
+    /// draws it was set for.
+    fn stream() -> std::sync::MutexGuard<'static, ()> {
+        static STREAM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        STREAM
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     #[test]
     fn a_model_saved_before_the_decoder_width_setting_loads_with_the_default() {
+        let _stream = stream();
         let saved = include_str!("../../assets/models/sim-small/goalrank/config.json");
         let saved: serde_json::Value = serde_json::from_str(saved).expect("json");
         assert!(saved["model"].get("decoder_mlp").is_none());
@@ -505,6 +518,7 @@ mod tests {
     #[test]
     fn greedy_decoding_in_the_backend_is_the_tensor_routes_bit_for_bit() {
         use burn::tensor::Distribution;
+        let _stream = stream();
         let device = Device::flex();
         let bits = |t: Tensor<2>| -> Vec<u32> {
             let values = t.into_data().try_into_vec::<f32>().expect("f32");
@@ -563,6 +577,7 @@ mod tests {
     /// without a shift or a layer without a bias keep the tensor route.
     #[test]
     fn other_decodings_keep_the_tensor_route() {
+        let _stream = stream();
         let in_backend = |model: &Generator, encoded: &Encoded, k: usize, mode: Decode| {
             model.decode_in_backend(encoded, k, mode).is_some()
         };
@@ -601,6 +616,7 @@ mod tests {
     /// step for step as the first steps of the full lists.
     #[test]
     fn decoding_and_teacher_forcing_score_lists_alike() {
+        let _stream = stream();
         let l = 4;
         let (model, encoded) = random_model_and_encoding(7, 8, l);
         let decoded = model.decode(&encoded, 2, Decode::Greedy);
@@ -623,6 +639,7 @@ mod tests {
     #[test]
     fn lists_sharing_their_first_query_score_and_learn_as_lists_that_do_not() {
         use burn::tensor::Distribution;
+        let _stream = stream();
         let device = Device::flex().autodiff();
         device.seed(11);
         let (b, k, l, d) = (3, 4, 5, 16);
@@ -681,6 +698,7 @@ mod tests {
     #[test]
     fn a_recorded_decoding_samples_and_learns_as_teacher_forcing() {
         use burn::tensor::Distribution;
+        let _stream = stream();
         let plain = Device::flex();
         let device = plain.clone().autodiff();
         assert!(Generator::records_decoding(&device));
@@ -754,6 +772,7 @@ mod tests {
 
     #[test]
     fn a_scored_decoding_gives_the_lists_and_scores_of_two_calls() {
+        let _stream = stream();
         let (model, encoded) = random_model_and_encoding(5, 9, 4);
         let ints = |t: Tensor<3, Int>| t.into_data().iter::<i64>().collect::<Vec<_>>();
         let floats = |t: Tensor<2>| t.into_data().try_into_vec::<f32>().expect("f32");

@@ -81,39 +81,22 @@ pub struct Layers<B: Backend> {
     pub query: Affine<B>,
 }
 
-/// The generator's decoder layers, borrowed.
-pub struct DecoderLayers<'a> {
-    pub prefix: &'a Linear,
-    pub mlp_norm: &'a LayerNorm,
-    pub mlp_in: &'a Linear,
-    pub mlp_out: &'a Linear,
-    pub query_norm: &'a LayerNorm,
-    pub query: &'a Linear,
+impl Affine<burn::backend::Dispatch> {
+    /// `layer`'s weight and bias as backend tensors; `None` where it has no bias.
+    pub fn of(layer: &Linear) -> Option<Self> {
+        Some(Self {
+            weight: layer.weight.val().into_dispatch(),
+            bias: layer.bias.as_ref()?.val().into_dispatch(),
+        })
+    }
 }
 
-impl DecoderLayers<'_> {
-    /// The layers' parameters as backend tensors; `None` where a linear layer has no bias or a
-    /// norm no shift.
-    fn primitives(&self) -> Option<Layers<burn::backend::Dispatch>> {
-        let affine = |layer: &Linear| {
-            Some(Affine {
-                weight: layer.weight.val().into_dispatch(),
-                bias: layer.bias.as_ref()?.val().into_dispatch(),
-            })
-        };
-        let norm = |norm: &LayerNorm| {
-            Some(Norm {
-                gamma: norm.gamma.val().into_dispatch(),
-                beta: norm.beta.as_ref()?.val().into_dispatch(),
-            })
-        };
-        Some(Layers {
-            prefix: affine(self.prefix)?,
-            mlp_norm: norm(self.mlp_norm)?,
-            mlp_in: affine(self.mlp_in)?,
-            mlp_out: affine(self.mlp_out)?,
-            query_norm: norm(self.query_norm)?,
-            query: affine(self.query)?,
+impl Norm<burn::backend::Dispatch> {
+    /// `norm`'s scale and shift as backend tensors; `None` where it has no shift.
+    pub fn of(norm: &LayerNorm) -> Option<Self> {
+        Some(Self {
+            gamma: norm.gamma.val().into_dispatch(),
+            beta: norm.beta.as_ref()?.val().into_dispatch(),
         })
     }
 }
@@ -125,30 +108,28 @@ pub fn runs_here(user: &Tensor<2>, keys: &Tensor<3>, candidates: &Tensor<3>) -> 
     let device = user.device();
     let [b, d] = user.dims();
     let f32s = [user.dtype(), keys.dtype(), candidates.dtype()] == [DType::F32; 3];
+    let [keys_b, n, keys_d] = keys.dims();
     f32s && is_flex(&device)
         && !device.is_autodiff()
         && keys.dims() == candidates.dims()
-        && keys.dims()[0] == b
-        && keys.dims()[1] > 0
-        && keys.dims()[2] == d
+        && [keys_b, keys_d] == [b, d]
+        && n > 0
 }
 
-/// One greedy list per request, as the generator's tensor route decodes it: the lists'
-/// positions, their log π and the first step's log-probabilities; `None` where a linear layer
-/// lacks a bias or a norm a shift (the tensor route runs then). Call it where [`runs_here`]
-/// holds, with at least one step.
+/// One greedy list per request, as the generator's tensor route decodes it with `layers`: the
+/// lists' positions, their log π and the first step's log-probabilities. Call it where
+/// [`runs_here`] holds, with at least one step.
 ///
 /// # Shapes
 /// - user `[B, d]`, keys and candidates `[B, N, d]`, steps `[L, d]` (L ≥ 1)
 /// - output: lists `[B, 1, L]`, log π `[B, 1]`, scores `[B, N]`
 pub fn decode(
-    layers: &DecoderLayers,
+    layers: Layers<burn::backend::Dispatch>,
     user: Tensor<2>,
     keys: Tensor<3>,
     candidates: Tensor<3>,
     steps: Tensor<2>,
-) -> Option<(Tensor<3, Int>, Tensor<2>, Tensor<2>)> {
-    let layers = layers.primitives()?;
+) -> (Tensor<3, Int>, Tensor<2>, Tensor<2>) {
     let int_dtype = user.device().settings().int_dtype;
     let (lists, log_probs, scores) = <burn::backend::Dispatch as GreedyOps>::greedy_decode(
         user.into_dispatch(),
@@ -158,11 +139,11 @@ pub fn decode(
         layers,
         int_dtype,
     );
-    Some((
+    (
         Tensor::from_dispatch(lists),
         Tensor::from_dispatch(log_probs),
         Tensor::from_dispatch(scores),
-    ))
+    )
 }
 
 impl Affine<Flex> {
