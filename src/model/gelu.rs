@@ -11,11 +11,13 @@
 //! extension (`#[backend_extension]`) with its own backward pass for autodiff.
 //!
 //! [`bias_gelu`] is a linear layer's bias and GELU as one operation: `gelu(x + b)` in one pass
-//! over the product's output `x` (in place where `x` is held alone, as a product's output is
-//! when nothing is differentiated), where the bias add and GELU were a pass each. Under
-//! autodiff it is one node that keeps `x` and `b`, and its backward writes `grad · gelu'(x +
-//! b)` into the upstream gradient's buffer where that is held alone; the sums and the
-//! gradients are those of the add followed by GELU, bit for bit.
+//! over the product's output `x` (in place where `x` is held alone, as a product's output is),
+//! where the bias add and GELU were a pass each. Under autodiff it is one node whose forward
+//! also writes GELU's slope `gelu'(x + b) = Φ + x φ` from the same `erf`, and keeps the slope
+//! in place of `x` (the same memory: the output takes `x`'s buffer); its backward is then one
+//! multiplication, `grad · slope`, into the upstream gradient's buffer where that is held
+//! alone, with no `erf` or `exp` computed again. The sums and the gradients are those of the
+//! add followed by GELU, bit for bit.
 //!
 //! The fills work in blocks as wide as the vectors (16 values on AVX-512, 8 on AVX2, 4
 //! elsewhere). Where all of a block's `x / √2` lie in `erf`'s first interval (`|x| < √2`,
@@ -29,6 +31,8 @@
 //! threads from `PARALLEL_FROM` elements on (one thread in the browser build); every other
 //! device (wgpu, a remote device) runs Burn's `gelu`, whose kernels fuse there anyway.
 
+#[cfg(not(target_arch = "wasm32"))]
+use super::backend::PARALLEL_FROM;
 use super::backend::{
     CHUNK, flex_tensor, is_flex, map_chunks, map_chunks_of, row_width, update_chunks, values_of,
 };
@@ -41,9 +45,10 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::flex::FlexTensor;
 use burn::backend::ops::{ActivationOps, FloatTensorOps};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{DType, Tensor};
 use core::f32::consts::FRAC_1_SQRT_2;
+use core::mem::MaybeUninit;
 
 /// GELU and its gradient as one backend operation each.
 #[backend_extension(Flex, Autodiff)]
@@ -64,16 +69,21 @@ pub trait GeluOps: Backend {
     /// # Shapes
     /// - x `[rows, n]`, row `[1, n]`; output as x
     fn bias_gelu(x: FloatTensor<Self>, row: FloatTensor<Self>) -> FloatTensor<Self>;
-    /// `grad · gelu'(x + row)`, the gradient with respect to `x` (and, summed over the rows,
-    /// to `row`).
+    /// `gelu(x + row)` and GELU's slope there, `gelu'(x + row)`: [`Self::bias_gelu`]'s forward
+    /// under autodiff, which keeps the slope for the backward pass in place of `x`.
     ///
     /// # Shapes
-    /// - x, grad `[rows, n]`, row `[1, n]`; output as x
-    fn bias_gelu_backward(
+    /// - x `[rows, n]`, row `[1, n]`; both outputs as x
+    fn bias_gelu_slope(
         x: FloatTensor<Self>,
         row: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-    ) -> FloatTensor<Self>;
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+    /// `grad · slope`, element by element: the gradient with respect to `x` (and, summed over
+    /// the rows, to `row`) from the slope [`Self::bias_gelu_slope`] kept.
+    ///
+    /// # Shapes
+    /// - grad, slope: the same shape; output as grad
+    fn times_slope(grad: FloatTensor<Self>, slope: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// GELU of `x`: chunked across threads on flex, Burn's `gelu` elsewhere.
@@ -288,21 +298,51 @@ fn bias_gelu_fill_in_place<const W: usize>(values: &mut [f32], bias: &[f32]) {
     }
 }
 
-/// `grad = grad · gelu'(x + bias)`, whole rows as wide as `bias`, `Φ` in blocks of `W`.
+/// `out = erf(x / √2)` in blocks of `W` (a block within `erf`'s first interval with
+/// [`erf_near`], the bits of [`erf_lane`] either way), the rest value by value.
 #[inline(always)]
-fn bias_gelu_grad_fill_in_place<const W: usize>(x: &[f32], bias: &[f32], grad: &mut [f32]) {
-    for (x, grad) in x.chunks(bias.len()).zip(grad.chunks_mut(bias.len())) {
-        let segments = x.chunks(SEGMENT).zip(bias.chunks(SEGMENT));
-        for ((x, bias), grad) in segments.zip(grad.chunks_mut(SEGMENT)) {
+fn erf_fill<const W: usize>(x: &[f32], out: &mut [f32]) {
+    let near = |x: f32| erf_near(x * FRAC_1_SQRT_2);
+    let far = |x: f32| erf_lane(x * FRAC_1_SQRT_2);
+    let mut outs = out.chunks_exact_mut(W);
+    let mut xs = x.chunks_exact(W);
+    for (out, x) in (&mut outs).zip(&mut xs) {
+        out.copy_from_slice(&by_block::<W>(block(x), near, far));
+    }
+    for (out, &x) in outs.into_remainder().iter_mut().zip(xs.remainder()) {
+        *out = far(x);
+    }
+}
+
+/// `values = gelu(values + bias)` and `slope = gelu'(values + bias)`, whole rows as wide as
+/// `bias`, in segments of at most [`SEGMENT`] values: the sums, their `erf` in blocks of `W`,
+/// then GELU (`0.5 x (1 + erf)`, [`gelu_with`]'s expression) and its slope (`Φ(x) + x φ(x)`,
+/// [`grad_segment`]'s) from the same `erf` in one loop.
+#[inline(always)]
+fn bias_gelu_slope_fill_in_place<const W: usize>(
+    values: &mut [f32],
+    bias: &[f32],
+    slope: &mut [MaybeUninit<f32>],
+) {
+    let rows = values
+        .chunks_mut(bias.len())
+        .zip(slope.chunks_mut(bias.len()));
+    for (row, slope) in rows {
+        let segments = row.chunks_mut(SEGMENT).zip(bias.chunks(SEGMENT));
+        for ((values, bias), slope) in segments.zip(slope.chunks_mut(SEGMENT)) {
             let mut sum = [0.0f32; SEGMENT];
-            let sum = &mut sum[..x.len()];
-            for ((sum, &x), &b) in sum.iter_mut().zip(x).zip(bias) {
+            let sum = &mut sum[..values.len()];
+            for ((sum, &x), &b) in sum.iter_mut().zip(values.iter()).zip(bias) {
                 *sum = x + b;
             }
-            let mut out = [0.0f32; SEGMENT];
-            let out = &mut out[..x.len()];
-            grad_segment::<W>(sum, grad, out);
-            grad.copy_from_slice(out);
+            let mut erf = [0.0f32; SEGMENT];
+            let erf = &mut erf[..values.len()];
+            erf_fill::<W>(sum, erf);
+            let outs = values.iter_mut().zip(slope.iter_mut());
+            for ((value, slope), (&x, &e)) in outs.zip(sum.iter().zip(erf.iter())) {
+                *value = 0.5 * x * (1.0 + e);
+                slope.write(0.5 * (1.0 + e) + x * pdf_at(x));
+            }
         }
     }
 }
@@ -363,8 +403,9 @@ widest! {
     fn bias_gelu_slice(x: &[f32], bias: &[f32], out: &mut [f32]) = bias_gelu_fill;
     /// `values = gelu(values + bias)` on the widest vectors this processor has.
     fn bias_gelu_in_place(values: &mut [f32], bias: &[f32]) = bias_gelu_fill_in_place;
-    /// `grad = grad · gelu'(x + bias)` on the widest vectors this processor has.
-    fn bias_gelu_grad_in_place(x: &[f32], bias: &[f32], grad: &mut [f32]) = bias_gelu_grad_fill_in_place;
+    /// `values = gelu(values + bias)`, `slope = gelu'(values + bias)` on the widest vectors
+    /// this processor has.
+    fn bias_gelu_slope_in_place(values: &mut [f32], bias: &[f32], slope: &mut [core::mem::MaybeUninit<f32>]) = bias_gelu_slope_fill_in_place;
 }
 
 impl GeluOps for Flex {
@@ -414,36 +455,99 @@ impl GeluOps for Flex {
         flex_tensor(out, shape)
     }
 
-    /// Into `grad`'s buffer where it is a contiguous matrix held here alone (as a product's
-    /// gradient is), else into a new one.
-    fn bias_gelu_backward(x: FlexTensor, row: FlexTensor, mut grad: FlexTensor) -> FlexTensor {
+    /// The output in place of `x` where it is a contiguous matrix held here alone (as a
+    /// product's fresh output is), else in a new buffer; the slope in a new one, each chunk
+    /// written by the thread that fills the output's.
+    fn bias_gelu_slope(mut x: FlexTensor, row: FlexTensor) -> (FlexTensor, FlexTensor) {
         let row = row.to_contiguous();
-        let n = match row_width(&x, &row) {
-            Some(n) if grad.dtype() == DType::F32 && grad.shape() == x.shape() => n,
-            _ => return Self::gelu_chunked_backward(Flex::float_add(x, row), grad),
+        let Some(n) = row_width(&x, &row) else {
+            let sum = Flex::float_add(x, row);
+            let ones = Flex::float_ones(sum.shape(), &Default::default(), sum.dtype().into());
+            let slope = Self::gelu_chunked_backward(sum.clone(), ones);
+            return (Self::gelu_chunked(sum), slope);
         };
         let bias = values_of(&row);
-        let x = x.to_contiguous();
         let shape = x.shape();
         let len = shape.num_elements();
-        let xs = values_of(&x);
+        if x.is_contiguous()
+            && x.layout().start_offset() == 0
+            && let Some(values) = x.try_storage_mut::<f32>()
+        {
+            let slope = fill_with_slope(&mut values[..len], n, bias);
+            return (x, flex_tensor(slope, shape));
+        }
+        // Held elsewhere too, or strided: a copy, updated in place (a rare path).
+        let mut values = values_of(&x.to_contiguous()).to_vec();
+        let slope = fill_with_slope(&mut values, n, bias);
+        (
+            flex_tensor(values, shape.clone()),
+            flex_tensor(slope, shape),
+        )
+    }
+
+    /// Into `grad`'s buffer where it is a contiguous tensor held here alone (as a product's
+    /// gradient is), else into a new one.
+    fn times_slope(mut grad: FlexTensor, slope: FlexTensor) -> FlexTensor {
+        let fits = grad.dtype() == DType::F32
+            && slope.dtype() == DType::F32
+            && grad.shape() == slope.shape();
+        if !fits {
+            return Flex::float_mul(grad, slope);
+        }
+        let slope = slope.to_contiguous();
+        let slopes = values_of(&slope);
+        let len = grad.shape().num_elements();
         if grad.is_contiguous()
             && grad.layout().start_offset() == 0
             && let Some(values) = grad.try_storage_mut::<f32>()
         {
-            update_chunks(&mut values[..len], row_chunk(n), |start, grad| {
-                bias_gelu_grad_in_place(&xs[start..start + grad.len()], bias, grad)
+            update_chunks(&mut values[..len], CHUNK, |start, grad| {
+                for (grad, &slope) in grad.iter_mut().zip(&slopes[start..]) {
+                    *grad *= slope;
+                }
             });
             return grad;
         }
-        // Held elsewhere too, or strided: a copy, updated in place (a rare path; two passes).
         let grad = grad.to_contiguous();
-        let mut out = values_of(&grad).to_vec();
-        update_chunks(&mut out, row_chunk(n), |start, grad| {
-            bias_gelu_grad_in_place(&xs[start..start + grad.len()], bias, grad)
+        let out = map_chunks(values_of(&grad), slopes, CHUNK, |grad, slope, out| {
+            for ((out, &grad), &slope) in out.iter_mut().zip(grad).zip(slope) {
+                *out = grad * slope;
+            }
         });
-        flex_tensor(out, shape)
+        flex_tensor(out, grad.shape())
     }
+}
+
+/// `values = gelu(values + bias)` (rows of `n`) and the slope `gelu'(values + bias)`, returned
+/// as a new buffer, on rayon's threads where there is enough work: each chunk of the slope is
+/// written by the thread that updates the same chunk of `values`.
+fn fill_with_slope(values: &mut [f32], n: usize, bias: &[f32]) -> Vec<f32> {
+    let len = values.len();
+    let chunk = row_chunk(n);
+    let mut slope: Vec<f32> = Vec::with_capacity(len);
+    let spare = &mut slope.spare_capacity_mut()[..len];
+    let one = |(values, slope): (&mut [f32], &mut [MaybeUninit<f32>])| {
+        bias_gelu_slope_in_place(values, bias, slope)
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    let threaded = len >= PARALLEL_FROM;
+    #[cfg(target_arch = "wasm32")]
+    let threaded = false;
+    if threaded {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            use rayon::prelude::*;
+            let chunks = spare.par_chunks_mut(chunk);
+            values.par_chunks_mut(chunk).zip(chunks).for_each(one);
+        }
+    } else {
+        let chunks = spare.chunks_mut(chunk);
+        values.chunks_mut(chunk).zip(chunks).for_each(one);
+    }
+    // SAFETY: the fill wrote every element of every chunk of the slope (the chunks of `values`
+    // and of the slope have the same lengths).
+    unsafe { slope.set_len(len) };
+    slope
 }
 
 /// Elements per chunk for rows of `n`: whole rows, about [`CHUNK`] values.
@@ -486,15 +590,17 @@ impl<B: Backend + GeluOps, C: CheckpointStrategy> GeluOps for Autodiff<B, C> {
 
     /// One node with the gradients of Burn's add followed by GELU (`x`'s is `grad ·
     /// gelu'(x + row)`, the row's that summed over the rows with `float_sum_dim`, as Burn
-    /// reduces a broadcast). It keeps `x` and the row rather than their sum: the forward then
-    /// reads `x` once and writes the output once.
+    /// reduces a broadcast). Its forward computes GELU's slope `gelu'(x + row)` from the same
+    /// `erf` as the output and keeps it in place of `x` and the row (the same memory; the output
+    /// takes `x`'s buffer), so that the backward pass is one multiplication: `erf` and `exp`
+    /// are not computed again.
     fn bias_gelu(x: FloatTensor<Self>, row: FloatTensor<Self>) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct BiasGeluBackward;
 
         impl<B: Backend + GeluOps> Backward<B, 2> for BiasGeluBackward {
-            /// `x` and the row.
-            type State = (B::FloatTensorPrimitive, B::FloatTensorPrimitive);
+            /// GELU's slope at `x + row`.
+            type State = B::FloatTensorPrimitive;
 
             fn backward(
                 self,
@@ -502,10 +608,9 @@ impl<B: Backend + GeluOps, C: CheckpointStrategy> GeluOps for Autodiff<B, C> {
                 grads: &mut Gradients,
                 _checkpointer: &mut Checkpointer,
             ) {
-                let (x, row) = ops.state;
                 let [x_parent, row_parent] = ops.parents;
                 let grad = grads.consume::<B>(&ops.node);
-                let pre_grad = B::bias_gelu_backward(x, row, grad);
+                let pre_grad = B::times_slope(grad, ops.state);
                 if let Some(node) = x_parent {
                     grads.register::<B>(node.id, pre_grad.clone());
                 }
@@ -523,20 +628,25 @@ impl<B: Backend + GeluOps, C: CheckpointStrategy> GeluOps for Autodiff<B, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let output = B::bias_gelu(x.clone(), row.clone());
-                prep.finish((x, row), output)
+                let (output, slope) = B::bias_gelu_slope(x, row);
+                prep.finish(slope, output)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::bias_gelu(x, row)),
         }
     }
 
-    /// Composed of differentiable operations, as [`Self::gelu_chunked_backward`].
-    fn bias_gelu_backward(
+    /// Not differentiated in this project: the inner backend's, untracked.
+    fn bias_gelu_slope(
         x: FloatTensor<Self>,
         row: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-    ) -> FloatTensor<Self> {
-        Self::gelu_chunked_backward(Self::float_add(x, row), grad)
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (output, slope) = B::bias_gelu_slope(Self::inner(x), Self::inner(row));
+        (Self::from_inner(output), Self::from_inner(slope))
+    }
+
+    /// A differentiable product.
+    fn times_slope(grad: FloatTensor<Self>, slope: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_mul(grad, slope)
     }
 
     /// The exact gradient from differentiable operations (the project never differentiates it
@@ -658,44 +768,49 @@ mod tests {
         for (x, scale) in [(wide, 1.0), (narrow, 0.1)] {
             let g: Vec<f32> = x.iter().map(|v| (v * 0.37).sin()).collect();
             let bias: Vec<f32> = (0..17).map(|j| (j as f32 * 0.3 - 2.0) * scale).collect();
-            // The five fills' outputs.
-            type Fills = [Vec<u32>; 5];
+            // The fills' outputs: GELU, its gradient, the biased fills' outputs, and the slope
+            // fill's output and slope.
+            type Fills = [Vec<u32>; 6];
             let run = |gelu: fn(&[f32], &mut [f32]),
                        grad: fn(&[f32], &[f32], &mut [f32]),
                        biased: fn(&[f32], &[f32], &mut [f32]),
                        in_place: fn(&mut [f32], &[f32]),
-                       grad_in_place: fn(&[f32], &[f32], &mut [f32])|
+                       with_slope: fn(&mut [f32], &[f32], &mut [MaybeUninit<f32>])|
              -> Fills {
                 let n = x.len();
-                let mut outs: [Vec<f32>; 5] = std::array::from_fn(|_| vec![0.0; n]);
+                let mut outs: [Vec<f32>; 6] = std::array::from_fn(|_| vec![0.0; n]);
                 gelu(&x, &mut outs[0]);
                 grad(&x, &g, &mut outs[1]);
                 biased(&x, &bias, &mut outs[2]);
                 outs[3].copy_from_slice(&x);
                 in_place(&mut outs[3], &bias);
-                outs[4].copy_from_slice(&g);
-                grad_in_place(&x, &bias, &mut outs[4]);
+                outs[4].copy_from_slice(&x);
+                let [.., values, slope] = &mut outs;
+                // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the fill writes only
+                // initialised values.
+                let slope = unsafe {
+                    &mut *(slope.as_mut_slice() as *mut [f32] as *mut [MaybeUninit<f32>])
+                };
+                with_slope(values, &bias, slope);
                 outs.map(|out| bits(&out))
             };
             // GELU's gradient at `x`: `Φ(x) + x φ(x)`.
             let slope = |x: f32| 0.5 * (1.0 + erf_lane(x * FRAC_1_SQRT_2)) + x * pdf_at(x);
             let (n, width) = (x.len(), bias.len());
+            let biased = bits(
+                &(0..n)
+                    .map(|i| gelu_at(x[i] + bias[i % width]))
+                    .collect::<Vec<_>>(),
+            );
             let expected: Fills = [
                 bits(&x.iter().map(|&x| gelu_at(x)).collect::<Vec<_>>()),
                 bits(&(0..n).map(|i| g[i] * slope(x[i])).collect::<Vec<_>>()),
+                biased.clone(),
+                biased.clone(),
+                biased,
                 bits(
                     &(0..n)
-                        .map(|i| gelu_at(x[i] + bias[i % width]))
-                        .collect::<Vec<_>>(),
-                ),
-                bits(
-                    &(0..n)
-                        .map(|i| gelu_at(x[i] + bias[i % width]))
-                        .collect::<Vec<_>>(),
-                ),
-                bits(
-                    &(0..n)
-                        .map(|i| g[i] * slope(x[i] + bias[i % width]))
+                        .map(|i| slope(x[i] + bias[i % width]))
                         .collect::<Vec<_>>(),
                 ),
             ];
@@ -704,7 +819,7 @@ mod tests {
                 gelu_grad_fill::<1>,
                 bias_gelu_fill::<1>,
                 bias_gelu_fill_in_place::<1>,
-                bias_gelu_grad_fill_in_place::<1>,
+                bias_gelu_slope_fill_in_place::<1>,
             );
             assert_eq!(one, expected);
             let four = run(
@@ -712,7 +827,7 @@ mod tests {
                 gelu_grad_fill::<4>,
                 bias_gelu_fill::<4>,
                 bias_gelu_fill_in_place::<4>,
-                bias_gelu_grad_fill_in_place::<4>,
+                bias_gelu_slope_fill_in_place::<4>,
             );
             assert_eq!(four, expected);
             #[cfg(target_arch = "x86_64")]
@@ -723,7 +838,7 @@ mod tests {
                     |x, g, out| unsafe { avx2::gelu_grad_slice(x, g, out) },
                     |x, b, out| unsafe { avx2::bias_gelu_slice(x, b, out) },
                     |values, b| unsafe { avx2::bias_gelu_in_place(values, b) },
-                    |x, b, g| unsafe { avx2::bias_gelu_grad_in_place(x, b, g) },
+                    |values, b, slope| unsafe { avx2::bias_gelu_slope_in_place(values, b, slope) },
                 );
                 assert_eq!(avx2, expected);
             }
@@ -735,7 +850,9 @@ mod tests {
                     |x, g, out| unsafe { avx512::gelu_grad_slice(x, g, out) },
                     |x, b, out| unsafe { avx512::bias_gelu_slice(x, b, out) },
                     |values, b| unsafe { avx512::bias_gelu_in_place(values, b) },
-                    |x, b, g| unsafe { avx512::bias_gelu_grad_in_place(x, b, g) },
+                    |values, b, slope| unsafe {
+                        avx512::bias_gelu_slope_in_place(values, b, slope)
+                    },
                 );
                 assert_eq!(avx512, expected);
             }
@@ -776,9 +893,10 @@ mod tests {
         values.iter().map(|v| v.to_bits()).collect()
     }
 
-    /// `bias_gelu` and its gradient on flex, in place and into new buffers, give the bits of
-    /// the broadcast add followed by GELU and of GELU's gradient at the sum; a tensor held
-    /// alone is written in place, and one held elsewhere too is read, never written.
+    /// `bias_gelu`, its forward with the slope and the gradient from the slope on flex, in place
+    /// and into new buffers, give the bits of the broadcast add followed by GELU and of GELU's
+    /// gradient at the sum; a tensor held alone is written in place, and one held elsewhere too
+    /// is read, never written.
     #[test]
     fn bias_gelu_is_the_sum_then_gelu_bit_for_bit() {
         type Ops = burn::backend::Dispatch;
@@ -811,14 +929,25 @@ mod tests {
         assert_eq!(bits(&values(bias_gelu(x.clone(), bias.clone()))), expected);
         assert_eq!(bits(&values(x.clone())), before);
 
+        // The output and slope, then the gradient from the slope.
+        let forward = |x: Tensor<2>| {
+            let (out, slope) = Ops::bias_gelu_slope(x.into_dispatch(), row.clone().into_dispatch());
+            (
+                bits(&values(Tensor::<2>::from_dispatch(out))),
+                Tensor::<2>::from_dispatch(slope),
+            )
+        };
+        let (out, slope) = forward(fresh());
+        assert_eq!(out, expected);
+        let (out, shared_slope) = forward(x.clone());
+        assert_eq!(out, expected);
+        assert_eq!(bits(&values(x.clone())), before);
+        assert_eq!(bits(&values(slope.clone())), bits(&values(shared_slope)));
         let backward = |grad: Tensor<2>| {
-            bits(&values(Tensor::<2>::from_dispatch(
-                Ops::bias_gelu_backward(
-                    x.clone().into_dispatch(),
-                    row.clone().into_dispatch(),
-                    grad.into_dispatch(),
-                ),
-            )))
+            bits(&values(Tensor::<2>::from_dispatch(Ops::times_slope(
+                grad.into_dispatch(),
+                slope.clone().into_dispatch(),
+            ))))
         };
         let own_grad = Tensor::<2>::from_data(grad.clone().into_data(), &device);
         assert_eq!(backward(own_grad), expected_grad);
@@ -833,9 +962,14 @@ mod tests {
         let out = Flex::bias_gelu(own, flex(&row));
         assert_eq!(out.bytes().as_ptr(), at);
         assert_eq!(bits(out.storage::<f32>()), expected);
+        let own = flex(&x);
+        let at = own.bytes().as_ptr();
+        let (out, flex_slope) = Flex::bias_gelu_slope(own, flex(&row));
+        assert_eq!(out.bytes().as_ptr(), at);
+        assert_eq!(bits(out.storage::<f32>()), expected);
         let own_grad = flex(&grad);
         let at = own_grad.bytes().as_ptr();
-        let out = Flex::bias_gelu_backward(flex(&x), flex(&row), own_grad);
+        let out = Flex::times_slope(own_grad, flex_slope);
         assert_eq!(out.bytes().as_ptr(), at);
         assert_eq!(bits(out.storage::<f32>()), expected_grad);
     }

@@ -169,9 +169,10 @@ mod tests {
     }
 
     /// [`linear_gelu`] (the product, then `GeluOps::bias_gelu`'s node) gives the bits of the
-    /// layer followed by GELU, and the same gradients, under autodiff (the output into a new
-    /// buffer, the gradient into the upstream one) and on a plain device (the output into the
-    /// product's), for one row, a small matrix, and inputs large enough for the threaded pass.
+    /// layer followed by GELU, and the same gradients, under autodiff (the output into the
+    /// product's buffer with GELU's slope kept beside it, the gradient into the upstream one)
+    /// and on a plain device (the output into the product's), for one row, a small matrix, and
+    /// inputs large enough for the threaded pass.
     #[test]
     fn linear_gelu_gives_the_bits_and_gradients_of_the_layer_then_gelu() {
         let device = Device::flex();
