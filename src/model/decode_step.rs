@@ -84,6 +84,16 @@ pub fn twin(queries: Tensor<3>, keys: Tensor<3>, chosen: Tensor<3>, pick: Pick) 
     let n = keys.dims()[1];
     let mask = chosen.clone().greater_elem(0.5).reshape([b, k, 1, n]);
     let log_probs = step_log_probs(queries.reshape([b, k, 1, d]), keys, mask).reshape([b, k, n]);
+    pick_from(log_probs, chosen, pick)
+}
+
+/// The step's pick from its log-probabilities (chosen candidates masked already).
+///
+/// # Shapes
+/// - log_probs, chosen `[B, K, N]`
+/// - output: see [`Step`]
+pub(crate) fn pick_from(log_probs: Tensor<3>, chosen: Tensor<3>, pick: Pick) -> Step {
+    let [b, k, _] = log_probs.dims();
     let picks = match (pick.noise, pick.temperature) {
         (None, _) => log_probs.clone().argmax(2),
         (Some(noise), None) => (log_probs.clone() + noise).argmax(2),

@@ -13,12 +13,13 @@ use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, L
 use burn::tensor::{Device, Int, Tensor};
 
 use super::backend::{is_cube, is_flex};
-use super::decode_step::{Pick, decode_step, step_log_probs};
+use super::decode_step::{Pick, decode_step, pick_from, step_log_probs};
 use super::encoder::{EncoderConfig, ItemEncoder, UserEncoder};
 use super::gather::{gather_rows, gumbel, one_hot, plackett_luce};
 use super::greedy::{self, Affine, Layers, Norm};
 use super::layer_norm::layer_norm;
 use super::prefix::prefix_mean;
+use super::recorded::recorded_log_probs;
 use super::rows::{linear_gelu, linear_rows};
 use super::transformer;
 use crate::data::Batch;
@@ -372,6 +373,12 @@ impl Generator {
     }
 
     /// [`Self::decode`], with the first step's queries `[B, 1, 1, d]` given or computed here.
+    ///
+    /// On an autodiff device (a recorded decoding, [`Self::records_decoding`]) each step picks
+    /// its item from scores computed off the graph, and the steps' queries are scored on the
+    /// graph once, all steps together, after the last pick ([`step_log_probs`], as teacher
+    /// forcing scores them): the same lists and log π, with one score product on the graph
+    /// where a step each would give the keys one gradient per step, to be summed.
     fn decode_from(
         &self,
         encoded: &Encoded,
@@ -382,10 +389,14 @@ impl Generator {
         let [b, n, d] = encoded.candidates.dims();
         let l = self.list_len;
         let device = encoded.user.device();
+        let recorded = device.is_autodiff();
         let mut prefix_sum = Tensor::<3>::zeros([b, k, d], &device);
         let mut chosen = Tensor::<3>::zeros([b, k, n], &device);
         let mut total = Tensor::<2>::zeros([b, k], &device);
         let mut picks = Vec::with_capacity(l);
+        // A recorded decoding's queries, masks and log-probabilities, step by step: `[B, K, 1,
+        // d]`, `[B, K, 1, N]` and `[B, K, 1, N]`.
+        let (mut queries_of, mut masks, mut steps_log_probs) = (Vec::new(), Vec::new(), Vec::new());
         let steps = self.step_rows(l, &device);
         // Every list starts with nothing chosen: where its lists share it, one first query per
         // request (given, or computed here).
@@ -409,8 +420,23 @@ impl Generator {
                 Decode::Sample => Pick::draw(gumbel([b, k, n], &device), None),
                 Decode::Tempered(t) => Pick::draw(gumbel([b, k, n], &device), Some(t.max(1e-6))),
             };
-            let step = decode_step(queries, encoded.keys.clone(), chosen, pick);
-            total = total + step.log_probs;
+            let step = if recorded {
+                // The pick off the graph, from the values the step would score on it.
+                let mask = chosen.clone().greater_elem(0.5).reshape([b, k, 1, n]);
+                let log_probs = step_log_probs(
+                    queries.clone().detach().reshape([b, k, 1, d]),
+                    encoded.keys.clone().detach(),
+                    mask.clone(),
+                );
+                queries_of.push(queries.reshape([b, k, 1, d]));
+                masks.push(mask);
+                steps_log_probs.push(log_probs.clone());
+                pick_from(log_probs.reshape([b, k, n]), chosen, pick)
+            } else {
+                let step = decode_step(queries, encoded.keys.clone(), chosen, pick);
+                total = total + step.log_probs.clone();
+                step
+            };
             chosen = step.chosen;
             let item = gather_rows(
                 encoded.candidates.clone(),
@@ -419,8 +445,32 @@ impl Generator {
             prefix_sum = prefix_sum + item;
             picks.push(step.picks);
         }
+        let lists = Tensor::cat(picks, 2);
+        if recorded && l > 0 {
+            // # Shapes: queries `[B, K, L, d]`, masks and log-probabilities `[B, K, L, N]`,
+            // picked `[B, K, L]`.
+            let (queries, masks) = (Tensor::cat(queries_of, 2), Tensor::cat(masks, 2));
+            let log_probs = if is_flex(&device) {
+                recorded_log_probs(
+                    queries.reshape([b, k * l, d]),
+                    encoded.keys.clone(),
+                    masks.reshape([b, k * l, n]),
+                    Tensor::cat(steps_log_probs, 2).reshape([b, k * l, n]),
+                )
+                .reshape([b, k, l, n])
+            } else {
+                step_log_probs(queries, encoded.keys.clone(), masks)
+            };
+            let picked = log_probs
+                .gather(3, lists.clone().reshape([b, k, l, 1]))
+                .reshape([b, k, l]);
+            // Summed step by step, as the steps' own log-probabilities would be.
+            for t in 0..l {
+                total = total + picked.clone().narrow(2, t, 1).reshape([b, k]);
+            }
+        }
         Decoded {
-            lists: Tensor::cat(picks, 2),
+            lists,
             log_probs: total,
         }
     }

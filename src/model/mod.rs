@@ -18,6 +18,7 @@ mod pointwise;
 mod prefix;
 mod product;
 mod read;
+mod recorded;
 mod reward;
 mod rows;
 #[cfg(target_arch = "x86_64")]
