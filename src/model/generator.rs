@@ -375,10 +375,12 @@ impl Generator {
     /// [`Self::decode`], with the first step's queries `[B, 1, 1, d]` given or computed here.
     ///
     /// On an autodiff device (a recorded decoding, [`Self::records_decoding`]) each step picks
-    /// its item from scores computed off the graph, and the steps' queries are scored on the
-    /// graph once, all steps together, after the last pick ([`step_log_probs`], as teacher
-    /// forcing scores them): the same lists and log π, with one score product on the graph
-    /// where a step each would give the keys one gradient per step, to be summed.
+    /// its item from log-probabilities computed off the graph, and after the last pick all
+    /// steps' are put on the graph at once: on flex as one node on the steps' queries and the
+    /// keys (`model::recorded`, nothing computed again), elsewhere scored again from the
+    /// queries ([`step_log_probs`], as teacher forcing scores them). The same lists and log π
+    /// as a node per step, with one gradient product for the keys where a node per step would
+    /// give them a gradient per step, to be summed.
     fn decode_from(
         &self,
         encoded: &Encoded,
