@@ -196,10 +196,16 @@ mod tests {
 
     /// One node gives the composition's output and gradients bit for bit: one step's worth of
     /// queries (a recorded decoding's steps each score their own rows, so only the keys'
-    /// gradient, one product over all steps, sums in another order there).
+    /// gradient, one product over all steps, sums in another order there), on four shapes,
+    /// one of them a training step's (K·L = 120 rows of d 128 against 50 candidates).
     #[test]
     fn the_recorded_node_has_the_compositions_values_and_gradients() {
-        for dims in [[2, 5, 7, 8], [3, 20, 50, 16], [1, 1, 3, 4]] {
+        for dims in [
+            [2, 5, 7, 8],
+            [3, 20, 50, 16],
+            [2, 120, 50, 128],
+            [1, 1, 3, 4],
+        ] {
             let (ours, theirs) = (run(dims, true), run(dims, false));
             assert!(ours[1].iter().any(|&g| f32::from_bits(g) != 0.0));
             assert!(ours[2].iter().any(|&g| f32::from_bits(g) != 0.0));
