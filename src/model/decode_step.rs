@@ -3,9 +3,10 @@
 //!
 //! On a wgpu device (native, or WebGPU in the browser) the step runs as one fused WGSL kernel
 //! (`shaders/decode_step.wgsl`, launched by `model::wgsl`); everywhere else (the CPU backend, the
-//! browser's CPU fallback, a remote device, an autodiff device) it runs as the tensor ops of
-//! [`twin`], which the kernel must agree with (`experiment/kernel_check.rs`, run by `goalrank
-//! check-device` and `tests/wgpu.rs`).
+//! browser's CPU fallback, a remote device) it runs as the tensor ops of [`twin`], which the
+//! kernel must agree with (`experiment/kernel_check.rs`, run by `goalrank check-device` and
+//! `tests/wgpu.rs`). A recorded decoding (an autodiff device) scores each step off the graph
+//! with [`step_log_probs`] and picks with [`pick_from`], the two halves of [`twin`].
 
 use burn::tensor::{Bool, IndexingUpdateOp, Int, Tensor};
 

@@ -14,7 +14,8 @@
 //! over the product's output `x` (in place where `x` is held alone, as a product's output is),
 //! where the bias add and GELU were a pass each. Under autodiff it is one node whose forward
 //! also writes GELU's slope `gelu'(x + b) = Φ + x φ` from the same `erf`, and keeps the slope
-//! in place of `x` (the same memory: the output takes `x`'s buffer); its backward is then one
+//! in place of `x` (the same memory where `x` is held alone, as a product's output is: the
+//! output takes `x`'s buffer); its backward is then one
 //! multiplication, `grad · slope`, into the upstream gradient's buffer where that is held
 //! alone, with no `erf` or `exp` computed again. The sums and the gradients are those of the
 //! add followed by GELU, bit for bit.
@@ -102,7 +103,8 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 
 /// GELU of `x` plus `bias` on every row: `gelu(x + bias)`, the sums those of Burn's broadcast
 /// add. On flex, one pass over `x` (in place where `x` is held alone, as a product's fresh
-/// output is outside autodiff); elsewhere Burn's add and `gelu`.
+/// output is; under autodiff the pass also writes GELU's slope for the backward pass);
+/// elsewhere Burn's add and `gelu`.
 ///
 /// # Shapes
 /// - x `[rows, n]`, bias `[n]`; output as x
@@ -530,22 +532,18 @@ fn fill_with_slope(values: &mut [f32], n: usize, bias: &[f32]) -> Vec<f32> {
         bias_gelu_slope_in_place(values, bias, slope)
     };
     #[cfg(not(target_arch = "wasm32"))]
-    let threaded = len >= PARALLEL_FROM;
-    #[cfg(target_arch = "wasm32")]
-    let threaded = false;
-    if threaded {
-        #[cfg(not(target_arch = "wasm32"))]
-        {
-            use rayon::prelude::*;
-            let chunks = spare.par_chunks_mut(chunk);
-            values.par_chunks_mut(chunk).zip(chunks).for_each(one);
-        }
-    } else {
-        let chunks = spare.chunks_mut(chunk);
-        values.chunks_mut(chunk).zip(chunks).for_each(one);
+    if len >= PARALLEL_FROM {
+        use rayon::prelude::*;
+        let chunks = spare.par_chunks_mut(chunk);
+        values.par_chunks_mut(chunk).zip(chunks).for_each(one);
+        // SAFETY: the fill wrote every element of every chunk of the slope (the chunks of
+        // `values` and of the slope have the same lengths, and cover `len` elements).
+        unsafe { slope.set_len(len) };
+        return slope;
     }
-    // SAFETY: the fill wrote every element of every chunk of the slope (the chunks of `values`
-    // and of the slope have the same lengths).
+    let chunks = spare.chunks_mut(chunk);
+    values.chunks_mut(chunk).zip(chunks).for_each(one);
+    // SAFETY: as above.
     unsafe { slope.set_len(len) };
     slope
 }

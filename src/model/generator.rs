@@ -377,10 +377,12 @@ impl Generator {
     /// On an autodiff device (a recorded decoding, [`Self::records_decoding`]) each step picks
     /// its item from log-probabilities computed off the graph, and after the last pick all
     /// steps' are put on the graph at once: on flex as one node on the steps' queries and the
-    /// keys (`model::recorded`, nothing computed again), elsewhere scored again from the
-    /// queries ([`step_log_probs`], as teacher forcing scores them). The same lists and log π
-    /// as a node per step, with one gradient product for the keys where a node per step would
-    /// give them a gradient per step, to be summed.
+    /// keys (`model::recorded`, nothing computed again: the same lists and log π as a node per
+    /// step, with one gradient product for the keys where a node per step would give them a
+    /// gradient per step, to be summed), elsewhere scored again from the queries
+    /// ([`step_log_probs`], as teacher forcing scores them, all steps in one product, so log π
+    /// may differ from the values the picks saw in the last bits; training records its
+    /// decoding only on flex, [`Self::records_decoding`]).
     fn decode_from(
         &self,
         encoded: &Encoded,
@@ -813,6 +815,14 @@ mod tests {
         let (lists, recorded) = run(true);
         let (forced_lists, forced) = run(false);
         assert_eq!(lists, forced_lists);
+        // The recorded log π is the plain decoding's bit for bit (the same values picked from).
+        plain.seed(17);
+        let decoded =
+            model
+                .valid()
+                .decode(&encoding().without_autodiff(), k, Decode::Tempered(1.5));
+        let bits = |values: &[f32]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&recorded[0]), bits(&floats(decoded.log_probs)));
         for (a, b) in recorded.into_iter().zip(forced) {
             let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
             assert!(scale > 0.0);

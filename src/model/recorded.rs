@@ -12,7 +12,11 @@
 //! gradient per step, each a `[B, N, d]` tensor, summed by autodiff. Its forward is the given
 //! log-probabilities: nothing is computed twice.
 //!
-//! Only flex devices take it (the generator scores the steps on the graph elsewhere).
+//! Only f32 tensors on flex devices take it; elsewhere [`recorded_log_probs`] is the
+//! composition, computed again. The queries' gradient has the composition's bits at a training
+//! step's sizes (50 candidates); with hundreds of candidates `gemm` may block a product's sum
+//! over them differently for more rows, and then the queries' gradient's last bits could move
+//! too.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -21,8 +25,10 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::{BoolTensor, FloatTensor};
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{Bool, Tensor};
+use burn::tensor::{Bool, DType, Tensor};
 
+use super::backend::is_flex;
+use super::decode_step::step_log_probs;
 use super::product::ProductOps;
 use super::softmax::SoftmaxOps;
 
@@ -45,7 +51,8 @@ pub trait RecordedOps: Backend {
 
 /// `log_probs`, computed off the graph as `log_softmax(mask_fill(q kᵀ / √d, mask, −1e9))` over
 /// the last dimension, recorded on `queries`' and `keys`' graph as that function of them (see
-/// the module's documentation). Call it on flex devices.
+/// the module's documentation). Elsewhere than on flex, or for other than f32 tensors, the
+/// composition itself, computed again from `queries` and `keys` (`log_probs` unused).
 ///
 /// # Shapes
 /// - queries `[B, M, d]`, keys `[B, N, d]`, mask and log_probs `[B, M, N]`
@@ -56,6 +63,14 @@ pub fn recorded_log_probs(
     mask: Tensor<3, Bool>,
     log_probs: Tensor<3>,
 ) -> Tensor<3> {
+    let runs = [&queries, &keys, &log_probs]
+        .iter()
+        .all(|t| t.dtype() == DType::F32 && is_flex(&t.device()));
+    if !runs {
+        let ([b, m, d], n) = (queries.dims(), keys.dims()[1]);
+        let mask = mask.reshape([b, 1, m, n]);
+        return step_log_probs(queries.reshape([b, 1, m, d]), keys, mask).reshape([b, m, n]);
+    }
     Tensor::from_dispatch(
         <burn::backend::Dispatch as RecordedOps>::recorded_log_probs(
             queries.into_dispatch(),
@@ -140,9 +155,8 @@ impl<B: Backend + RecordedOps + ProductOps + SoftmaxOps, C: CheckpointStrategy> 
 
 #[cfg(test)]
 mod tests {
-    use burn::tensor::{Device, TensorData};
+    use burn::tensor::{Device, FloatDType, TensorData};
 
-    use super::super::decode_step::step_log_probs;
     use super::*;
 
     /// A fixed, non-trivial tensor (no random stream: tests share the device's).
@@ -158,12 +172,14 @@ mod tests {
     }
 
     /// The output, and the gradients of a fixed weighted sum of it with respect to the queries
-    /// and the keys, from the recorded node (`recorded`) or from the composition it stands for.
-    fn run(dims: [usize; 4], recorded: bool) -> [Vec<u32>; 3] {
+    /// and the keys (empty where one is not `tracked`), from the recorded node (`recorded`) or
+    /// from the composition it stands for.
+    fn run(dims: [usize; 4], recorded: bool, tracked: [bool; 2]) -> [Vec<u32>; 3] {
         let [b, m, n, d] = dims;
         let device = Device::flex().autodiff();
-        let queries = fixed([b, m, d], 0.0, &device).require_grad();
-        let keys = fixed([b, n, d], 1.0, &device).require_grad();
+        let track = |t: Tensor<3>, tracked: bool| if tracked { t.require_grad() } else { t };
+        let queries = track(fixed([b, m, d], 0.0, &device), tracked[0]);
+        let keys = track(fixed([b, n, d], 1.0, &device), tracked[1]);
         // Some candidates masked in each row, all of one row's in the last request.
         let mask = fixed([b, m, n], 2.0, &device)
             .greater_elem(0.4)
@@ -190,14 +206,15 @@ mod tests {
         };
         let weights = fixed([b, m, n], 3.0, &device);
         let grads = (output.clone() * weights).sum().backward();
-        let grad = |t: &Tensor<3>| bits(t.grad(&grads).expect("a gradient"));
+        let grad = |t: &Tensor<3>| t.grad(&grads).map(bits).unwrap_or_default();
         [bits(output), grad(&queries), grad(&keys)]
     }
 
     /// One node gives the composition's output and gradients bit for bit: one step's worth of
     /// queries (a recorded decoding's steps each score their own rows, so only the keys'
     /// gradient, one product over all steps, sums in another order there), on four shapes,
-    /// one of them a training step's (K·L = 120 rows of d 128 against 50 candidates).
+    /// one of them a training step's (K·L = 120 rows of d 128 against 50 candidates), with both
+    /// parents tracked or one.
     #[test]
     fn the_recorded_node_has_the_compositions_values_and_gradients() {
         for dims in [
@@ -206,10 +223,42 @@ mod tests {
             [2, 120, 50, 128],
             [1, 1, 3, 4],
         ] {
-            let (ours, theirs) = (run(dims, true), run(dims, false));
+            let (ours, theirs) = (run(dims, true, [true; 2]), run(dims, false, [true; 2]));
             assert!(ours[1].iter().any(|&g| f32::from_bits(g) != 0.0));
             assert!(ours[2].iter().any(|&g| f32::from_bits(g) != 0.0));
             assert_eq!(ours, theirs, "{dims:?}");
+            // One parent tracked: its gradient alone, the same.
+            for tracked in [[true, false], [false, true]] {
+                let ours = run(dims, true, tracked);
+                assert_eq!(ours, run(dims, false, tracked), "{dims:?}, {tracked:?}");
+                let one = if tracked[0] { 1 } else { 2 };
+                assert_eq!(ours[one], theirs[one]);
+                assert!(ours[3 - one].is_empty());
+            }
         }
+    }
+
+    /// Where the node does not run (here: f64 tensors), the composition is computed again from
+    /// the queries and keys, and the given values are not used.
+    #[test]
+    fn elsewhere_the_composition_runs() {
+        let device = Device::flex();
+        let to_f64 = |t: Tensor<3>| t.cast(FloatDType::F64);
+        let (b, m, n, d) = (2, 3, 5, 4);
+        let queries = to_f64(fixed([b, m, d], 0.0, &device));
+        let keys = to_f64(fixed([b, n, d], 1.0, &device));
+        let mask = fixed([b, m, n], 2.0, &device).greater_elem(0.4);
+        let unused = Tensor::<3>::zeros([b, m, n], &device);
+        let out = recorded_log_probs(queries.clone(), keys.clone(), mask.clone(), unused);
+        let composed = step_log_probs(
+            queries.reshape([b, 1, m, d]),
+            keys,
+            mask.reshape([b, 1, m, n]),
+        )
+        .reshape([b, m, n]);
+        let values = |t: Tensor<3>| t.into_data().try_to_vec::<f64>().expect("f64");
+        let (out, composed) = (values(out), values(composed));
+        assert!(out.iter().any(|&v| v != 0.0));
+        assert_eq!(out, composed);
     }
 }
