@@ -24,9 +24,9 @@
 //! elsewhere). Where all of a block's `x / √2` lie in `erf`'s first interval (`|x| < √2`,
 //! which holds for most blocks: 79 % of 16-value blocks in a fresh model's training step, 89 %
 //! when the shipped model ranks the test split) the block skips `erf`'s second formula and its
-//! `exp`; the bits are the same either way ([`erf_near`]). The gradient computes `Φ` in such
-//! blocks into a buffer of [`SEGMENT`] values, then `grad · (Φ(x) + x φ(x))` in one loop over
-//! it: written as one block computation, the compiler left its arithmetic scalar.
+//! `exp`; the bits are the same either way ([`erf_near`]). The gradient and the slope compute `erf` in
+//! such blocks into a buffer of [`SEGMENT`] values, then `Φ(x) + x φ(x)` in one loop over it:
+//! written as one block computation, the compiler left its arithmetic scalar.
 //!
 //! Only f32 tensors on flex devices (with or without autodiff) take it, split across rayon's
 //! threads from `PARALLEL_FROM` elements on (one thread in the browser build); every other
@@ -132,7 +132,13 @@ const INV_SQRT_2PI: f32 = 0.398_942_3;
 /// GELU at `x`, `0.5 · x · (1 + erf(x / √2))`, with `erf` one of [`erf_lane`] and [`erf_near`].
 #[inline(always)]
 fn gelu_with(x: f32, erf: impl Fn(f32) -> f32) -> f32 {
-    0.5 * x * (1.0 + erf(x * FRAC_1_SQRT_2))
+    gelu_from(x, erf(x * FRAC_1_SQRT_2))
+}
+
+/// GELU at `x` from `e = erf(x / √2)`.
+#[inline(always)]
+fn gelu_from(x: f32, e: f32) -> f32 {
+    0.5 * x * (1.0 + e)
 }
 
 /// GELU at `x`.
@@ -188,45 +194,26 @@ fn gelu_block<const W: usize>(x: [f32; W]) -> [f32; W] {
     by_block(x, |x| gelu_with(x, erf_near), gelu_at)
 }
 
-/// `Φ(x) = 0.5 (1 + erf(x / √2))`, with `erf` one of [`erf_lane`] and [`erf_near`].
+/// GELU's slope at `x`, `Φ(x) + x φ(x)`, from `e = erf(x / √2)` (`Φ(x) = 0.5 (1 + e)`).
 #[inline(always)]
-fn cdf_with(x: f32, erf: impl Fn(f32) -> f32) -> f32 {
-    0.5 * (1.0 + erf(x * FRAC_1_SQRT_2))
+fn slope_from(x: f32, e: f32) -> f32 {
+    0.5 * (1.0 + e) + x * pdf_at(x)
 }
 
-/// `Φ` over a block of `W` values (the bits of `cdf_with(x, erf_lane)`).
-#[inline(always)]
-fn cdf_block<const W: usize>(x: [f32; W]) -> [f32; W] {
-    by_block(x, |x| cdf_with(x, erf_near), |x| cdf_with(x, erf_lane))
-}
-
-/// `out = Φ(x)` in blocks of `W` (as [`cdf_block`]), the rest value by value.
-#[inline(always)]
-fn cdf_fill<const W: usize>(x: &[f32], out: &mut [f32]) {
-    let mut outs = out.chunks_exact_mut(W);
-    let mut xs = x.chunks_exact(W);
-    for (out, x) in (&mut outs).zip(&mut xs) {
-        out.copy_from_slice(&cdf_block::<W>(block(x)));
-    }
-    for (out, &x) in outs.into_remainder().iter_mut().zip(xs.remainder()) {
-        *out = cdf_with(x, erf_lane);
-    }
-}
-
-/// Values per segment of the gradient fills: `Φ` is computed in blocks into a buffer of this
-/// many, then `grad · (Φ(x) + x φ(x))` in one loop over it. (As one block computation the
-/// compiler leaves the gradient's arithmetic scalar.)
+/// Values per segment of the gradient fills: `erf` is computed in blocks into a buffer of this
+/// many ([`erf_fill`]), then the slope `Φ(x) + x φ(x)` in one loop over it. (As one block
+/// computation the compiler leaves the slope's arithmetic scalar.)
 const SEGMENT: usize = 128;
 
 /// `out = grad · (Φ(x) + x φ(x))`, GELU's gradient times `grad`, over at most [`SEGMENT`]
 /// values.
 #[inline(always)]
 fn grad_segment<const W: usize>(x: &[f32], grad: &[f32], out: &mut [f32]) {
-    let mut cdf = [0.0f32; SEGMENT];
-    let cdf = &mut cdf[..x.len()];
-    cdf_fill::<W>(x, cdf);
-    for ((out, &g), (&x, &c)) in out.iter_mut().zip(grad).zip(x.iter().zip(cdf.iter())) {
-        *out = g * (c + x * pdf_at(x));
+    let mut erf = [0.0f32; SEGMENT];
+    let erf = &mut erf[..x.len()];
+    erf_fill::<W>(x, erf);
+    for ((out, &g), (&x, &e)) in out.iter_mut().zip(grad).zip(x.iter().zip(erf.iter())) {
+        *out = g * slope_from(x, e);
     }
 }
 
@@ -256,7 +243,7 @@ fn gelu_fill<const W: usize>(x: &[f32], out: &mut [f32]) {
     }
 }
 
-/// `out = grad · gelu'(x)`, `Φ` in blocks of `W`.
+/// `out = grad · gelu'(x)`, `erf` in blocks of `W`.
 #[inline(always)]
 fn gelu_grad_fill<const W: usize>(x: &[f32], grad: &[f32], out: &mut [f32]) {
     let segments = x.chunks(SEGMENT).zip(grad.chunks(SEGMENT));
@@ -318,8 +305,8 @@ fn erf_fill<const W: usize>(x: &[f32], out: &mut [f32]) {
 
 /// `values = gelu(values + bias)` and `slope = gelu'(values + bias)`, whole rows as wide as
 /// `bias`, in segments of at most [`SEGMENT`] values: the sums, their `erf` in blocks of `W`,
-/// then GELU (`0.5 x (1 + erf)`, [`gelu_with`]'s expression) and its slope (`Φ(x) + x φ(x)`,
-/// [`grad_segment`]'s) from the same `erf` in one loop.
+/// then GELU ([`gelu_from`]) and its slope ([`slope_from`], as [`grad_segment`] computes it)
+/// from the same `erf` in one loop.
 #[inline(always)]
 fn bias_gelu_slope_fill_in_place<const W: usize>(
     values: &mut [f32],
@@ -342,8 +329,8 @@ fn bias_gelu_slope_fill_in_place<const W: usize>(
             erf_fill::<W>(sum, erf);
             let outs = values.iter_mut().zip(slope.iter_mut());
             for ((value, slope), (&x, &e)) in outs.zip(sum.iter().zip(erf.iter())) {
-                *value = 0.5 * x * (1.0 + e);
-                slope.write(0.5 * (1.0 + e) + x * pdf_at(x));
+                *value = gelu_from(x, e);
+                slope.write(slope_from(x, e));
             }
         }
     }

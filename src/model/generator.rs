@@ -376,13 +376,12 @@ impl Generator {
     ///
     /// On an autodiff device (a recorded decoding, [`Self::records_decoding`]) each step picks
     /// its item from log-probabilities computed off the graph, and after the last pick all
-    /// steps' are put on the graph at once: on flex as one node on the steps' queries and the
-    /// keys (`model::recorded`, nothing computed again: the same lists and log π as a node per
-    /// step, with one gradient product for the keys where a node per step would give them a
-    /// gradient per step, to be summed), elsewhere scored again from the queries
-    /// ([`step_log_probs`], as teacher forcing scores them, all steps in one product, so log π
-    /// may differ from the values the picks saw in the last bits; training records its
-    /// decoding only on flex, [`Self::records_decoding`]).
+    /// steps' are put on the graph at once ([`recorded_log_probs`]): on flex as one node on the
+    /// steps' queries and the keys, nothing computed again (the same lists and log π as a node
+    /// per step, with one gradient product for the keys where a node per step would give them a
+    /// gradient per step, to be summed); elsewhere scored again from the queries, all steps in
+    /// one product, so log π may differ from the values the picks saw in the last bits
+    /// (training records its decoding only on flex, [`Self::records_decoding`]).
     fn decode_from(
         &self,
         encoded: &Encoded,
@@ -454,17 +453,13 @@ impl Generator {
             // # Shapes: queries `[B, K, L, d]`, masks and log-probabilities `[B, K, L, N]`,
             // picked `[B, K, L]`.
             let (queries, masks) = (Tensor::cat(queries_of, 2), Tensor::cat(masks, 2));
-            let log_probs = if is_flex(&device) {
-                recorded_log_probs(
-                    queries.reshape([b, k * l, d]),
-                    encoded.keys.clone(),
-                    masks.reshape([b, k * l, n]),
-                    Tensor::cat(steps_log_probs, 2).reshape([b, k * l, n]),
-                )
-                .reshape([b, k, l, n])
-            } else {
-                step_log_probs(queries, encoded.keys.clone(), masks)
-            };
+            let log_probs = recorded_log_probs(
+                queries.reshape([b, k * l, d]),
+                encoded.keys.clone(),
+                masks.reshape([b, k * l, n]),
+                Tensor::cat(steps_log_probs, 2).reshape([b, k * l, n]),
+            )
+            .reshape([b, k, l, n]);
             let picked = log_probs
                 .gather(3, lists.clone().reshape([b, k, l, 1]))
                 .reshape([b, k, l]);
