@@ -16,9 +16,10 @@
 //!
 //! Each matrix of a product runs [`matrix_product`]: `gemm`, or on x86-64 the tiny and small
 //! ones `model::tiny` and `model::small` compute without `gemm`'s per-call set-up, `gemm`'s
-//! values bit for bit. A product deeper than `gemm`'s depth block (the weight gradients, summed
-//! over thousands of rows) has its rows split between the threads, each part `gemm` on one
-//! thread ([`row_parts`]): again the same values.
+//! values bit for bit. A large product has its rows split into parts, each `gemm` on one
+//! thread ([`row_parts`]): one part per thread where it is deeper than `gemm`'s depth block (the
+//! weight gradients, summed over thousands of rows), blocks of about 1,024 rows where a batch's
+//! rows pass a linear layer: again the same values.
 //!
 //! Only f32 products on flex devices (with or without autodiff) take them, batched ones where
 //! both sides have the same leading dimensions; every other device runs Burn's `matmul` (and
@@ -61,6 +62,10 @@ const DEPTH_BLOCK: usize = 512;
 /// The fewest rows each thread takes when a deep product's rows are split between threads.
 #[cfg(not(target_arch = "wasm32"))]
 const SPLIT_ROWS: usize = 64;
+
+/// The rows of a block where a product within one depth block has its rows split ([`row_parts`]).
+#[cfg(not(target_arch = "wasm32"))]
+const ROW_BLOCK: usize = 1024;
 
 /// `gemm` blocks the depth of products with at most this many rows and columns its own way.
 #[cfg(not(target_arch = "wasm32"))]
@@ -359,27 +364,39 @@ fn gemm_values(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<(Vec<f32>, Shape)> 
     Some((out, Shape::from(out_dims)))
 }
 
-/// Into how many parts, one per thread, the rows of a large `[m, k] · [k, n]` product are
-/// split: for products deeper than `gemm`'s depth block with at least [`SPLIT_ROWS`] rows a
-/// thread, one part per thread, each `gemm` on one thread; otherwise 1 (`gemm` splits the
-/// product itself). `gemm` on all threads meets them after each depth block, the weight
-/// gradients' thousands of rows in about 50 blocks; each part runs its depth blocks without
-/// waiting, at the cost of packing the right-hand side once per part.
+/// Into how many parts the rows of a large `[m, k] · [k, n]` product are split, each part
+/// `gemm` on one thread (rayon hands the parts to the threads):
+/// - deeper than `gemm`'s depth block, with at least [`SPLIT_ROWS`] rows a thread: one part
+///   per thread. `gemm` on all threads meets them after each depth block, the weight
+///   gradients' thousands of rows in about 50 blocks; each part runs its depth blocks without
+///   waiting, at the cost of packing the right-hand side once per part.
+/// - within one depth block, at least two blocks of [`ROW_BLOCK`] rows: blocks of about that
+///   many rows. `gemm` on all threads ran the linear layers' products over a batch's rows
+///   (26,112 by 128 by 512, say) at about two thirds of the rate it reaches on blocks of 1,024
+///   rows, one per thread at a time.
+/// - otherwise 1 (`gemm` splits the product itself).
 ///
-/// Each output element is still one thread's sum in `gemm`'s order, so the values do not
-/// change, as long as no part is a product of at most 64 × 64: `gemm` cuts the depth of those
-/// into blocks of its own.
+/// Each output element is still one thread's sum in `gemm`'s order (its depth block depends on
+/// the depth alone), so the values do not change, as long as no part is a product of at most
+/// 64 × 64: `gemm` cuts the depth of those into blocks of its own.
 #[cfg(not(target_arch = "wasm32"))]
 fn row_parts(m: usize, n: usize, k: usize) -> usize {
     let threads = rayon::current_num_threads();
-    let rows = m.div_ceil(threads.max(1));
-    if threads < 2 || k <= DEPTH_BLOCK || rows < SPLIT_ROWS {
+    if threads < 2 || m == 0 {
         return 1;
     }
+    let parts = if k > DEPTH_BLOCK && m.div_ceil(threads) >= SPLIT_ROWS {
+        threads
+    } else if k <= DEPTH_BLOCK && m >= 2 * ROW_BLOCK {
+        m.div_ceil(ROW_BLOCK)
+    } else {
+        return 1;
+    };
     // The last part's rows (the others have `rows`; `rows ≥ 1`, so `m ≥ 1`).
+    let rows = m.div_ceil(parts);
     let last = (m - 1) % rows + 1;
     if n > SMALL_SIDE || last > SMALL_SIDE {
-        threads
+        parts
     } else {
         1
     }
@@ -649,9 +666,47 @@ mod tests {
                 );
             }
             assert_eq!(row_parts(120, 128, 2048), 1, "too few rows");
-            assert_eq!(row_parts(4096, 128, 512), 1, "one depth block");
             assert_eq!(row_parts(128, 64, 1100), 1, "parts of 64 × 64");
         });
+    }
+
+    /// Products within one depth block over thousands of rows (a linear layer over a batch),
+    /// their rows split into blocks of about `ROW_BLOCK`: Burn's values, plain and with the
+    /// right side a transposed view (as in the backward pass).
+    #[test]
+    fn tall_products_split_into_row_blocks_are_burns_bit_for_bit() {
+        let device = Device::flex();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("a thread pool");
+        pool.install(|| {
+            for (m, k, n, parts) in [(2048, 128, 65, 2), (3001, 19, 128, 3), (2500, 64, 64, 3)] {
+                assert_eq!(row_parts(m, n, k), parts, "{m}x{k}x{n}");
+                let a = matrix(m, k, 1, &device);
+                let b = matrix(k, n, 2, &device);
+                assert_eq!(
+                    values(product(a.clone(), b.clone())),
+                    values(a.clone().matmul(b.clone())),
+                    "{m}x{k}x{n}"
+                );
+                let bt = matrix(n, k, 3, &device).transpose();
+                assert_eq!(
+                    values(product(a.clone(), bt.clone())),
+                    values(a.matmul(bt)),
+                    "{m}x{k}x{n}, the right side transposed"
+                );
+            }
+            assert_eq!(row_parts(2047, 128, 512), 1, "fewer than two blocks");
+            assert_eq!(row_parts(4096, 128, 512), 4, "four blocks");
+            // 961 blocks of 1,024 rows, the last one of 64.
+            assert_eq!(row_parts(983_104, 64, 64), 1, "a last part of 64 × 64");
+        });
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .expect("a thread pool");
+        one.install(|| assert_eq!(row_parts(4096, 128, 512), 1, "one thread"));
     }
 
     fn tensor4(dims: [usize; 4], seed: usize, device: &Device) -> Tensor<4> {
