@@ -28,7 +28,9 @@ use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, TensorMetadata, ba
 use burn::nn::LayerNorm;
 use burn::tensor::{DType, Shape, Slice, Tensor};
 
-use super::backend::{flex_tensor, is_flex, lane_sum as sum};
+use core::mem::MaybeUninit;
+
+use super::backend::{flex_tensor, is_flex, lane_sum as sum, zeroed};
 
 /// The variance's ε of every layer norm in this project: Burn's default
 /// (`LayerNormConfig::epsilon`, `TransformerEncoderConfig::layer_norm_eps`), which this
@@ -84,13 +86,23 @@ pub fn layer_norm<const D: usize>(norm: &LayerNorm, x: Tensor<D>) -> Tensor<D> {
 /// [`backward_block`] compiled for the widest vectors this processor has (AVX2 on x86-64: the
 /// same operations in the same order, so the same values, eight lanes at a time instead of
 /// four).
-fn backward_block_widest(x: &[f32], grad: &[f32], gamma: &[f32], dx: &mut [f32]) -> Vec<f32> {
+fn backward_block_widest(
+    x: &[f32],
+    grad: &[f32],
+    gamma: &[f32],
+    dx: &mut [MaybeUninit<f32>],
+) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         /// # Safety
         /// AVX2 is present.
         #[target_feature(enable = "avx2")]
-        unsafe fn avx2(x: &[f32], grad: &[f32], gamma: &[f32], dx: &mut [f32]) -> Vec<f32> {
+        unsafe fn avx2(
+            x: &[f32],
+            grad: &[f32],
+            gamma: &[f32],
+            dx: &mut [MaybeUninit<f32>],
+        ) -> Vec<f32> {
             backward_block(x, grad, gamma, dx)
         }
         // SAFETY: checked just above.
@@ -102,7 +114,7 @@ fn backward_block_widest(x: &[f32], grad: &[f32], gamma: &[f32], dx: &mut [f32])
 /// One block of rows: writes each row's input gradient into `dx` and returns the block's
 /// `[dγ | dβ]` sums (`2d` values).
 #[inline(always)]
-fn backward_block(x: &[f32], grad: &[f32], gamma: &[f32], dx: &mut [f32]) -> Vec<f32> {
+fn backward_block(x: &[f32], grad: &[f32], gamma: &[f32], dx: &mut [MaybeUninit<f32>]) -> Vec<f32> {
     let d = gamma.len();
     let scale = 1.0 / d as f32;
     let mut params = vec![0.0f32; 2 * d];
@@ -128,7 +140,7 @@ fn backward_block(x: &[f32], grad: &[f32], gamma: &[f32], dx: &mut [f32]) -> Vec
         let mean_scaled = sum(&scaled, &scaled, |s, _| s) * scale;
         let mean_product = sum(&scaled, &normed, |s, n| s * n) * scale;
         for ((dx, &s), &n) in dx.iter_mut().zip(&scaled).zip(&normed) {
-            *dx = r * (s - mean_scaled - n * mean_product);
+            dx.write(r * (s - mean_scaled - n * mean_product));
         }
         let (d_gamma, d_beta) = params.split_at_mut(d);
         for (((dg, db), &g), &n) in d_gamma.iter_mut().zip(d_beta).zip(g).zip(&normed) {
@@ -143,8 +155,11 @@ fn backward_block(x: &[f32], grad: &[f32], gamma: &[f32], dx: &mut [f32]) -> Vec
 fn backward_values(x: &[f32], grad: &[f32], gamma: &[f32]) -> Vec<f32> {
     let d = gamma.len();
     let n = x.len();
-    let mut out = vec![0.0f32; n + 2 * d];
-    let (dx, params) = out.split_at_mut(n);
+    // Each block writes its rows' input gradients (below); only the `[dγ | dβ]` sums start from
+    // zero. (Zeroing all of it first was a pass over the rows on one thread.)
+    let mut out: Vec<f32> = Vec::with_capacity(n + 2 * d);
+    let (dx, params) = out.spare_capacity_mut()[..n + 2 * d].split_at_mut(n);
+    let params = zeroed(params);
     // (A zero-width norm has nothing to do; `max` keeps the chunk size valid.)
     let block = BLOCK_ROWS * d.max(1);
     #[cfg(not(target_arch = "wasm32"))]
@@ -167,6 +182,9 @@ fn backward_values(x: &[f32], grad: &[f32], gamma: &[f32]) -> Vec<f32> {
             *total += value;
         }
     }
+    // SAFETY: the blocks wrote every element of `dx` (each row of `x` and `grad`, `d` values,
+    // gives the same row of `dx`: `x.len()` is a whole number of rows), and `params` is zeroed.
+    unsafe { out.set_len(n + 2 * d) };
     out
 }
 
