@@ -160,6 +160,12 @@ fn backward_values(x: &[f32], grad: &[f32], gamma: &[f32]) -> Vec<f32> {
     let mut out: Vec<f32> = Vec::with_capacity(n + 2 * d);
     let (dx, params) = out.spare_capacity_mut()[..n + 2 * d].split_at_mut(n);
     let params = zeroed(params);
+    // The blocks write the whole rows that `x` and `grad` both hold (all of `dx` for a
+    // `[.., d]` tensor and its gradient); anything after them stays zero, as it always was.
+    let whole = if d == 0 { 0 } else { n.min(grad.len()) / d * d };
+    let (dx, rest) = dx.split_at_mut(whole);
+    zeroed(rest);
+    let (x, grad) = (&x[..whole], &grad[..whole]);
     // (A zero-width norm has nothing to do; `max` keeps the chunk size valid.)
     let block = BLOCK_ROWS * d.max(1);
     #[cfg(not(target_arch = "wasm32"))]
@@ -182,8 +188,9 @@ fn backward_values(x: &[f32], grad: &[f32], gamma: &[f32]) -> Vec<f32> {
             *total += value;
         }
     }
-    // SAFETY: the blocks wrote every element of `dx` (each row of `x` and `grad`, `d` values,
-    // gives the same row of `dx`: `x.len()` is a whole number of rows), and `params` is zeroed.
+    // SAFETY: the blocks wrote every element of `dx`'s first `whole` values (each of the whole
+    // rows of `x` and `grad` gives the same row of `dx`), the rest of `dx` and `params` are
+    // zeroed.
     unsafe { out.set_len(n + 2 * d) };
     out
 }
@@ -437,5 +444,28 @@ mod tests {
             }
         }
         assert!(worst(&broken, &burns[1]) > tolerance);
+    }
+
+    /// The backward pass writes its output without zeroing it first: given values that are not
+    /// whole rows (or a gradient shorter than `x`), what lies past the whole rows is zero, and
+    /// the whole rows are as on their own.
+    #[test]
+    fn values_past_the_whole_rows_are_zero() {
+        let d = 4;
+        let device = Device::flex();
+        let x = values(fixed([7, d], 0.0, &device));
+        let g = values(fixed([7, d], 1.0, &device));
+        let gamma = values(fixed([d], 0.5, &device).add_scalar(1.5));
+        let rows = backward_values(&x[..3 * d], &g[..3 * d], &gamma);
+        for (x, g) in [
+            (&x[..3 * d + 3], &g[..3 * d + 3]),
+            (&x[..], &g[..3 * d + 2]),
+        ] {
+            let out = backward_values(x, g, &gamma);
+            assert_eq!(out.len(), x.len() + 2 * d);
+            assert_eq!(out[..3 * d], rows[..3 * d]);
+            assert!(out[3 * d..x.len()].iter().all(|&v| v == 0.0));
+            assert_eq!(out[x.len()..], rows[3 * d..]);
+        }
     }
 }

@@ -16,10 +16,11 @@
 //!
 //! Each matrix of a product runs [`matrix_product`]: `gemm`, or on x86-64 the tiny and small
 //! ones `model::tiny` and `model::small` compute without `gemm`'s per-call set-up, `gemm`'s
-//! values bit for bit. A large product has its rows split into parts, each `gemm` on one
-//! thread ([`row_parts`]): one part per thread where it is deeper than `gemm`'s depth block (the
-//! weight gradients, summed over thousands of rows), blocks of about 1,024 rows where a batch's
-//! rows pass a linear layer: again the same values.
+//! values bit for bit. A large product has its rows split into parts, each computed on one
+//! thread ([`row_parts`]; by `gemm`, or by `model::small` where a part is small): one part per
+//! thread where it is deeper than `gemm`'s depth block (the weight gradients, summed over
+//! thousands of rows), blocks of about 1,024 rows where a batch's rows pass a linear layer:
+//! again the same values.
 //!
 //! Only f32 products on flex devices (with or without autodiff) take them, batched ones where
 //! both sides have the same leading dimensions; every other device runs Burn's `matmul` (and
@@ -231,8 +232,8 @@ pub unsafe fn matrix_product(
     unsafe { gemm_product([m, n, k], dst, lhs, rhs, parallelism) }
 }
 
-/// `lhs · rhs` as flex computes it (the same `gemm` calls; mid-sized ones split across threads),
-/// row-major values and their shape; `None` where flex's own product must run (not f32, batch
+/// `lhs · rhs` with the values flex computes (its `gemm` calls, or the same values in parts on
+/// the threads: [`row_parts`], [`matrix_product`]), row-major values and their shape; `None` where flex's own product must run (not f32, batch
 /// dimensions that differ, inner sizes that do not match).
 ///
 /// # Shapes
@@ -314,8 +315,8 @@ fn gemm_values(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<(Vec<f32>, Shape)> 
         // values: zero them first (one row or column per product, cheap).
         zeroed(spare);
     }
-    // flex's split: one large product at a time on all threads, or many small ones each on
-    // one thread.
+    // One large product at a time, its rows in parts on the threads ([`row_parts`]) or split
+    // by `gemm` itself, or many small ones each on one thread (flex's split).
     #[cfg(not(target_arch = "wasm32"))]
     {
         use rayon::prelude::*;
@@ -365,7 +366,7 @@ fn gemm_values(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<(Vec<f32>, Shape)> 
 }
 
 /// Into how many parts the rows of a large `[m, k] · [k, n]` product are split, each part
-/// `gemm` on one thread (rayon hands the parts to the threads):
+/// computed on one thread ([`matrix_product`]; rayon hands the parts to the threads):
 /// - deeper than `gemm`'s depth block, with at least [`SPLIT_ROWS`] rows a thread: one part
 ///   per thread. `gemm` on all threads meets them after each depth block, the weight
 ///   gradients' thousands of rows in about 50 blocks; each part runs its depth blocks without
@@ -377,8 +378,11 @@ fn gemm_values(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<(Vec<f32>, Shape)> 
 /// - otherwise 1 (`gemm` splits the product itself).
 ///
 /// Each output element is still one thread's sum in `gemm`'s order (its depth block depends on
-/// the depth alone), so the values do not change, as long as no part is a product of at most
-/// 64 × 64: `gemm` cuts the depth of those into blocks of its own.
+/// the depth alone), so the values do not change, as long as every part has at least 64 rows
+/// and none is a product of at most 64 × 64: `gemm` cuts the depth of those into blocks of its
+/// own, and sends parts of a few rows to routes that sum in another order (its horizontal
+/// kernels, matrix-vector products). Where the last part would break that (a product of about a
+/// million rows cut into blocks), the product is not split.
 #[cfg(not(target_arch = "wasm32"))]
 fn row_parts(m: usize, n: usize, k: usize) -> usize {
     let threads = rayon::current_num_threads();
@@ -392,10 +396,10 @@ fn row_parts(m: usize, n: usize, k: usize) -> usize {
     } else {
         return 1;
     };
-    // The last part's rows (the others have `rows`; `rows ≥ 1`, so `m ≥ 1`).
+    // The last part's rows (the others have `rows ≥ 1`, as `m ≥ 1`).
     let rows = m.div_ceil(parts);
     let last = (m - 1) % rows + 1;
-    if n > SMALL_SIDE || last > SMALL_SIDE {
+    if last > SMALL_SIDE || (last == SMALL_SIDE && n > SMALL_SIDE) {
         parts
     } else {
         1
@@ -645,16 +649,20 @@ mod tests {
         }
     }
 
+    /// A thread pool of `count` threads, for the splits that depend on how many there are.
+    fn threads(count: usize) -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(count)
+            .build()
+            .expect("a thread pool")
+    }
+
     /// Products deeper than `gemm`'s depth block (as the weight gradients are, the left side a
     /// transposed view), their rows split between two threads: Burn's values.
     #[test]
     fn deep_products_split_by_rows_are_burns_bit_for_bit() {
         let device = Device::flex();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .expect("a thread pool");
-        pool.install(|| {
+        threads(2).install(|| {
             for (m, k, n) in [(128, 1100, 65), (130, 1100, 64), (301, 2048, 128)] {
                 assert_eq!(row_parts(m, n, k), 2, "{m}x{k}x{n}");
                 let a = matrix(k, m, 1, &device).transpose();
@@ -676,12 +684,15 @@ mod tests {
     #[test]
     fn tall_products_split_into_row_blocks_are_burns_bit_for_bit() {
         let device = Device::flex();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .expect("a thread pool");
-        pool.install(|| {
-            for (m, k, n, parts) in [(2048, 128, 65, 2), (3001, 19, 128, 3), (2500, 64, 64, 3)] {
+        threads(2).install(|| {
+            // The last shape's parts (683 × 64 × 4) run `model::small`, the whole product `gemm`.
+            let shapes = [
+                (2048, 128, 65, 2),
+                (3001, 19, 128, 3),
+                (2500, 64, 64, 3),
+                (2049, 64, 4, 3),
+            ];
+            for (m, k, n, parts) in shapes {
                 assert_eq!(row_parts(m, n, k), parts, "{m}x{k}x{n}");
                 let a = matrix(m, k, 1, &device);
                 let b = matrix(k, n, 2, &device);
@@ -699,14 +710,12 @@ mod tests {
             }
             assert_eq!(row_parts(2047, 128, 512), 1, "fewer than two blocks");
             assert_eq!(row_parts(4096, 128, 512), 4, "four blocks");
-            // 961 blocks of 1,024 rows, the last one of 64.
+            // 960 blocks of 1,024 rows and a last one of 64; then a last one of 2.
             assert_eq!(row_parts(983_104, 64, 64), 1, "a last part of 64 × 64");
+            assert_eq!(row_parts(983_104, 128, 65), 961, "a last part of 64 × 65");
+            assert_eq!(row_parts(1_046_530, 128, 128), 1, "a last part of 2 rows");
         });
-        let one = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .expect("a thread pool");
-        one.install(|| assert_eq!(row_parts(4096, 128, 512), 1, "one thread"));
+        threads(1).install(|| assert_eq!(row_parts(4096, 128, 512), 1, "one thread"));
     }
 
     fn tensor4(dims: [usize; 4], seed: usize, device: &Device) -> Tensor<4> {
