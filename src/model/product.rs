@@ -649,6 +649,15 @@ mod tests {
         }
     }
 
+    /// `product(a, b)` has the bits of Burn's `matmul`.
+    fn same_as_burns(a: Tensor<2>, b: Tensor<2>, what: &str) {
+        assert_eq!(
+            values(product(a.clone(), b.clone())),
+            values(a.matmul(b)),
+            "{what}"
+        );
+    }
+
     /// A thread pool of `count` threads, for the splits that depend on how many there are.
     fn threads(count: usize) -> rayon::ThreadPool {
         rayon::ThreadPoolBuilder::new()
@@ -666,12 +675,7 @@ mod tests {
             for (m, k, n) in [(128, 1100, 65), (130, 1100, 64), (301, 2048, 128)] {
                 assert_eq!(row_parts(m, n, k), 2, "{m}x{k}x{n}");
                 let a = matrix(k, m, 1, &device).transpose();
-                let b = matrix(k, n, 2, &device);
-                assert_eq!(
-                    values(product(a.clone(), b.clone())),
-                    values(a.matmul(b)),
-                    "{m}x{k}x{n}"
-                );
+                same_as_burns(a, matrix(k, n, 2, &device), &format!("{m}x{k}x{n}"));
             }
             assert_eq!(row_parts(120, 128, 2048), 1, "too few rows");
             assert_eq!(row_parts(128, 64, 1100), 1, "parts of 64 × 64");
@@ -695,18 +699,10 @@ mod tests {
             for (m, k, n, parts) in shapes {
                 assert_eq!(row_parts(m, n, k), parts, "{m}x{k}x{n}");
                 let a = matrix(m, k, 1, &device);
-                let b = matrix(k, n, 2, &device);
-                assert_eq!(
-                    values(product(a.clone(), b.clone())),
-                    values(a.clone().matmul(b.clone())),
-                    "{m}x{k}x{n}"
-                );
+                let what = format!("{m}x{k}x{n}");
+                same_as_burns(a.clone(), matrix(k, n, 2, &device), &what);
                 let bt = matrix(n, k, 3, &device).transpose();
-                assert_eq!(
-                    values(product(a.clone(), bt.clone())),
-                    values(a.matmul(bt)),
-                    "{m}x{k}x{n}, the right side transposed"
-                );
+                same_as_burns(a, bt, &format!("{what}, the right side transposed"));
             }
             assert_eq!(row_parts(2047, 128, 512), 1, "fewer than two blocks");
             assert_eq!(row_parts(4096, 128, 512), 4, "four blocks");
