@@ -162,7 +162,7 @@ fn backward_values(x: &[f32], grad: &[f32], gamma: &[f32]) -> Vec<f32> {
     let params = zeroed(params);
     // The blocks write the whole rows that `x` and `grad` both hold (all of `dx` for a
     // `[.., d]` tensor and its gradient); anything after them stays zero, as it always was.
-    let whole = if d == 0 { 0 } else { n.min(grad.len()) / d * d };
+    let whole = n.min(grad.len()).checked_div(d).unwrap_or(0) * d;
     let (dx, rest) = dx.split_at_mut(whole);
     zeroed(rest);
     let (x, grad) = (&x[..whole], &grad[..whole]);
