@@ -55,8 +55,9 @@ const PARALLEL_FROM: usize = 64 * 64 * 64;
 #[cfg(not(target_arch = "wasm32"))]
 const BATCH_PARALLEL_FROM: usize = 128 * 128 * 128;
 
-/// `gemm` sums at most this many terms of the inner dimension in one pass (its depth block);
-/// a deeper product on several threads makes them meet after each block.
+/// `gemm` sums at least this many terms of the inner dimension in one pass (its depth block:
+/// 512 with a 32 KB first-level cache, more with a larger one; it depends on the depth and the
+/// cache alone); a deeper product on several threads makes them meet after each block.
 #[cfg(not(target_arch = "wasm32"))]
 const DEPTH_BLOCK: usize = 512;
 

@@ -28,7 +28,7 @@ use std::cell::RefCell;
 
 use super::backend::Matrix;
 
-/// The largest inner size: `gemm` sums up to 512 terms in one chain.
+/// The largest inner size: `gemm` sums at least 512 terms in one chain.
 const MAX_DEPTH: usize = 512;
 
 /// Rows of the register tile.
