@@ -1,13 +1,17 @@
 //! Multi-head attention on the CPU backend without autodiff, one (request, head) at a time.
 //!
-//! The transformer's attention is five of Burn's operations: the scores `q kᵀ` as one batched
-//! product `[B, H, S, S]`, their division by `√d_k`, the softmax, the product with the values,
-//! and the copy that puts the heads side by side again (`swap_dims` and `reshape`). At batch 512
+//! The transformer's attention is three projections of its input (queries, keys, values) and
+//! five of Burn's operations: the scores `q kᵀ` as one batched product `[B, H, S, S]`, their
+//! division by `√d_k`, the softmax, the product with the values, and the copy that puts the
+//! heads side by side again (`swap_dims` and `reshape`). At batch 512
 //! and S = 51 each of the first three writes 21 MB and the next reads it back, and each is
 //! one backend call with its own output buffer. When nothing needs a gradient (ranking,
 //! evaluation, the frozen reward model) [`attention`] runs all five for one request's heads
 //! while its scores are in the cache, on rayon's threads one request at a time, and writes the
-//! heads straight into their columns of the output.
+//! heads straight into their columns of the output. It reads the three projections from one
+//! `[B, S, 3d]` tensor, side by side in each row: the transformer computes them as one product
+//! against the three weights joined (`model::transformer`), each value the same chain of
+//! multiply-adds as in its own product.
 //!
 //! The values are those five operations' bit for bit: the same products (`product::
 //! matrix_product`, the routine `model::product` runs for each matrix of a batch), the same
@@ -21,7 +25,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{DType, Tensor};
+use burn::tensor::{DType, Shape, Tensor};
 use core::mem::MaybeUninit;
 
 use super::backend::Matrix;
@@ -38,21 +42,18 @@ const PARALLEL_FROM: usize = 128 * 128 * 128;
 #[backend_extension(Flex, Autodiff)]
 pub trait AttentionOps: Backend {
     /// `softmax(q kᵀ / √d_k) v` for each of `heads` heads (`d_k = d / heads` columns each), the
-    /// heads side by side in the output's last dimension.
+    /// heads side by side in the output's last dimension; `q`, `k` and `v` side by side in
+    /// `qkv`'s last dimension.
     ///
     /// # Shapes
-    /// - q, k, v `[B, S, d]`
+    /// - qkv `[B, S, 3d]`
     /// - output `[B, S, d]`
-    fn attention(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        heads: usize,
-    ) -> FloatTensor<Self>;
+    fn attention(qkv: FloatTensor<Self>, heads: usize) -> FloatTensor<Self>;
 }
 
-/// Whether `x` (a projection of the attention's input) takes [`attention`]: f32 on a flex
-/// device without autodiff, its last dimension split evenly into `heads` heads.
+/// Whether the attention of `x` (its input, or a projection of it: the same width) takes
+/// [`attention`]: f32 on a flex device without autodiff, its last dimension split evenly into
+/// `heads` heads.
 pub fn runs_here(x: &Tensor<3>, heads: usize) -> bool {
     let device = x.device();
     let d = x.dims()[2];
@@ -63,17 +64,16 @@ pub fn runs_here(x: &Tensor<3>, heads: usize) -> bool {
         && d.is_multiple_of(heads)
 }
 
-/// `softmax(q kᵀ / √d_k) v` per head, heads side by side: the values of the transformer's
-/// composition (see the module's documentation). Call it where [`runs_here`] holds.
+/// `softmax(q kᵀ / √d_k) v` per head, heads side by side, with `qkv` = `[q, k, v]` side by
+/// side: the values of the transformer's composition (see the module's documentation). Call it
+/// where [`runs_here`] holds.
 ///
 /// # Shapes
-/// - q, k, v `[B, S, d]`
+/// - qkv `[B, S, 3d]`
 /// - output `[B, S, d]`
-pub fn attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) -> Tensor<3> {
+pub fn attention(qkv: Tensor<3>, heads: usize) -> Tensor<3> {
     Tensor::from_dispatch(<burn::backend::Dispatch as AttentionOps>::attention(
-        q.into_dispatch(),
-        k.into_dispatch(),
-        v.into_dispatch(),
+        qkv.into_dispatch(),
         heads,
     ))
 }
@@ -81,14 +81,9 @@ pub fn attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) -> Tens
 /// One request's attention, all heads, into its `[S, d]` rows of the output.
 ///
 /// # Shapes
-/// - q, k, v `[S, d]` (row-major), out `[S, d]`
-fn request(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    out: &mut [MaybeUninit<f32>],
-    [s, d, heads]: [usize; 3],
-) {
+/// - qkv `[S, 3d]` (row-major: q, k and v side by side), out `[S, d]`
+fn request(qkv: &[f32], out: &mut [MaybeUninit<f32>], [s, d, heads]: [usize; 3]) {
+    let (q, k, v) = (qkv, &qkv[d..], &qkv[2 * d..]);
     let dk = d / heads;
     let scale = (dk as f32).sqrt();
     let (mut scores, mut weights) = (vec![0.0f32; s * s], vec![0.0f32; s * s]);
@@ -99,10 +94,11 @@ fn request(
             row,
             col,
         };
-        let (d_, s_) = (d as isize, s as isize);
-        // SAFETY: head `h`'s `[S, d_k]` columns of `q`, `k` and `v` (rows `d` apart) lie in
-        // their `[S, d]` rows; `kᵀ` reads the same elements as `k`; `weights` is `[S, S]`
-        // row-major; the outputs are initialised buffers of the products' sizes.
+        let (d_, s_) = (3 * d as isize, s as isize);
+        // SAFETY: head `h`'s `[S, d_k]` columns of `q`, `k` and `v` (rows `3d` apart) lie in
+        // their `[S, 3d]` rows (`k` and `v` start `d` and `2d` in); `kᵀ` reads the same
+        // elements as `k`; `weights` is `[S, S]` row-major; the outputs are initialised
+        // buffers of the products' sizes.
         unsafe {
             matrix_product(
                 [s, s, dk],
@@ -139,17 +135,17 @@ fn request(
 }
 
 impl AttentionOps for Flex {
-    fn attention(q: FlexTensor, k: FlexTensor, v: FlexTensor, heads: usize) -> FlexTensor {
-        let (q, k, v) = (q.to_contiguous(), k.to_contiguous(), v.to_contiguous());
-        let shape = q.shape();
-        let [b, s, d] = [shape[0], shape[1], shape[2]];
+    fn attention(qkv: FlexTensor, heads: usize) -> FlexTensor {
+        let qkv = qkv.to_contiguous();
+        let joined = qkv.shape();
+        let [b, s, d] = [joined[0], joined[1], joined[2] / 3];
+        let shape = Shape::new([b, s, d]);
         let len = b * s * d;
         let mut out: Vec<f32> = Vec::with_capacity(len);
         let rows = (s * d).max(1);
-        let (q, k, v) = (values_of(&q), values_of(&k), values_of(&v));
+        let qkv = values_of(&qkv);
         let one = |(i, out): (usize, &mut [MaybeUninit<f32>])| {
-            let at = i * rows..(i + 1) * rows;
-            request(&q[at.clone()], &k[at.clone()], &v[at], out, [s, d, heads]);
+            request(&qkv[3 * i * rows..3 * (i + 1) * rows], out, [s, d, heads]);
         };
         let spare = &mut out.spare_capacity_mut()[..len];
         #[cfg(not(target_arch = "wasm32"))]
@@ -172,18 +168,8 @@ impl AttentionOps for Flex {
 /// Not taken under autodiff ([`runs_here`] declines such devices): the inner backend's
 /// attention, untracked.
 impl<B: Backend + AttentionOps, C: CheckpointStrategy> AttentionOps for Autodiff<B, C> {
-    fn attention(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        heads: usize,
-    ) -> FloatTensor<Self> {
-        Self::from_inner(<B as AttentionOps>::attention(
-            Self::inner(q),
-            Self::inner(k),
-            Self::inner(v),
-            heads,
-        ))
+    fn attention(qkv: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
+        Self::from_inner(<B as AttentionOps>::attention(Self::inner(qkv), heads))
     }
 }
 
@@ -251,7 +237,8 @@ mod tests {
             );
             assert!(runs_here(&q, heads));
             let before = multiply_adds();
-            let fused = attention(q.clone(), k.clone(), v.clone(), heads);
+            let joined = Tensor::cat(vec![q.clone(), k.clone(), v.clone()], 2);
+            let fused = attention(joined, heads);
             // Its products are counted (other tests' may be too, meanwhile).
             let [b, s, d] = dims;
             assert!(multiply_adds() - before >= (2 * b * s * s * d) as u64);
