@@ -8,10 +8,10 @@
 //! one backend call with its own output buffer. When nothing needs a gradient (ranking,
 //! evaluation, the frozen reward model) [`attention`] runs all five for one request's heads
 //! while its scores are in the cache, on rayon's threads one request at a time, and writes the
-//! heads straight into their columns of the output. It reads the three projections from one
-//! `[B, S, 3d]` tensor, side by side in each row: the transformer computes them as one product
-//! against the three weights joined (`model::transformer`), each value the same chain of
-//! multiply-adds as in its own product.
+//! heads straight into their columns of the output. It reads the three projections as three
+//! tensors ([`attention`]) or side by side in one `[B, S, 3d]` tensor ([`attention_joined`]):
+//! for a batch the transformer computes them as one product against the three weights joined
+//! (`model::transformer`), each value the same chain of multiply-adds as in its own product.
 //!
 //! The values are those five operations' bit for bit: the same products (`product::
 //! matrix_product`, the routine `model::product` runs for each matrix of a batch), the same
@@ -42,13 +42,24 @@ const PARALLEL_FROM: usize = 128 * 128 * 128;
 #[backend_extension(Flex, Autodiff)]
 pub trait AttentionOps: Backend {
     /// `softmax(q kᵀ / √d_k) v` for each of `heads` heads (`d_k = d / heads` columns each), the
-    /// heads side by side in the output's last dimension; `q`, `k` and `v` side by side in
-    /// `qkv`'s last dimension.
+    /// heads side by side in the output's last dimension.
+    ///
+    /// # Shapes
+    /// - q, k, v `[B, S, d]`
+    /// - output `[B, S, d]`
+    fn attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        heads: usize,
+    ) -> FloatTensor<Self>;
+
+    /// [`AttentionOps::attention`] with `q`, `k` and `v` side by side in `qkv`'s last dimension.
     ///
     /// # Shapes
     /// - qkv `[B, S, 3d]`
     /// - output `[B, S, d]`
-    fn attention(qkv: FloatTensor<Self>, heads: usize) -> FloatTensor<Self>;
+    fn attention_joined(qkv: FloatTensor<Self>, heads: usize) -> FloatTensor<Self>;
 }
 
 /// Whether the attention of `x` (its input, or a projection of it: the same width) takes
@@ -64,26 +75,44 @@ pub fn runs_here(x: &Tensor<3>, heads: usize) -> bool {
         && d.is_multiple_of(heads)
 }
 
-/// `softmax(q kᵀ / √d_k) v` per head, heads side by side, with `qkv` = `[q, k, v]` side by
-/// side: the values of the transformer's composition (see the module's documentation). Call it
-/// where [`runs_here`] holds.
+/// `softmax(q kᵀ / √d_k) v` per head, heads side by side: the values of the transformer's
+/// composition (see the module's documentation). Call it where [`runs_here`] holds.
+///
+/// # Shapes
+/// - q, k, v `[B, S, d]`
+/// - output `[B, S, d]`
+pub fn attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) -> Tensor<3> {
+    Tensor::from_dispatch(<burn::backend::Dispatch as AttentionOps>::attention(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        heads,
+    ))
+}
+
+/// [`attention`] with `qkv` = `[q, k, v]` side by side (the same values).
 ///
 /// # Shapes
 /// - qkv `[B, S, 3d]`
 /// - output `[B, S, d]`
-pub fn attention(qkv: Tensor<3>, heads: usize) -> Tensor<3> {
-    Tensor::from_dispatch(<burn::backend::Dispatch as AttentionOps>::attention(
+pub fn attention_joined(qkv: Tensor<3>, heads: usize) -> Tensor<3> {
+    Tensor::from_dispatch(<burn::backend::Dispatch as AttentionOps>::attention_joined(
         qkv.into_dispatch(),
         heads,
     ))
 }
 
-/// One request's attention, all heads, into its `[S, d]` rows of the output.
+/// One request's attention, all heads, into its `[S, d]` rows of the output; `q`, `k` and `v`
+/// hold its `S` rows `stride` apart (`d` for tensors of their own, `3d` side by side).
 ///
 /// # Shapes
-/// - qkv `[S, 3d]` (row-major: q, k and v side by side), out `[S, d]`
-fn request(qkv: &[f32], out: &mut [MaybeUninit<f32>], [s, d, heads]: [usize; 3]) {
-    let (q, k, v) = (qkv, &qkv[d..], &qkv[2 * d..]);
+/// - q, k, v `[S, d]` (row-major, rows `stride` apart), out `[S, d]`
+fn request(
+    [q, k, v]: [&[f32]; 3],
+    stride: usize,
+    out: &mut [MaybeUninit<f32>],
+    [s, d, heads]: [usize; 3],
+) {
     let dk = d / heads;
     let scale = (dk as f32).sqrt();
     let (mut scores, mut weights) = (vec![0.0f32; s * s], vec![0.0f32; s * s]);
@@ -94,11 +123,10 @@ fn request(qkv: &[f32], out: &mut [MaybeUninit<f32>], [s, d, heads]: [usize; 3])
             row,
             col,
         };
-        let (d_, s_) = (3 * d as isize, s as isize);
-        // SAFETY: head `h`'s `[S, d_k]` columns of `q`, `k` and `v` (rows `3d` apart) lie in
-        // their `[S, 3d]` rows (`k` and `v` start `d` and `2d` in); `kᵀ` reads the same
-        // elements as `k`; `weights` is `[S, S]` row-major; the outputs are initialised
-        // buffers of the products' sizes.
+        let (d_, s_) = (stride as isize, s as isize);
+        // SAFETY: head `h`'s `[S, d_k]` columns of `q`, `k` and `v` (rows `stride` apart) lie
+        // in their slices (by the callers); `kᵀ` reads the same elements as `k`; `weights` is
+        // `[S, S]` row-major; the outputs are initialised buffers of the products' sizes.
         unsafe {
             matrix_product(
                 [s, s, dk],
@@ -135,41 +163,82 @@ fn request(qkv: &[f32], out: &mut [MaybeUninit<f32>], [s, d, heads]: [usize; 3])
 }
 
 impl AttentionOps for Flex {
-    fn attention(qkv: FlexTensor, heads: usize) -> FlexTensor {
+    fn attention(q: FlexTensor, k: FlexTensor, v: FlexTensor, heads: usize) -> FlexTensor {
+        let (q, k, v) = (q.to_contiguous(), k.to_contiguous(), v.to_contiguous());
+        let shape = q.shape();
+        let [s, d] = [shape[1], shape[2]];
+        let (q, k, v) = (values_of(&q), values_of(&k), values_of(&v));
+        run_requests(shape, |i, len, out| {
+            let [q, k, v] = [q, k, v].map(|x| &x[i * len..(i + 1) * len]);
+            request([q, k, v], d, out, [s, d, heads]);
+        })
+    }
+
+    fn attention_joined(qkv: FlexTensor, heads: usize) -> FlexTensor {
         let qkv = qkv.to_contiguous();
         let joined = qkv.shape();
         let [b, s, d] = [joined[0], joined[1], joined[2] / 3];
-        let shape = Shape::new([b, s, d]);
-        let len = b * s * d;
-        let mut out: Vec<f32> = Vec::with_capacity(len);
-        let rows = (s * d).max(1);
         let qkv = values_of(&qkv);
-        let one = |(i, out): (usize, &mut [MaybeUninit<f32>])| {
-            request(&qkv[3 * i * rows..3 * (i + 1) * rows], out, [s, d, heads]);
-        };
-        let spare = &mut out.spare_capacity_mut()[..len];
-        #[cfg(not(target_arch = "wasm32"))]
-        if b > 1 && len * s * 2 >= PARALLEL_FROM {
-            use rayon::prelude::*;
-            spare.par_chunks_mut(rows).enumerate().for_each(one);
-        } else {
-            spare.chunks_mut(rows).enumerate().for_each(one);
-        }
-        #[cfg(target_arch = "wasm32")]
-        spare.chunks_mut(rows).enumerate().for_each(one);
-        // SAFETY: each request wrote every column of each of its rows (its heads side by side).
-        unsafe { out.set_len(len) };
-        // Two products per head: `[S, d_k] · [d_k, S]` and `[S, S] · [S, d_k]`.
-        count_multiply_adds((2 * len * s) as u64);
-        flex_tensor(out, shape)
+        run_requests(Shape::new([b, s, d]), |i, len, out| {
+            // The request's `[S, 3d]` rows: q, then k `d` in, then v `2d` in.
+            let rows = &qkv[3 * i * len..3 * (i + 1) * len];
+            let [q, k, v] = [0, d, 2 * d].map(|from| &rows[from..]);
+            request([q, k, v], 3 * d, out, [s, d, heads]);
+        })
     }
+}
+
+/// The `[B, S, d]` output of `one(i, S · d, rows)` for each request `i`, which writes request
+/// `i`'s `S · d` values into `rows`: on rayon's threads one request per task where there is
+/// enough work.
+fn run_requests(
+    shape: Shape,
+    one: impl Fn(usize, usize, &mut [MaybeUninit<f32>]) + Sync,
+) -> FlexTensor {
+    let [b, s, d] = [shape[0], shape[1], shape[2]];
+    let len = b * s * d;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let rows = (s * d).max(1);
+    let one = |(i, out): (usize, &mut [MaybeUninit<f32>])| one(i, rows, out);
+    let spare = &mut out.spare_capacity_mut()[..len];
+    #[cfg(not(target_arch = "wasm32"))]
+    if b > 1 && len * s * 2 >= PARALLEL_FROM {
+        use rayon::prelude::*;
+        spare.par_chunks_mut(rows).enumerate().for_each(one);
+    } else {
+        spare.chunks_mut(rows).enumerate().for_each(one);
+    }
+    #[cfg(target_arch = "wasm32")]
+    spare.chunks_mut(rows).enumerate().for_each(one);
+    // SAFETY: each request wrote every column of each of its rows (its heads side by side).
+    unsafe { out.set_len(len) };
+    // Two products per head: `[S, d_k] · [d_k, S]` and `[S, S] · [S, d_k]`.
+    count_multiply_adds((2 * len * s) as u64);
+    flex_tensor(out, shape)
 }
 
 /// Not taken under autodiff ([`runs_here`] declines such devices): the inner backend's
 /// attention, untracked.
 impl<B: Backend + AttentionOps, C: CheckpointStrategy> AttentionOps for Autodiff<B, C> {
-    fn attention(qkv: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
-        Self::from_inner(<B as AttentionOps>::attention(Self::inner(qkv), heads))
+    fn attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        heads: usize,
+    ) -> FloatTensor<Self> {
+        Self::from_inner(<B as AttentionOps>::attention(
+            Self::inner(q),
+            Self::inner(k),
+            Self::inner(v),
+            heads,
+        ))
+    }
+
+    fn attention_joined(qkv: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
+        Self::from_inner(<B as AttentionOps>::attention_joined(
+            Self::inner(qkv),
+            heads,
+        ))
     }
 }
 
@@ -237,8 +306,13 @@ mod tests {
             );
             assert!(runs_here(&q, heads));
             let before = multiply_adds();
+            let fused = attention(q.clone(), k.clone(), v.clone(), heads);
             let joined = Tensor::cat(vec![q.clone(), k.clone(), v.clone()], 2);
-            let fused = attention(joined, heads);
+            assert_eq!(
+                values(attention_joined(joined, heads)),
+                values(fused.clone()),
+                "{dims:?}, joined"
+            );
             // Its products are counted (other tests' may be too, meanwhile).
             let [b, s, d] = dims;
             assert!(multiply_adds() - before >= (2 * b * s * s * d) as u64);

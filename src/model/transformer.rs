@@ -22,11 +22,17 @@ use burn::nn::transformer::{PositionWiseFeedForward, TransformerEncoder, Transfo
 use burn::tensor::Tensor;
 use burn::tensor::activation::quiet_softmax;
 
-use super::attention::{attention, runs_here};
+use super::attention::{attention, attention_joined, runs_here};
 use super::layer_norm::layer_norm;
 use super::product::{product, product_bias};
 use super::rows::{linear_gelu, linear_rows};
 use super::softmax::softmax;
+
+/// Rows (requests × tokens) from which the attention's three projections run as one product
+/// where nothing needs a gradient ([`joined_projections`]): it reads the input once, but first
+/// copies the three weights side by side (3d² values a layer), which one request's 51 rows do
+/// not repay (its ranking latency was longer in alternating `bench` runs).
+const JOIN_FROM: usize = 1024;
 
 /// `encoder` applied to `tokens` (no masks).
 ///
@@ -73,16 +79,16 @@ fn encoder_layer(layer: &TransformerEncoderLayer, x: Tensor<3>) -> Tensor<3> {
 /// # Shapes
 /// - x `[B, S, d]` → `[B, S, d]`; per head `[B, H, S, d_k]`, scores `[B, H, S, S]`
 fn self_attention(mha: &MultiHeadAttention, x: Tensor<3>) -> Tensor<3> {
-    if !mha.quiet_softmax
-        && runs_here(&x, mha.n_heads)
+    let [b, s, d] = x.dims();
+    let fused = !mha.quiet_softmax && runs_here(&x, mha.n_heads);
+    // Without autodiff the steps below run in one pass per request and head (the same values;
+    // nothing to differentiate), for a batch after one product for all three projections.
+    if fused
+        && b * s >= JOIN_FROM
         && let Some(qkv) = joined_projections(mha, x.clone())
     {
-        // The steps below in one pass per request and head (the same values; nothing to
-        // differentiate).
-        let context = attention(qkv, mha.n_heads);
-        return linear_rows(&mha.output, context);
+        return linear_rows(&mha.output, attention_joined(qkv, mha.n_heads));
     }
-    let [b, s, d] = x.dims();
     let heads = |projected: Tensor<3>| {
         projected
             .reshape([b, s, mha.n_heads, mha.d_k])
@@ -93,6 +99,10 @@ fn self_attention(mha: &MultiHeadAttention, x: Tensor<3>) -> Tensor<3> {
         linear_rows(&mha.key, x.clone()),
         linear_rows(&mha.value, x),
     );
+    if fused {
+        let context = attention(query, key, value, mha.n_heads);
+        return linear_rows(&mha.output, context);
+    }
     let (query, key, value) = (heads(query), heads(key), heads(value));
     let scores = product(query, key.transpose()).div_scalar((mha.d_k as f32).sqrt());
     let weights = if mha.quiet_softmax {
@@ -186,27 +196,30 @@ mod tests {
         )
     }
 
-    /// Without autodiff the three projections run as one product and the attention in one pass
-    /// per request and head: the same bits as the projections and the composition the
-    /// autodiff device runs (for the generator's 51 tokens of 4 heads of 32, and a small case).
+    /// Without autodiff the attention runs in one pass per request and head, for a batch of at
+    /// least `JOIN_FROM` rows after one product for the three projections: the same bits as the
+    /// projections and the composition the autodiff device runs (the generator's 51 tokens of 4
+    /// heads of 32, and a small width; each with too few rows to join and enough).
     #[test]
     fn the_joined_projections_and_fused_attention_give_the_compositions_bits() {
-        for (d, tokens) in [(128, 51), (16, 7)] {
+        for (d, requests, tokens) in [(128, 3, 51), (128, 21, 51), (16, 3, 7), (16, 150, 7)] {
             let autodiff = Device::flex().autodiff();
             let encoder = TransformerEncoderConfig::new(d, 4 * d, 4, 2)
                 .with_dropout(0.0)
                 .with_norm_first(true)
                 .init(&autodiff);
-            let data: Vec<f32> = (0..3 * tokens * d)
+            let data: Vec<f32> = (0..requests * tokens * d)
                 .map(|i| (i as f32 * 0.37).sin())
                 .collect();
-            let tokens = Tensor::<3>::from_data(TensorData::new(data, [3, tokens, d]), &autodiff);
+            let dims = [requests, tokens, d];
+            let tokens = Tensor::<3>::from_data(TensorData::new(data, dims), &autodiff);
             let composed = values(encode(&encoder, tokens.clone()).inner());
             let plain = encoder.valid();
             assert!(runs_here(&tokens.clone().inner(), 4));
             let fused = values(encode(&plain, tokens.inner()));
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&fused), bits(&composed), "d {d}");
+            let joined = requests * dims[1] >= JOIN_FROM;
+            assert_eq!(bits(&fused), bits(&composed), "{dims:?}, joined {joined}");
         }
     }
 
