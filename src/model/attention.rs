@@ -167,6 +167,11 @@ impl AttentionOps for Flex {
         let (q, k, v) = (q.to_contiguous(), k.to_contiguous(), v.to_contiguous());
         let shape = q.shape();
         let [s, d] = [shape[1], shape[2]];
+        // Every column of the output is written only where the heads split it evenly.
+        assert!(
+            heads > 0 && d.is_multiple_of(heads),
+            "{heads} heads for width {d}"
+        );
         let (q, k, v) = (values_of(&q), values_of(&k), values_of(&v));
         run_requests(shape, |i, len, out| {
             let [q, k, v] = [q, k, v].map(|x| &x[i * len..(i + 1) * len]);
@@ -178,6 +183,15 @@ impl AttentionOps for Flex {
         let qkv = qkv.to_contiguous();
         let joined = qkv.shape();
         let [b, s, d] = [joined[0], joined[1], joined[2] / 3];
+        assert!(
+            joined[2] == 3 * d,
+            "q, k and v side by side: width {}",
+            joined[2]
+        );
+        assert!(
+            heads > 0 && d.is_multiple_of(heads),
+            "{heads} heads for width {d}"
+        );
         let qkv = values_of(&qkv);
         run_requests(Shape::new([b, s, d]), |i, len, out| {
             // The request's `[S, 3d]` rows: q, then k `d` in, then v `2d` in.

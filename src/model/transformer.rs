@@ -8,10 +8,11 @@
 //! 400 MB of partial gradients per layer at batch 512). The attention itself is Burn's
 //! computation, step for step: scaled scores, softmax (or quiet softmax), dropout, weighted
 //! values; on the CPU backend without autodiff those steps run in one pass per request and head
-//! (`model::attention`), after the queries, keys and values as one product against the three
-//! weights joined ([`joined_projections`]): the same values. Parameters are used in the same order as Burn's
-//! forward, so a fresh model's lazily initialised weights are the same (a fresh `experiment
-//! main` reproduces the supervised-only generator's metrics to 5e-6).
+//! (`model::attention`), for a batch of at least [`JOIN_FROM`] rows after the queries, keys and
+//! values as one product against the three weights joined ([`joined_projections`]; three
+//! products where a projection has no bias): the same values. Parameters are used in the same
+//! order as Burn's forward, so a fresh model's lazily initialised weights are the same (a fresh
+//! `experiment main` reproduces the supervised-only generator's metrics to 5e-6).
 //! An exact GELU in the feed-forward runs with its linear layer as [`linear_gelu`]: on the CPU
 //! backend the bias and GELU in one pass on all threads, with an `erf` that differs from
 //! Burn's in the last bits (bounded by its tests).
@@ -117,20 +118,27 @@ fn self_attention(mha: &MultiHeadAttention, x: Tensor<3>) -> Tensor<3> {
 
 /// The queries, keys and values of `x` side by side, as one product against the three
 /// weights joined: each value the chain of multiply-adds its own layer's product computes
-/// (`linear_rows`), from one read of `x`. `None` where a projection has no bias.
+/// (`linear_rows`), from one read of `x`. `None` where a projection has no bias, or where the
+/// width is 1 (the attention's product with the values would then take another of `gemm`'s
+/// routes for its joined rows than for rows of their own).
+///
+/// The parameters are read in `linear_rows`' order (each layer's weight, then its bias), so
+/// that a fresh model initialises them as Burn's forward does.
 ///
 /// # Shapes
 /// - x `[B, S, d]`
 /// - output `[B, S, 3d]`
 fn joined_projections(mha: &MultiHeadAttention, x: Tensor<3>) -> Option<Tensor<3>> {
-    let layers = [&mha.query, &mha.key, &mha.value];
-    let biases = layers.map(|layer| layer.bias.as_ref().map(|bias| bias.val()));
-    let [Some(query), Some(key), Some(value)] = biases else {
-        return None;
-    };
-    let weight = Tensor::cat(layers.map(|layer| layer.weight.val()).to_vec(), 1);
-    let bias = Tensor::cat(vec![query, key, value], 0);
     let [b, s, d] = x.dims();
+    if d < 2 {
+        return None;
+    }
+    let (mut weights, mut biases) = (Vec::with_capacity(3), Vec::with_capacity(3));
+    for layer in [&mha.query, &mha.key, &mha.value] {
+        weights.push(layer.weight.val());
+        biases.push(layer.bias.as_ref()?.val());
+    }
+    let (weight, bias) = (Tensor::cat(weights, 1), Tensor::cat(biases, 0));
     let width = weight.dims()[1];
     Some(product_bias(x.reshape([b * s, d]), weight, bias).reshape([b, s, width]))
 }
@@ -202,7 +210,20 @@ mod tests {
     /// heads of 32, and a small width; each with too few rows to join and enough).
     #[test]
     fn the_joined_projections_and_fused_attention_give_the_compositions_bits() {
-        for (d, requests, tokens) in [(128, 3, 51), (128, 21, 51), (16, 3, 7), (16, 150, 7)] {
+        // Rows: 153 and 21 (apart); 1,071 and 1,050 (joined, one product); 2,091 and 2,100
+        // (joined, in parts of rows; at d 16 `model::small` runs the three products apart and
+        // `gemm` the joined one).
+        let cases = [
+            (128, 3, 51),
+            (128, 21, 51),
+            (128, 41, 51),
+            (16, 3, 7),
+            (16, 150, 7),
+            (16, 300, 7),
+        ];
+        let rows = cases.map(|(_, requests, tokens)| requests * tokens);
+        assert!(rows.iter().any(|&r| r < JOIN_FROM) && rows.iter().any(|&r| r >= 2 * JOIN_FROM));
+        for (d, requests, tokens) in cases {
             let autodiff = Device::flex().autodiff();
             let encoder = TransformerEncoderConfig::new(d, 4 * d, 4, 2)
                 .with_dropout(0.0)
