@@ -167,13 +167,8 @@ impl AttentionOps for Flex {
         let (q, k, v) = (q.to_contiguous(), k.to_contiguous(), v.to_contiguous());
         let shape = q.shape();
         let [s, d] = [shape[1], shape[2]];
-        // Every column of the output is written only where the heads split it evenly.
-        assert!(
-            heads > 0 && d.is_multiple_of(heads),
-            "{heads} heads for width {d}"
-        );
         let (q, k, v) = (values_of(&q), values_of(&k), values_of(&v));
-        run_requests(shape, |i, len, out| {
+        run_requests(shape, heads, |i, len, out| {
             let [q, k, v] = [q, k, v].map(|x| &x[i * len..(i + 1) * len]);
             request([q, k, v], d, out, [s, d, heads]);
         })
@@ -188,12 +183,8 @@ impl AttentionOps for Flex {
             "q, k and v side by side: width {}",
             joined[2]
         );
-        assert!(
-            heads > 0 && d.is_multiple_of(heads),
-            "{heads} heads for width {d}"
-        );
         let qkv = values_of(&qkv);
-        run_requests(Shape::new([b, s, d]), |i, len, out| {
+        run_requests(Shape::new([b, s, d]), heads, |i, len, out| {
             // The request's `[S, 3d]` rows: q, then k `d` in, then v `2d` in.
             let rows = &qkv[3 * i * len..3 * (i + 1) * len];
             let [q, k, v] = [0, d, 2 * d].map(|from| &rows[from..]);
@@ -203,13 +194,19 @@ impl AttentionOps for Flex {
 }
 
 /// The `[B, S, d]` output of `one(i, S · d, rows)` for each request `i`, which writes request
-/// `i`'s `S · d` values into `rows`: on rayon's threads one request per task where there is
-/// enough work.
+/// `i`'s `S · d` values (its `heads` heads side by side) into `rows`: on rayon's threads one
+/// request per task where there is enough work.
 fn run_requests(
     shape: Shape,
+    heads: usize,
     one: impl Fn(usize, usize, &mut [MaybeUninit<f32>]) + Sync,
 ) -> FlexTensor {
     let [b, s, d] = [shape[0], shape[1], shape[2]];
+    // Every column of the output is written only where the heads split it evenly.
+    assert!(
+        heads > 0 && d.is_multiple_of(heads),
+        "{heads} heads for width {d}"
+    );
     let len = b * s * d;
     let mut out: Vec<f32> = Vec::with_capacity(len);
     let rows = (s * d).max(1);
