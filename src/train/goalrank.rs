@@ -619,9 +619,12 @@ impl<'a> GoalRankTrainer<'a> {
         [b, k, l]: [usize; 3],
     ) -> crate::Result<Tensor<2>> {
         match &self.reward {
-            // The lists come from the generator's device (its autodiff twin): on the plain
-            // device the frozen model runs untracked operations of its own (on the CPU the
-            // attention in one pass per request and head, `model::attention`).
+            // The lists come from the generator's device. Where that is the autodiff twin (a
+            // recorded decoding) they keep its autodiff (`to_device` to the same device keeps
+            // it), so the frozen model and the group's maths run untracked through the autodiff
+            // backend. Running them plain (`without_autodiff`) gave the same rewards, no faster
+            // step in alternating `bench --profile` runs, and π_ref's last bits changed: Burn's
+            // softmax on flex without autodiff is flex's own, not the composition.
             Reward::Model(model) => {
                 let lists = lists.to_device(&self.plain);
                 Ok(model.score(&model.context(batch), lists).1)
