@@ -620,23 +620,43 @@ fn run(cli: Cli) -> Result<()> {
                 profile,
                 data_parallel,
             };
+            if batch_size > dataset.train.len() {
+                goalrank::say!(
+                    "bench: the train split has {} requests: batches of that many (--batch-size {batch_size} asked)",
+                    dataset.train.len()
+                );
+            }
             let reward = RewardTrainingConfig::new();
             let mut rows = Vec::new();
+            // A device that fails keeps the figures of those measured before it: they are
+            // printed, then the error.
+            let mut failed = None;
             for d in device {
-                let (name, dev) = (d.label_with_adapter(), d.init()?);
-                let name = name.as_str();
-                goalrank::say!("bench: {name} ...");
-                rows.push(goalrank::experiment::bench_device(
-                    &dataset, &config, &reward, &options, name, &dev,
-                )?);
+                let measured = d.init().and_then(|dev| {
+                    let name = d.label_with_adapter();
+                    goalrank::say!("bench: {name} ...");
+                    goalrank::experiment::bench_device(
+                        &dataset, &config, &reward, &options, &name, &dev,
+                    )
+                });
+                match measured {
+                    Ok(row) => rows.push(row),
+                    Err(err) => {
+                        failed = Some(err);
+                        break;
+                    }
+                }
             }
-            if json {
+            if json && !rows.is_empty() {
                 out!("{}", serde_json::to_string(&rows)?);
-            } else {
+            } else if !rows.is_empty() {
                 out!(
                     "{}",
                     goalrank::experiment::bench_table(&dataset, &config, &options, &rows)
                 );
+            }
+            if let Some(err) = failed {
+                return Err(err.into());
             }
         }
         Command::Serve {

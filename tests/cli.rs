@@ -647,3 +647,131 @@ fn studies_write_a_table_and_a_figure_on_the_simulator() {
     ]);
     assert_input_error(&main, "--exact-reward");
 }
+
+/// With data-parallel copies each copy's thread runs its own products at the same time: a
+/// phase's products are those of the step's thread, within the phase's time (the totals over
+/// every thread came to more than the phase). The simulator's default model, where the copies'
+/// products are large enough to overlap.
+#[test]
+fn bench_profile_with_copies_keeps_each_phases_products_within_it() {
+    let artifacts = tempfile::tempdir().expect("tempdir");
+    let out = goalrank(&[
+        "bench",
+        "--json",
+        "--data",
+        "sim:tiny",
+        "--artifacts",
+        artifacts.path().to_str().expect("path"),
+        "--batch-size",
+        "64",
+        "--data-parallel",
+        "4",
+        "--profile",
+        "--steps",
+        "1",
+        "--latency-requests",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let phases = rows[0]["phases"].as_array().expect("phases");
+    assert!(phases.iter().any(|p| p["name"] == "replicas"), "{phases:?}");
+    for p in phases {
+        let (ms, products) = (
+            p["ms"].as_f64().expect("ms"),
+            p["product_ms"].as_f64().expect("product_ms"),
+        );
+        assert!((0.0..=ms + 1e-3).contains(&products), "{p}");
+    }
+}
+
+/// A batch larger than the train split runs on the whole split: the settings, the header and
+/// the requests per second say so (they were the asked batch's).
+#[test]
+fn bench_reports_the_batch_it_ran_and_its_settings() {
+    let artifacts = tempfile::tempdir().expect("tempdir");
+    let data = fixture("ml-latest-tiny");
+    let run = |json: bool| {
+        let mut args = vec![
+            "bench",
+            "--data",
+            data.to_str().expect("path"),
+            "--artifacts",
+            artifacts.path().to_str().expect("path"),
+            "--candidates",
+            "15",
+            "--batch-size",
+            "100000",
+            "--d-model",
+            "16",
+            "--layers",
+            "1",
+            "--group-size",
+            "4",
+            "--steps",
+            "1",
+            "--latency-requests",
+            "1",
+        ];
+        if json {
+            args.push("--json");
+        }
+        let out = goalrank(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        out
+    };
+    let rows: serde_json::Value = serde_json::from_slice(&run(true).stdout).expect("json");
+    let row = &rows[0];
+    let settings = &row["settings"];
+    let batch = settings["batch_size"].as_f64().expect("batch_size");
+    assert!(batch >= 1.0 && batch < 100000.0, "{settings}");
+    for (field, value) in [("d_model", 16.0), ("layers", 1.0), ("group_size", 4.0)] {
+        assert_eq!(settings[field].as_f64(), Some(value), "{field}");
+    }
+    assert_eq!(settings["candidates"].as_f64(), Some(15.0));
+    let step_s = row["train_step_ms"].as_f64().expect("step") / 1e3;
+    let rate = row["train_requests_per_s"].as_f64().expect("rate");
+    assert!(
+        (rate * step_s - batch).abs() < 1e-6 * batch,
+        "{rate} {step_s} {batch}"
+    );
+    let flops = row["train_gflop_per_step"].as_f64().expect("gflop");
+    let flops_rate = row["train_gflops_per_s"].as_f64().expect("gflop/s");
+    assert!((flops_rate * step_s - flops).abs() < 1e-9 + 1e-6 * flops);
+    let table = String::from_utf8_lossy(&run(false).stdout).to_string();
+    assert!(
+        table.contains(&format!("batch {batch} (all the train split")),
+        "{table}"
+    );
+}
+
+#[test]
+fn malformed_row_of_a_crlf_file_names_its_own_line() {
+    let dir = copy_fixture("ml-latest-tiny");
+    let ratings = dir.path().join("ratings.csv");
+    replace_line(&ratings, 4, "1,3,4.0,yesterday");
+    let text = std::fs::read_to_string(&ratings).expect("read");
+    std::fs::write(&ratings, text.replace('\n', "\r\n")).expect("write");
+    let data = dir.path().to_str().expect("utf-8 path");
+    let out = goalrank(&["data", "--data", data, "--artifacts", data]);
+    assert_input_error(&out, "ratings.csv:4: field `timestamp`");
+}
+
+/// Settings `bench` refuses name its own flags: the model width where the heads do not split
+/// it (`bench` has no --heads), and the simulator's sizes however large.
+#[test]
+fn bench_refuses_bad_sizes_naming_its_flags() {
+    let artifacts = tempfile::tempdir().expect("tempdir");
+    let art = artifacts.path().to_str().expect("path");
+    let huge = usize::MAX.to_string();
+    for (flags, place) in [
+        (vec!["--d-model", "3"], "--d-model = 3"),
+        (vec!["--candidates", huge.as_str()], "--candidates"),
+        (vec!["--list-len", huge.as_str()], "--list-len"),
+    ] {
+        let mut args = vec!["bench", "--data", "sim:tiny", "--artifacts", art];
+        args.extend(flags.iter().copied());
+        let out = goalrank(&args);
+        assert_input_error(&out, place);
+    }
+}

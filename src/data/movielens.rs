@@ -356,12 +356,34 @@ fn record_line(record: &csv::StringRecord, fallback: usize) -> usize {
         .unwrap_or(fallback)
 }
 
+/// What to add to the `csv` reader's line numbers of a file's records to get the file's: 1
+/// where the file's lines end in CR LF (MovieLens ships them so), 0 otherwise. The reader ends
+/// a record at the CR and counts the line at the LF, which it reads as the next record starts:
+/// each record's position then holds the line before its own.
+fn crlf_shift(path: &Path) -> usize {
+    use std::io::{BufRead, Read};
+    let Ok(file) = std::fs::File::open(path) else {
+        return 0;
+    };
+    let mut first = Vec::new();
+    let mut reader = std::io::BufReader::new(file.take(1 << 16));
+    match reader.read_until(b'\n', &mut first) {
+        Ok(_) if first.ends_with(b"\r\n") => 1,
+        _ => 0,
+    }
+}
+
 /// A CSV reader's error, naming the column it happened in (`columns` are the names and header
 /// positions of the columns read).
-fn csv_error(path: &Path, err: csv::Error, columns: &[(&'static str, usize)]) -> Error {
+fn csv_error(
+    path: &Path,
+    err: csv::Error,
+    columns: &[(&'static str, usize)],
+    shift: usize,
+) -> Error {
     let line = err
         .position()
-        .map(|p| p.line() as usize)
+        .map(|p| p.line() as usize + shift)
         .unwrap_or_default();
     let first = columns.first().map_or("", |c| c.0);
     match err.kind() {
@@ -388,13 +410,14 @@ fn next_record(
     records: &mut csv::StringRecordsIter<'_, std::fs::File>,
     path: &Path,
     columns: &[(&'static str, usize)],
+    shift: usize,
 ) -> Result<Option<(usize, csv::StringRecord)>> {
     for record in records {
-        let record = record.map_err(|err| csv_error(path, err, columns))?;
+        let record = record.map_err(|err| csv_error(path, err, columns, shift))?;
         if record.iter().all(|f| f.trim().is_empty()) {
             continue;
         }
-        let line = record_line(&record, 0);
+        let line = record_line(&record, 0) + shift;
         if let Some(i) = record.iter().position(|f| f.contains('\n')) {
             let field = columns
                 .iter()
@@ -439,7 +462,8 @@ fn read_latest_ratings(path: &Path) -> Result<Vec<(usize, Rating)>> {
     ];
     let mut out = Vec::new();
     let mut records = reader.records();
-    while let Some((line, record)) = next_record(&mut records, path, &named)? {
+    let shift = crlf_shift(path);
+    while let Some((line, record)) = next_record(&mut records, path, &named, shift)? {
         out.push((
             line,
             Rating {
@@ -499,7 +523,8 @@ fn read_latest_movies(path: &Path) -> Result<(Vec<Movie>, Vec<String>)> {
     let mut raw = Vec::new();
     let mut seen = HashMap::new();
     let mut records = reader.records();
-    while let Some((line, record)) = next_record(&mut records, path, &named)? {
+    let shift = crlf_shift(path);
+    while let Some((line, record)) = next_record(&mut records, path, &named, shift)? {
         let title = get(&record, title, path, line, "title")?.to_string();
         let movie = parse_field(
             get(&record, id, path, line, "movieId")?,

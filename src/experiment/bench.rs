@@ -31,10 +31,30 @@ pub struct BenchOptions {
     pub data_parallel: usize,
 }
 
+/// What a row was measured at: the settings `bench` prints above its table.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchSettings {
+    pub d_model: usize,
+    pub layers: usize,
+    /// The decoder MLP's hidden width as a multiple of d.
+    pub decoder_mlp: usize,
+    /// Candidates N and list length L of the data's requests.
+    pub candidates: usize,
+    pub list_len: usize,
+    pub group_size: usize,
+    /// Requests per training step and per greedy batch (at most the train split's).
+    pub batch_size: usize,
+    /// Copies of the device the training step runs on (1: one).
+    pub data_parallel: usize,
+    /// Timed training steps the figures are means of (after one warm-up step).
+    pub train_steps: usize,
+}
+
 /// One device's figures.
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchRow {
     pub device: String,
+    pub settings: BenchSettings,
     pub generator_params: usize,
     pub train_step_ms: f64,
     pub train_requests_per_s: f64,
@@ -54,6 +74,9 @@ pub struct BenchRow {
     /// greedy batch, counted as the CPU backend runs them (`None` elsewhere).
     pub train_gflop_per_step: Option<f64>,
     pub greedy_gflop: Option<f64>,
+    /// Those FLOPs over the step's and the greedy batch's wall time.
+    pub train_gflops_per_s: Option<f64>,
+    pub greedy_gflops_per_s: Option<f64>,
     /// The kernels a greedy batch launched, by name, most launched first (empty on the CPU).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub greedy_kernels: Vec<KernelCount>,
@@ -92,9 +115,11 @@ pub fn bench_device(
     crate::error::check::at_least("--latency-requests", options.latency_requests, 1)?;
     device.seed(config.seed);
     let reward: RewardModel = reward.model(dataset).init(device);
-    let config = config.clone().with_batch_size(options.batch_size);
+    // A step's batch is at most the train split (the sampler's batches stop there).
+    let batch_size = options.batch_size.min(dataset.train.len()).max(1);
+    let config = config.clone().with_batch_size(batch_size);
     config.check_size(dataset)?;
-    let mut trainer = GoalRankTrainer::new(dataset, reward, config, device);
+    let mut trainer = GoalRankTrainer::new(dataset, reward, config.clone(), device);
     #[cfg(not(target_arch = "wasm32"))]
     trainer.set_replicas(vec![
         device.clone();
@@ -139,12 +164,7 @@ pub fn bench_device(
     }
 
     let model = trainer.model();
-    let batch: Vec<Request> = dataset
-        .train
-        .iter()
-        .take(options.batch_size)
-        .cloned()
-        .collect();
+    let batch: Vec<Request> = dataset.train.iter().take(batch_size).cloned().collect();
     generator_rankings(&model, dataset, &batch, batch.len(), device)?;
     // The first timed batch is also the one whose launches, read-backs and FLOPs are counted.
     let counts = Counts::start(device);
@@ -180,11 +200,24 @@ pub fn bench_device(
         }
     }
     latencies.sort_by(f64::total_cmp);
+    let train_gflop_per_step = (train_flops > 0).then(|| train_flops as f64 / 1e9 / steps as f64);
+    let greedy_gflop = (greedy_flops > 0).then(|| greedy_flops as f64 / 1e9);
     Ok(BenchRow {
         device: name.to_string(),
+        settings: BenchSettings {
+            d_model: config.d_model,
+            layers: config.layers,
+            decoder_mlp: config.decoder_mlp.unwrap_or(DECODER_MLP),
+            candidates: dataset.config.candidates,
+            list_len: dataset.config.list_len,
+            group_size: config.group_size,
+            batch_size,
+            data_parallel: options.data_parallel,
+            train_steps: steps,
+        },
         generator_params: burn::module::Module::num_params(&model),
         train_step_ms,
-        train_requests_per_s: options.batch_size as f64 / (train_step_ms / 1e3),
+        train_requests_per_s: batch_size as f64 / (train_step_ms / 1e3),
         greedy_batch_ms,
         greedy_requests_per_s: batch.len() as f64 / (greedy_batch_ms / 1e3),
         latency_p50_ms: percentile(&latencies, 0.5),
@@ -193,8 +226,10 @@ pub fn bench_device(
         greedy_launches: (greedy_launches > 0).then_some(greedy_launches),
         train_read_backs_per_step: train_read_backs as f64 / steps as f64,
         greedy_read_backs,
-        train_gflop_per_step: (train_flops > 0).then(|| train_flops as f64 / 1e9 / steps as f64),
-        greedy_gflop: (greedy_flops > 0).then(|| greedy_flops as f64 / 1e9),
+        train_gflop_per_step,
+        greedy_gflop,
+        train_gflops_per_s: train_gflop_per_step.map(|g| g / (train_step_ms / 1e3)),
+        greedy_gflops_per_s: greedy_gflop.map(|g| g / (greedy_batch_ms / 1e3)),
         greedy_kernels,
         train_kernels,
         phases,
@@ -259,7 +294,13 @@ pub fn bench_table(
         dataset.config.candidates,
         dataset.config.list_len,
         config.group_size,
-        options.batch_size,
+        match rows.first().map(|r| r.settings.batch_size) {
+            Some(batch) if batch != options.batch_size => format!(
+                "{batch} (all the train split's requests; --batch-size {} asked)",
+                options.batch_size
+            ),
+            _ => options.batch_size.to_string(),
+        },
         if options.data_parallel > 1 {
             format!(
                 ", training on {} copies of each device",

@@ -83,6 +83,26 @@ static MULTIPLY_ADDS: AtomicU64 = AtomicU64::new(0);
 /// Nanoseconds spent in the products run here (forward and backward) since the process started.
 static PRODUCT_NANOS: AtomicU64 = AtomicU64::new(0);
 
+thread_local! {
+    /// [`product_nanos`] and [`multiply_adds`] of the products this thread called.
+    static THIS_THREAD: core::cell::Cell<(u64, u64)> = const { core::cell::Cell::new((0, 0)) };
+}
+
+/// [`product_nanos`] and [`multiply_adds`] of the products called on this thread alone (with
+/// data-parallel copies each copy's thread calls its own, at the same time as the others: the
+/// totals over all threads then add up more product time than passed).
+pub fn this_thread_products() -> (u64, u64) {
+    THIS_THREAD.with(|c| c.get())
+}
+
+/// Adds a product's time and multiply-adds to this thread's [`this_thread_products`].
+fn count_on_this_thread(nanos: u64, multiply_adds: u64) {
+    THIS_THREAD.with(|c| {
+        let (n, m) = c.get();
+        c.set((n + nanos, m + multiply_adds));
+    });
+}
+
 /// Multiply-adds of every product [`product`] and [`product_bias`] have run on the CPU backend
 /// since the process started (and those inside `model::attention`), their backward passes'
 /// included (`goalrank bench` reports the FLOPs of a step from it). Products on other devices
@@ -95,6 +115,7 @@ pub fn multiply_adds() -> u64 {
 /// whose time is not counted apart from the attention's other steps) to [`multiply_adds`].
 pub fn count_multiply_adds(count: u64) {
     MULTIPLY_ADDS.fetch_add(count, Ordering::Relaxed);
+    count_on_this_thread(0, count);
 }
 
 /// Wall-clock nanoseconds the calls counted by [`multiply_adds`] took, summed over calls (a
@@ -358,12 +379,14 @@ fn gemm_values(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<(Vec<f32>, Shape)> 
     }
     // SAFETY: the chunks cover the first `len` elements and `gemm` wrote each of them.
     unsafe { out.set_len(len) };
-    MULTIPLY_ADDS.fetch_add((batches * m * k * n) as u64, Ordering::Relaxed);
+    let count = (batches * m * k * n) as u64;
+    MULTIPLY_ADDS.fetch_add(count, Ordering::Relaxed);
     #[cfg(not(target_arch = "wasm32"))]
-    PRODUCT_NANOS.fetch_add(
-        u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
-        Ordering::Relaxed,
-    );
+    let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    #[cfg(target_arch = "wasm32")]
+    let nanos = 0;
+    PRODUCT_NANOS.fetch_add(nanos, Ordering::Relaxed);
+    count_on_this_thread(nanos, count);
     Some((out, Shape::from(out_dims)))
 }
 

@@ -137,7 +137,13 @@ impl GoalRankConfig {
     pub fn validate(&self) -> crate::Result<()> {
         use crate::error::check;
         check::at_least("--d-model", self.d_model, 1)?;
-        check::heads("--heads", self.d_model, self.heads)?;
+        // Blame the flag the user moved from its default (`bench` has no --heads).
+        let heads_flag = if self.heads == Self::new().heads {
+            "--d-model"
+        } else {
+            "--heads"
+        };
+        check::heads(heads_flag, self.d_model, self.heads)?;
         if let Some(mlp) = self.decoder_mlp {
             check::at_least("--decoder-mlp", mlp, 1)?;
         }
@@ -192,11 +198,18 @@ impl GoalRankConfig {
                 too_large("--batch-size", self.batch_size, step)
             });
         }
-        // The decoder MLP: its weight, and its hidden layer over every list's steps.
+        // The decoder MLP: its weight, and its hidden layer over every list's steps. Blame the
+        // width where the weight alone is too large, else the larger of the lists' factors.
         let mlp = self.decoder_mlp.unwrap_or(DECODER_MLP);
         let hidden = (mlp as u128 * d) * d.max(lists);
         if hidden > MAX_TENSOR_ELEMENTS {
-            return Err(too_large("--decoder-mlp", mlp, hidden));
+            return Err(if mlp as u128 * d * d > MAX_TENSOR_ELEMENTS {
+                too_large("--decoder-mlp", mlp, hidden)
+            } else if self.group_size > self.batch_size {
+                too_large("--group-size", self.group_size, hidden)
+            } else {
+                too_large("--batch-size", self.batch_size, hidden)
+            });
         }
         Ok(())
     }

@@ -11,10 +11,12 @@ use burn::tensor::Device;
 use serde::Serialize;
 use web_time::Instant;
 
-use crate::model::{multiply_adds, product_nanos};
+use crate::model::this_thread_products;
 
 /// Time spent in one phase of a step, the part of it spent in the CPU backend's matrix products
-/// and their multiply-adds (0 on other devices: `model::product_nanos`), the GPU kernels it
+/// called on the step's thread and their multiply-adds (0 on other devices:
+/// `model::this_thread_products`; with data-parallel copies, the products of the copies on
+/// threads of their own are not in it), the GPU kernels it
 /// launched (0 where none were seen: on the CPU, or with no [`Launches`] observing), and the
 /// processor time of all the process's threads in it.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -119,7 +121,7 @@ pub(crate) struct PhaseTimer {
     last: Instant,
     /// [`Launches::total`] at the last mark (read only when timing).
     launched: u64,
-    /// [`product_nanos`] and [`multiply_adds`] at the last mark.
+    /// [`this_thread_products`] at the last mark.
     products: (u64, u64),
     /// [`process_cpu_ms`] at the last mark.
     cpu_ms: Option<f64>,
@@ -141,7 +143,7 @@ impl PhaseTimer {
             } else {
                 0
             },
-            products: (product_nanos(), multiply_adds()),
+            products: this_thread_products(),
             cpu_ms: device.and_then(|_| process_cpu_ms()),
             phases: Vec::new(),
         }
@@ -157,7 +159,7 @@ impl PhaseTimer {
         let _ = device.sync();
         let now = Instant::now();
         let launched = Launches::total();
-        let products = (product_nanos(), multiply_adds());
+        let products = this_thread_products();
         let cpu_ms = process_cpu_ms();
         self.phases.push(Phase {
             name,

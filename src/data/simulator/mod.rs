@@ -176,15 +176,26 @@ impl SimConfig {
         use crate::error::check;
         let fail = |msg: String| Err(Error::Invalid(format!("simulator: {msg}")));
         check::at_least("--list-len", self.list_len, 1)?;
-        check::at_least("--candidates", self.candidates, self.list_len + 1)?;
+        if self.candidates <= self.list_len {
+            return Err(Error::Setting {
+                name: "--candidates",
+                value: self.candidates.to_string(),
+                rule: format!("must be more than --list-len ({})", self.list_len),
+            });
+        }
         if self.users == 0 || self.categories == 0 || self.dim == 0 {
             return fail("users, categories and dim must be positive".into());
         }
-        let needed = self.candidates + self.warmup + self.requests_per_user * self.list_len;
+        // Saturating: a huge --candidates or --list-len is refused here, not an overflow.
+        let needed = self
+            .candidates
+            .saturating_add(self.warmup)
+            .saturating_add(self.requests_per_user.saturating_mul(self.list_len));
         if self.items < needed {
             return fail(format!(
-                "{} items are too few: each user needs N + warmup + requests × L distinct items",
-                self.items
+                "{} items are too few for --candidates {} and --list-len {}: each user needs N + \
+                 warmup + requests × L distinct items",
+                self.items, self.candidates, self.list_len
             ));
         }
         if self.item_pool > 0 && !(needed..=self.items).contains(&self.item_pool) {
