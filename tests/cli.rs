@@ -724,7 +724,7 @@ fn bench_reports_the_batch_it_ran_and_its_settings() {
     let row = &rows[0];
     let settings = &row["settings"];
     let batch = settings["batch_size"].as_f64().expect("batch_size");
-    assert!(batch >= 1.0 && batch < 100000.0, "{settings}");
+    assert!((1.0..100000.0).contains(&batch), "{settings}");
     for (field, value) in [("d_model", 16.0), ("layers", 1.0), ("group_size", 4.0)] {
         assert_eq!(settings[field].as_f64(), Some(value), "{field}");
     }
