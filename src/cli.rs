@@ -399,11 +399,33 @@ enum TrainCommand {
     },
 }
 
+/// Refuses more data-parallel copies (`flag`'s count) than a batch has requests (`batch_size`,
+/// at most the train split's): each copy takes a share of at least one request.
+fn check_copies(
+    flag: &'static str,
+    copies: usize,
+    batch_size: usize,
+    dataset: &goalrank::data::Dataset,
+) -> Result<()> {
+    let batch = batch_size.min(dataset.train.len());
+    if copies > batch.max(1) {
+        anyhow::bail!(goalrank::Error::Setting {
+            name: flag,
+            value: copies.to_string(),
+            rule: format!(
+                "more copies than the {batch} requests of a batch: each needs at least one"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Where the data comes from and how requests are cut.
 #[derive(Args)]
 struct DataArgs {
     /// MovieLens folder (ml-latest(-small) CSV, ml-100k or ml-1m layout, detected from its
-    /// files), or `sim:tiny` / `sim:small` for the simulator.
+    /// files), or `sim:tiny` / `sim:small` / `sim:large` for the simulator (options after a
+    /// comma: `sim:small,epsilon=0.5,temperature=2` for the logging policy).
     #[arg(long, default_value = "assets/data/movielens-latest-small")]
     data: PathBuf,
     /// Folder for cached requests (and, later, runs).
@@ -620,6 +642,7 @@ fn run(cli: Cli) -> Result<()> {
                 profile,
                 data_parallel,
             };
+            check_copies("--data-parallel", data_parallel, batch_size, &dataset)?;
             if batch_size > dataset.train.len() {
                 goalrank::say!(
                     "bench: the train split has {} requests: batches of that many (--batch-size {batch_size} asked)",
@@ -1021,6 +1044,7 @@ fn train(what: TrainCommand) -> Result<()> {
                 });
             }
             let dataset = data.load()?;
+            check_copies("--devices", devices.len(), batch_size, &dataset)?;
             // The first device holds the batches, the frozen reward model and the optimiser.
             let mut devices = devices.iter().map(DeviceKind::init);
             let main = devices.next().unwrap_or(Ok(device))?;

@@ -38,9 +38,9 @@ pub struct RankAnswer {
     pub scores: Vec<f32>,
 }
 
-/// The field of a line that does not parse as a [`RankRequest`]: the first one whose value does
-/// not have its type, or `json` when the line itself is at fault (syntax, not an object, an
-/// unknown or missing field).
+/// The field of a line that does not parse as a [`RankRequest`]: a required one it lacks, the
+/// first one whose value does not have its type, or `json` when the line itself is at fault
+/// (syntax, not an object, a field the request does not have: the message names it).
 fn blame_field(row: &str) -> &'static str {
     use serde_json::Value;
     fn fits<T: serde::de::DeserializeOwned>(value: &Value) -> bool {
@@ -49,6 +49,12 @@ fn blame_field(row: &str) -> &'static str {
     let Ok(Value::Object(object)) = serde_json::from_str::<Value>(row) else {
         return "json";
     };
+    if let Some(missing) = ["user", "candidates"]
+        .into_iter()
+        .find(|name| !object.contains_key(*name))
+    {
+        return missing;
+    }
     type Fits = fn(&Value) -> bool;
     let checks: [(&'static str, Fits); 4] = [
         ("user", fits::<u64>),

@@ -291,6 +291,22 @@ fn train_resume_and_evaluate_a_checkpoint() {
         &out,
         "bad.jsonl:2: field `candidates`: item 7 is not in the catalogue",
     );
+    // A line without a required field names it.
+    std::fs::write(&bad, "{\"candidates\": [3, 6, 9, 12, 15, 18]}\n").expect("write");
+    let out = goalrank(
+        &[
+            &[
+                "rank",
+                "--checkpoint",
+                run_s,
+                "--requests",
+                bad.to_str().expect("path"),
+            ][..],
+            &common,
+        ]
+        .concat(),
+    );
+    assert_input_error(&out, "bad.jsonl:1: field `user`: missing field `user`");
 
     // Pointwise DNN and PRM-style baselines train and evaluate through the same commands.
     for (name, layers) in [("pointwise", "0"), ("prm", "1")] {
@@ -758,7 +774,8 @@ fn malformed_row_of_a_crlf_file_names_its_own_line() {
 }
 
 /// Settings `bench` refuses name its own flags: the model width where the heads do not split
-/// it (`bench` has no --heads), and the simulator's sizes however large.
+/// it (`bench` has no --heads), the simulator's sizes however large, and more copies than a
+/// batch has requests.
 #[test]
 fn bench_refuses_bad_sizes_naming_its_flags() {
     let artifacts = tempfile::tempdir().expect("tempdir");
@@ -768,6 +785,10 @@ fn bench_refuses_bad_sizes_naming_its_flags() {
         (vec!["--d-model", "3"], "--d-model = 3"),
         (vec!["--candidates", huge.as_str()], "--candidates"),
         (vec!["--list-len", huge.as_str()], "--list-len"),
+        (
+            vec!["--batch-size", "8", "--data-parallel", "9"],
+            "--data-parallel = 9",
+        ),
     ] {
         let mut args = vec!["bench", "--data", "sim:tiny", "--artifacts", art];
         args.extend(flags.iter().copied());

@@ -159,6 +159,11 @@ fn bad_settings_are_refused_before_any_file_is_written() {
         (&["--devices", "remote:"], "--devices"),
         (&["--devices", "remote:http://host:1"], "--devices"),
         (&["--devices", "flex,,flex"], "--devices"),
+        // More copies than the batch's 8 requests.
+        (
+            &["--devices", "flex,flex,flex,flex,flex,flex,flex,flex,flex"],
+            "--devices = 9",
+        ),
     ];
     for (i, (flags, place)) in cases.iter().enumerate() {
         let run = root.path().join(format!("run{i}"));
