@@ -867,17 +867,24 @@ fn logging_study(args: &ExperimentArgs) -> Result<()> {
 
 /// Refuses a `--run` that is a file, or a folder that already holds a run when not resuming
 /// (training there would replace it).
-fn check_run_folder(run: &std::path::Path, resume: bool) -> Result<()> {
+/// Refuses a `--run` that is a file, or that holds a run already where the command would start
+/// one afresh. `resume` is `None` for commands that cannot continue a run (the reward and
+/// pointwise models train in one go), else whether `--resume` was given.
+fn check_run_folder(run: &std::path::Path, resume: Option<bool>) -> Result<()> {
     if run.exists() && !run.is_dir() {
         anyhow::bail!(goalrank::Error::Invalid(format!(
             "--run {}: is a file, not a folder",
             run.display()
         )));
     }
-    if !resume && run.join("config.json").is_file() {
+    if resume != Some(true) && run.join("config.json").is_file() {
+        let how = if resume.is_some() {
+            "continue it with --resume, or delete it or choose another folder to start afresh"
+        } else {
+            "delete it or choose another folder"
+        };
         anyhow::bail!(goalrank::Error::Invalid(format!(
-            "--run {}: already holds a run; continue it with --resume, or delete it or choose \
-             another folder to start afresh",
+            "--run {}: already holds a run; {how}",
             run.display()
         )));
     }
@@ -924,7 +931,7 @@ fn train(what: TrainCommand) -> Result<()> {
                 _ => ("reward", Split::Valid),
             };
             let run = run.unwrap_or_else(|| data.runs(&dataset).join(default_name));
-            check_run_folder(&run, false)?;
+            check_run_folder(&run, None)?;
             let options = FitOptions::new(run.clone(), device);
             let device = options.device.clone();
             let (model, state) = fit_reward(&dataset, split, check, &config, &options)?;
@@ -976,7 +983,7 @@ fn train(what: TrainCommand) -> Result<()> {
                 "prm"
             };
             let run = run.unwrap_or_else(|| data.runs(&dataset).join(name));
-            check_run_folder(&run, false)?;
+            check_run_folder(&run, None)?;
             let options = FitOptions::new(run.clone(), device);
             let (_, state) = fit_pointwise(&dataset, &config, &options)?;
             out!(
@@ -1054,7 +1061,7 @@ fn train(what: TrainCommand) -> Result<()> {
                 Reward::from(load_reward(&reward, &dataset, &main)?)
             };
             let run = run.unwrap_or_else(|| data.runs(&dataset).join("goalrank"));
-            check_run_folder(&run, resume)?;
+            check_run_folder(&run, Some(resume))?;
             let options = FitOptions {
                 steps,
                 eval_every,

@@ -183,6 +183,43 @@ pub mod check {
         }
     }
 
+    /// The most values one tensor may hold: 8 GiB of f32. A setting that would need more is
+    /// refused by name rather than left to abort on allocation.
+    pub const MAX_TENSOR_ELEMENTS: u128 = 1 << 31;
+
+    /// `elements` (what `name` = `value` makes a tensor or a model hold, computed saturating)
+    /// within [`MAX_TENSOR_ELEMENTS`].
+    pub fn fits(name: &'static str, value: usize, elements: u128) -> Result<()> {
+        if elements > MAX_TENSOR_ELEMENTS {
+            return Err(fail(
+                name,
+                value,
+                format!(
+                    "too large: {elements} values ({:.0} GiB) would be needed, above the \
+                     {MAX_TENSOR_ELEMENTS} (8 GiB) allowed",
+                    elements as f64 * 4.0 / (1u64 << 30) as f64
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A transformer's sizes: a layer's feed-forward weight (`d × 4d`) and all `layers`
+    /// layers' weights (about `12 d²` each) within [`MAX_TENSOR_ELEMENTS`], `width` and
+    /// `depth` naming the flags.
+    pub fn transformer(
+        (width, d): (&'static str, usize),
+        (depth, layers): (&'static str, usize),
+    ) -> Result<()> {
+        let d2 = (d as u128).saturating_mul(d as u128);
+        fits(width, d, d2.saturating_mul(4))?;
+        fits(
+            depth,
+            layers,
+            d2.saturating_mul(12).saturating_mul(layers as u128),
+        )
+    }
+
     /// `value ≥ min`.
     pub fn at_least(name: &'static str, value: usize, min: usize) -> Result<()> {
         if value < min {

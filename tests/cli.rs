@@ -796,3 +796,46 @@ fn bench_refuses_bad_sizes_naming_its_flags() {
         assert_input_error(&out, place);
     }
 }
+
+/// Sizes no machine can hold are refused naming their flag, whatever the command, instead of
+/// overflowing or aborting on allocation.
+#[test]
+fn huge_sizes_are_refused_by_flag_not_by_a_crash() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let art = root.path().to_str().expect("path");
+    let run = root.path().join("run");
+    let run = run.to_str().expect("path");
+    let huge = usize::MAX.to_string();
+    let wide = (usize::MAX - 3).to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["train", "reward", "--d-model", &wide], "--d-model"),
+        (vec!["train", "reward", "--layers", &huge], "--layers"),
+        (
+            vec!["train", "reward", "--random-lists", "1000000"],
+            "--random-lists",
+        ),
+        (vec!["train", "pointwise", "--d-model", &wide], "--d-model"),
+        (
+            vec!["train", "pointwise", "--context-layers", &huge],
+            "--context-layers",
+        ),
+        (
+            vec!["train", "goalrank", "--reward", "oracle", "--layers", &huge],
+            "--layers",
+        ),
+        (vec!["eval", "--pick-k", &huge], "--pick-k"),
+    ];
+    for (command, flag) in cases {
+        let mut args = command.clone();
+        args.extend(["--data", "sim:tiny", "--artifacts", art]);
+        if command[0] == "train" {
+            args.extend(["--run", run]);
+        }
+        let out = goalrank(&args);
+        assert_input_error(&out, &format!("{flag} = "));
+        assert!(
+            !std::path::Path::new(run).exists(),
+            "{command:?} wrote the run"
+        );
+    }
+}

@@ -638,3 +638,74 @@ fn a_run_on_a_served_device_equals_the_local_run() {
     assert!(!text.contains("panicked"), "{text}");
     assert!(text.contains("remote device"), "{text}");
 }
+
+/// `--resume` never starts a run afresh over a folder that holds another kind of run (a
+/// finished reward model has no GoalRank checkpoint), nor continues a run against another
+/// reward than the one it was trained on; a model trained on other data is not loaded.
+#[test]
+fn resume_refuses_another_kind_of_run_and_another_reward() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let art = root.path().to_str().expect("path");
+    let reward = root.path().join("reward");
+    let out = goalrank(&[
+        "train",
+        "reward",
+        "--data",
+        "sim:tiny",
+        "--artifacts",
+        art,
+        "--epochs",
+        "1",
+        "--d-model",
+        "16",
+        "--run",
+        reward.to_str().expect("path"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let files = |dir: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut all: Vec<_> = std::fs::read_dir(dir)
+            .expect("dir")
+            .flatten()
+            .filter(|e| e.path().is_file())
+            .map(|e| {
+                let bytes = std::fs::read(e.path()).expect("read");
+                (e.file_name().to_string_lossy().to_string(), bytes)
+            })
+            .collect();
+        all.sort();
+        all
+    };
+    let before = files(&reward);
+    let reward_s = reward.to_str().expect("path");
+    let out = run_oracle(&reward, root.path(), 2, &["--resume"]);
+    assert_refused(&out, "holds a reward run");
+    assert!(files(&reward) == before, "the reward run was changed");
+
+    // A GoalRank run against the exact utility, resumed against the reward model.
+    let run = root.path().join("goalrank");
+    let out = run_oracle(&run, root.path(), 2, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut args = oracle_run(&run, root.path(), 4, &["--resume"]);
+    let at = args.iter().position(|a| a == "oracle").expect("reward");
+    args[at] = reward_s.into();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_refused(&goalrank(&args), "reward = ");
+
+    // A model trained on other data (another catalogue) is refused by name, not loaded into
+    // layers of the wrong shape.
+    let movielens = crate::common::fixture("ml-latest-tiny");
+    let out = goalrank(&[
+        "eval",
+        "--data",
+        movielens.to_str().expect("path"),
+        "--candidates",
+        "10",
+        "--list-len",
+        "4",
+        "--artifacts",
+        art,
+        "--reward",
+        reward_s,
+    ]);
+    assert_refused(&out, "trained on data with");
+}

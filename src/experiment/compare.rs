@@ -57,6 +57,13 @@ pub fn compare(
     device: &Device,
 ) -> Result<Vec<CompareRow>> {
     crate::error::check::at_least("--pick-k", options.pick_k, 1)?;
+    // A batch's sampled lists' scores: `[256, k, N]` (at least the reward model's width).
+    let per_list = (dataset.config.candidates as u128).max(64);
+    crate::error::check::fits(
+        "--pick-k",
+        options.pick_k,
+        (options.pick_k as u128).saturating_mul(256 * per_list),
+    )?;
     if options.pick_with.is_some() && options.checkpoints.is_empty() {
         return Err(Error::Invalid(
             "--pick-with needs a generator to sample from: add --checkpoint RUN".into(),

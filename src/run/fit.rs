@@ -242,6 +242,7 @@ pub fn fit_reward(
     config.validate()?;
     dataset.require(split)?;
     dataset.require(check)?;
+    config.check_size(dataset, split)?;
     let trainer =
         std::cell::RefCell::new(RewardTrainer::new(dataset, split, config, &options.device));
     let per_epoch = trainer.borrow().steps_per_epoch();
@@ -332,22 +333,56 @@ pub fn fit_pointwise(
     )
 }
 
-/// What a GoalRank run's `config.json` holds.
-fn goalrank_run_config(dataset: &Dataset, config: &GoalRankConfig) -> serde_json::Value {
+/// What a GoalRank run's `config.json` holds; `reward` is [`reward_id`]'s.
+fn goalrank_run_config(
+    dataset: &Dataset,
+    config: &GoalRankConfig,
+    reward: &str,
+) -> serde_json::Value {
     serde_json::json!({
         "kind": "goalrank",
         "training": config,
         "model": config.model(dataset),
         "data": dataset.config,
         "dataset": dataset.name,
+        "reward": reward,
     })
 }
 
-/// True when `dir` holds a checkpoint of a GoalRank run with exactly these settings.
-pub fn can_resume(dir: &Path, dataset: &Dataset, config: &GoalRankConfig) -> bool {
+/// What a GoalRank run learns from, as its `config.json` records it: `oracle`, or the frozen
+/// reward model's weights by their SHA-256 (the same model wherever its run folder lies).
+pub fn reward_id(reward: &Reward) -> Result<String> {
+    Ok(match reward {
+        Reward::Oracle(_) => "oracle".into(),
+        Reward::Model(model) => format!(
+            "reward model sha256:{}",
+            checkpoint::sha256(&module_bytes(model.as_ref())?)
+        ),
+    })
+}
+
+/// The first setting in which a run's saved `config.json` and the asked one differ. A run
+/// saved before `config.json` recorded its reward matches any reward.
+fn settings_difference(saved: &serde_json::Value, asked: &serde_json::Value) -> Option<String> {
+    let mut asked = asked.clone();
+    if saved.get("reward").is_none()
+        && let Some(map) = asked.as_object_mut()
+    {
+        map.remove("reward");
+    }
+    first_difference(saved, &asked, "")
+}
+
+/// True when `dir` holds a checkpoint of a GoalRank run with exactly these settings, trained
+/// against `reward`.
+pub fn can_resume(dir: &Path, dataset: &Dataset, config: &GoalRankConfig, reward: &Reward) -> bool {
+    let Ok(reward) = reward_id(reward) else {
+        return false;
+    };
     checkpoint::has_checkpoint(dir)
-        && load_json::<serde_json::Value>(&dir.join("config.json"))
-            .is_ok_and(|saved| same_settings(&saved, &goalrank_run_config(dataset, config)))
+        && load_json::<serde_json::Value>(&dir.join("config.json")).is_ok_and(|saved| {
+            settings_difference(&saved, &goalrank_run_config(dataset, config, &reward)).is_none()
+        })
 }
 
 /// Whether saved settings and asked ones agree, a setting missing on one side counting as
@@ -405,6 +440,7 @@ pub fn fit_goalrank(
     // model the model's mean R of the chosen lists: diagnostics only, never the selection of a
     // run trained on a reward model.
     let reward: Reward = reward.into();
+    let reward_key = reward_id(&reward)?;
     let (exact, frozen) = match &reward {
         Reward::Oracle(_) => (true, None),
         Reward::Model(model) => (false, Some(model.as_ref().clone())),
@@ -415,15 +451,19 @@ pub fn fit_goalrank(
         source,
     })?;
     checkpoint::remove_stale(dir)?;
-    let run_config = goalrank_run_config(dataset, config);
-    let resumed = if options.resume {
-        checkpoint::load(dir)?
-    } else {
-        None
-    };
-    if resumed.is_some() {
+    let run_config = goalrank_run_config(dataset, config, &reward_key);
+    // A resume checks the run's settings whether or not it has a checkpoint yet: a folder that
+    // holds another kind of run, or a run with other settings, is never started afresh over.
+    if options.resume && dir.join("config.json").is_file() {
         let saved: serde_json::Value = load_json(&dir.join("config.json"))?;
-        if let Some(difference) = first_difference(&saved, &run_config, "") {
+        if saved["kind"] != run_config["kind"] {
+            return Err(Error::Invalid(format!(
+                "--resume: {} holds a {} run, not a goalrank run; train into another --run",
+                dir.display(),
+                saved["kind"].as_str().unwrap_or("foreign")
+            )));
+        }
+        if let Some(difference) = settings_difference(&saved, &run_config) {
             return Err(Error::Invalid(format!(
                 "--resume: {} was trained with other settings ({difference}); resume with the \
                  run's settings or train into another --run",
@@ -431,6 +471,11 @@ pub fn fit_goalrank(
             )));
         }
     }
+    let resumed = if options.resume {
+        checkpoint::load(dir)?
+    } else {
+        None
+    };
     let (mut trainer, mut state) = match resumed {
         Some(saved) => {
             let model =

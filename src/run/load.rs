@@ -33,6 +33,24 @@ pub fn check_run_config(
             config["kind"]
         )));
     }
+    // The model's catalogue sizes (its embeddings' rows, its genre layer's width) must be the
+    // data's: weights of another shape would load, then fail in the first product.
+    let encoder = &config["model"]["encoder"];
+    for (name, here) in [
+        ("items", dataset.items.len()),
+        ("users", dataset.users.len()),
+        ("genres", dataset.genres.len()),
+    ] {
+        if let Some(saved) = encoder.get(name).and_then(serde_json::Value::as_u64)
+            && saved != here as u64
+        {
+            return Err(Error::Invalid(format!(
+                "{origin}: trained on data with {saved} {name}, but --data `{}` has {here}: \
+                 give the --data it was trained on",
+                dataset.name
+            )));
+        }
+    }
     if config["data"] != serde_json::json!(dataset.config) {
         return Err(Error::Invalid(format!(
             "{origin}: trained on requests built with another config than the given \

@@ -40,7 +40,7 @@ use crate::model::{
 };
 
 /// The most elements a single tensor of a training step may hold (8 GiB of f32).
-pub const MAX_TENSOR_ELEMENTS: u128 = 1 << 31;
+pub use crate::error::check::MAX_TENSOR_ELEMENTS;
 
 fn too_large(name: &'static str, value: usize, elements: u128) -> crate::Error {
     crate::Error::Setting {
@@ -144,6 +144,7 @@ impl GoalRankConfig {
             "--heads"
         };
         check::heads(heads_flag, self.d_model, self.heads)?;
+        check::transformer(("--d-model", self.d_model), ("--layers", self.layers))?;
         if let Some(mlp) = self.decoder_mlp {
             check::at_least("--decoder-mlp", mlp, 1)?;
         }
@@ -181,15 +182,23 @@ impl GoalRankConfig {
         let d = self.d_model as u128;
         let rows = (dataset.items.len() + dataset.users.len()) as u128;
         // Weights: the embeddings and a feed-forward layer (d × 4d).
-        let weights = (rows * d).max(4 * d * d);
+        let weights = rows
+            .saturating_mul(d)
+            .max(d.saturating_mul(d).saturating_mul(4));
         if weights > MAX_TENSOR_ELEMENTS {
             return Err(too_large("--d-model", self.d_model, weights));
         }
         // A step: the encoder's feed-forward over N + 1 tokens, and the decoder's scores and
         // prefix means of K + 1 lists of L steps.
         let b = self.batch_size as u128;
-        let lists = b * (self.group_size as u128 + 1) * l;
-        let step = (b * (n + 1) * 4 * d).max(lists * n.max(d));
+        let lists = b
+            .saturating_mul(self.group_size as u128 + 1)
+            .saturating_mul(l);
+        let step = b
+            .saturating_mul(n + 1)
+            .saturating_mul(4)
+            .saturating_mul(d)
+            .max(lists.saturating_mul(n.max(d)));
         if step > MAX_TENSOR_ELEMENTS {
             // Blame the larger of the two factors the user set.
             return Err(if self.group_size > self.batch_size {
@@ -201,15 +210,17 @@ impl GoalRankConfig {
         // The decoder MLP: its weight, and its hidden layer over every list's steps. Blame the
         // width where the weight alone is too large, else the larger of the lists' factors.
         let mlp = self.decoder_mlp.unwrap_or(DECODER_MLP);
-        let hidden = (mlp as u128 * d) * d.max(lists);
+        let hidden = (mlp as u128).saturating_mul(d).saturating_mul(d.max(lists));
         if hidden > MAX_TENSOR_ELEMENTS {
-            return Err(if mlp as u128 * d * d > MAX_TENSOR_ELEMENTS {
-                too_large("--decoder-mlp", mlp, hidden)
-            } else if self.group_size > self.batch_size {
-                too_large("--group-size", self.group_size, hidden)
-            } else {
-                too_large("--batch-size", self.batch_size, hidden)
-            });
+            return Err(
+                if (mlp as u128).saturating_mul(d).saturating_mul(d) > MAX_TENSOR_ELEMENTS {
+                    too_large("--decoder-mlp", mlp, hidden)
+                } else if self.group_size > self.batch_size {
+                    too_large("--group-size", self.group_size, hidden)
+                } else {
+                    too_large("--batch-size", self.batch_size, hidden)
+                },
+            );
         }
         Ok(())
     }

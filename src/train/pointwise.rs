@@ -40,6 +40,10 @@ impl PointwiseTrainingConfig {
         use crate::error::check;
         check::at_least("--d-model", self.d_model, 1)?;
         check::heads("--d-model", self.d_model, self.heads)?;
+        check::transformer(
+            ("--d-model", self.d_model),
+            ("--context-layers", self.context_layers),
+        )?;
         check::at_least("--batch-size", self.batch_size, 1)?;
         check::positive("--lr", self.learning_rate)?;
         check::non_negative("weight_decay", self.weight_decay as f64)?;

@@ -90,6 +90,7 @@ impl RewardTrainingConfig {
         use crate::error::check;
         check::at_least("--d-model", self.d_model, 1)?;
         check::heads("--d-model", self.d_model, self.heads)?;
+        check::transformer(("--d-model", self.d_model), ("--layers", self.layers))?;
         check::fraction("dropout", self.dropout)?;
         check::at_least("--batch-size", self.batch_size, 1)?;
         check::positive("--lr", self.learning_rate)?;
@@ -97,6 +98,21 @@ impl RewardTrainingConfig {
         check::at_least("--epochs", self.epochs, 1)?;
         check::non_negative("--listwise", self.listwise as f64)?;
         check::non_negative("--imitation", self.imitation as f64)
+    }
+
+    /// Refuses a step whose largest tensor on `dataset`'s `split` would exceed 8 GiB of f32:
+    /// the feed-forward over every list's items, `[B · (1 + random lists) · L, 4d]` (the batch
+    /// at most the split).
+    pub fn check_size(&self, dataset: &Dataset, split: Split) -> crate::Result<()> {
+        let b = self.batch_size.min(dataset.split(split).len()) as u128;
+        let rows = b
+            .saturating_mul(self.random_lists as u128 + 1)
+            .saturating_mul(dataset.config.list_len as u128);
+        crate::error::check::fits(
+            "--random-lists",
+            self.random_lists,
+            rows.saturating_mul(4 * self.d_model as u128),
+        )
     }
 
     pub fn model(&self, dataset: &Dataset) -> RewardModelConfig {

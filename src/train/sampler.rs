@@ -27,7 +27,7 @@ impl BatchSampler {
 
     /// The next `batch_size` indices (a new shuffle starts when an epoch runs out).
     pub fn next_batch(&mut self) -> Vec<usize> {
-        let mut batch = Vec::with_capacity(self.batch_size);
+        let mut batch = Vec::with_capacity(self.batch_size.min(self.order.len()));
         while batch.len() < self.batch_size.min(self.order.len()) {
             if self.cursor == self.order.len() {
                 self.order.shuffle(&mut self.rng);
