@@ -843,6 +843,16 @@ fn logging_study(args: &ExperimentArgs) -> Result<()> {
         ))
         .into());
     };
+    if args.data.data.to_string_lossy().contains("epsilon=") {
+        return Err(goalrank::Error::Setting {
+            name: "--data",
+            value: args.data.data.display().to_string(),
+            rule: "experiment logging sets the logging policy's ε itself (0, 0.25, 0.5 and 1): \
+                   leave epsilon= out"
+                .into(),
+        }
+        .into());
+    }
     let config = args.config().with_random_lists(0);
     let start = Instant::now();
     let (report, plot) = run_logging_study(

@@ -839,3 +839,90 @@ fn huge_sizes_are_refused_by_flag_not_by_a_crash() {
         );
     }
 }
+
+/// A figure that was not measured is not reported as 0: `data --json` gives no retriever
+/// recall on the simulator (the table leaves it out), and `eval` on logged data whose split
+/// holds no positive refuses rather than print means over no request.
+#[test]
+fn figures_not_measured_are_not_zeros() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let art = root.path().to_str().expect("path");
+    let out = goalrank(&["data", "--data", "sim:tiny", "--artifacts", art, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(json["retriever_recall_at_50"].is_null(), "{json}");
+    assert!(json["popularity_recall_at_50"].is_null(), "{json}");
+
+    let dir = copy_fixture("ml-latest-tiny");
+    let ratings = dir.path().join("ratings.csv");
+    let text = std::fs::read_to_string(&ratings).expect("read");
+    let mut lines = text.lines();
+    let mut low = vec![lines.next().expect("header").to_string()];
+    for line in lines {
+        let mut fields: Vec<&str> = line.split(',').collect();
+        fields[2] = "1.0";
+        low.push(fields.join(","));
+    }
+    std::fs::write(&ratings, low.join("\n") + "\n").expect("write");
+    let data = dir.path().to_str().expect("path");
+    let out = goalrank(&[
+        "eval",
+        "--data",
+        data,
+        "--artifacts",
+        art,
+        "--candidates",
+        "15",
+    ]);
+    assert_input_error(&out, "--split test: none of its");
+}
+
+/// A setting given twice is one setting or an error, never two answers: `eval` scores a
+/// repeated policy once, a simulator option given twice is refused, and `experiment logging`
+/// refuses an ε it would override.
+#[test]
+fn repeated_or_overridden_settings_are_not_silent() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let art = root.path().to_str().expect("path");
+    let eval = |json: bool| {
+        let mut args = vec![
+            "eval",
+            "--data",
+            "sim:tiny",
+            "--artifacts",
+            art,
+            "--policy",
+            "random,random",
+        ];
+        if json {
+            args.push("--json");
+        }
+        let out = goalrank(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let rows = eval(false)
+        .lines()
+        .filter(|l| l.starts_with("random "))
+        .count();
+    assert_eq!(rows, 1);
+    let json: serde_json::Value = serde_json::from_str(&eval(true)).expect("json");
+    assert_eq!(json["policies"].as_object().map(|m| m.len()), Some(1));
+    let out = goalrank(&[
+        "data",
+        "--data",
+        "sim:tiny,epsilon=0.5,epsilon=0.2",
+        "--artifacts",
+        art,
+    ]);
+    assert_input_error(&out, "given twice");
+    let out = goalrank(&[
+        "experiment",
+        "logging",
+        "--data",
+        "sim:tiny,epsilon=0.5",
+        "--artifacts",
+        art,
+    ]);
+    assert_input_error(&out, "--data = sim:tiny,epsilon=0.5");
+}

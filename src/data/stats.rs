@@ -82,6 +82,15 @@ impl DataStats {
 }
 
 impl DataStats {
+    /// `value` where the retrieval was measured (not on the simulator), else `null`.
+    fn measured(&self, value: f64) -> serde_json::Value {
+        if self.layout == "simulator" {
+            serde_json::Value::Null
+        } else {
+            serde_json::json!(value)
+        }
+    }
+
     /// The statistics as `goalrank data --json` prints them.
     pub fn json(&self) -> serde_json::Value {
         serde_json::json!({
@@ -94,8 +103,10 @@ impl DataStats {
                 "test": self.test.requests,
             },
             "positive_rate": self.positive_rate,
-            "retriever_recall_at_50": self.retriever_recall_at_50,
-            "popularity_recall_at_50": self.popularity_recall_at_50,
+            // Not measured on the simulator (no stage-1 retrieval from a rating log): null, as
+            // the table leaves the line out.
+            "retriever_recall_at_50": self.measured(self.retriever_recall_at_50),
+            "popularity_recall_at_50": self.measured(self.popularity_recall_at_50),
             "splits": {"train": self.train, "valid": self.valid, "test": self.test},
         })
     }

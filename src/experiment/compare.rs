@@ -74,7 +74,24 @@ pub fn compare(
     }
     let k = dataset.config.list_len;
     let requests = dataset.require(options.split)?;
-    let mut policies = options.policies.clone();
+    // On logged data the metrics are means over the requests with a positive: with none they
+    // would print as 0 (on simulated data the exact utility still scores every request).
+    if dataset.world.is_none() && requests.iter().all(|r| r.positives() == 0) {
+        return Err(Error::Invalid(format!(
+            "--split {}: none of its {} requests holds a positive, so H, N, MAP, F1 and AUC \
+             have nothing to score",
+            options.split.name(),
+            requests.len()
+        )));
+    }
+    // Each policy and run once (a repeated one would be a second row of the same name, and
+    // one key of the JSON).
+    let mut policies: Vec<SimplePolicy> = Vec::new();
+    for &p in &options.policies {
+        if !policies.contains(&p) {
+            policies.push(p);
+        }
+    }
     if policies.is_empty() && options.checkpoints.is_empty() {
         policies = SimplePolicy::ALL.to_vec();
     }
@@ -113,7 +130,10 @@ pub fn compare(
         rows.push(score(p.name(), rankings)?);
     }
     let mut generators = Vec::new();
-    for dir in &options.checkpoints {
+    for (i, dir) in options.checkpoints.iter().enumerate() {
+        if options.checkpoints[..i].contains(dir) {
+            continue;
+        }
         let name = dir.to_string_lossy();
         if run_kind(dir)? == "pointwise" {
             let model = load_pointwise(dir, dataset, device)?;

@@ -109,6 +109,7 @@ impl SimConfig {
         let mut parts = spec.split(',');
         let name = parts.next().unwrap_or_default().trim();
         let mut config = Self::named(name)?;
+        let mut seen = Vec::new();
         for part in parts {
             let bad = || {
                 Error::Invalid(format!(
@@ -118,6 +119,13 @@ impl SimConfig {
             };
             let (key, value) = part.split_once('=').ok_or_else(bad)?;
             let value: f64 = value.trim().parse().map_err(|_| bad())?;
+            if seen.contains(&key.trim()) {
+                return Err(Error::Invalid(format!(
+                    "simulator option `{}` given twice in `sim:{spec}`",
+                    key.trim()
+                )));
+            }
+            seen.push(key.trim());
             match key.trim() {
                 "epsilon" if (0.0..=1.0).contains(&value) => {
                     config.logging_epsilon = value;
