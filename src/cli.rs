@@ -233,9 +233,9 @@ struct ExperimentArgs {
     /// --seeds, --steps and --oracle-steps still apply.
     #[arg(long)]
     smoke: bool,
-    /// Studies on the simulator: GoalRank learns from the exact utility (settings of the
-    /// exact-reward rows, --oracle-steps steps) instead of the reward model; files and runs get
-    /// an `-exact` suffix.
+    /// Studies on the simulator (not `experiment main`, whose exact-reward rows are part of its
+    /// table): GoalRank learns from the exact utility (settings of the exact-reward rows,
+    /// --oracle-steps steps) instead of the reward model; files and runs get an `-exact` suffix.
     #[arg(long)]
     exact_reward: bool,
 }

@@ -166,7 +166,7 @@ impl MainExperimentConfig {
         check::at_least("--seeds", self.seeds, 1)?;
         check::at_least("--steps", self.steps, 1)?;
         check::at_least("eval_every", self.eval_every, 1)?;
-        check::at_least("oracle_steps", self.oracle_steps, 1)?;
+        check::at_least("--oracle-steps", self.oracle_steps, 1)?;
         check::at_least("oracle_group_size", self.oracle_group_size, 1)?;
         check::at_least("pg_group_size", self.pg_group_size, 1)?;
         check::at_least("logged_group_size", self.logged_group_size, 1)?;

@@ -46,7 +46,10 @@ impl PointwiseConfig {
     pub fn validate(&self) -> crate::Result<()> {
         use crate::error::check;
         check::at_least("model.encoder.d_model", self.encoder.d_model, 1)?;
-        check::heads("model.heads", self.encoder.d_model, self.heads)?;
+        // Heads only matter to the candidate-context layers (the PRM-style model).
+        if self.context_layers > 0 {
+            check::heads("model.heads", self.encoder.d_model, self.heads)?;
+        }
         check::fraction("model.dropout", self.dropout)
     }
 

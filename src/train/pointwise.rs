@@ -39,7 +39,9 @@ impl PointwiseTrainingConfig {
     pub fn validate(&self) -> crate::Result<()> {
         use crate::error::check;
         check::at_least("--d-model", self.d_model, 1)?;
-        check::heads("--d-model", self.d_model, self.heads)?;
+        if self.context_layers > 0 {
+            check::heads("--d-model", self.d_model, self.heads)?;
+        }
         check::transformer(
             ("--d-model", self.d_model),
             ("--context-layers", self.context_layers),
