@@ -218,7 +218,9 @@ fn a_rank_request_of_the_wrong_type_is_blamed_on_its_field() {
         ),
         (r#"{"user": 1, "candidates": [18, "x"]}"#, "candidates"),
         (r#"{"user": 1, "candidates": [18"#, "json"),
-        (r#"{"user": 1}"#, "json"),
+        // A required field missing is blamed on that field.
+        (r#"{"user": 1}"#, "candidates"),
+        (r#"{"candidates": [18]}"#, "user"),
         (r#"[1, 2]"#, "json"),
     ] {
         std::fs::write(&path, format!("{good}\n{row}\n")).expect("write");

@@ -463,7 +463,7 @@ impl<'a> Runner<'a> {
                     eval_every,
                     // Continue an interrupted run of these exact settings; anything else
                     // in the folder is replaced.
-                    resume: crate::run::can_resume(d, self.dataset, training, &reward),
+                    resume: crate::run::can_resume(d, self.dataset, training, reward),
                     ..self.fit(d)
                 };
                 fit_goalrank(self.dataset, reward.clone(), training, &options)
