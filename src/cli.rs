@@ -481,6 +481,12 @@ impl DataArgs {
 
     /// Loads the dataset from the cache or builds it, telling the user which on stderr.
     fn load(&self) -> Result<Dataset> {
+        if self.artifacts.exists() && !self.artifacts.is_dir() {
+            anyhow::bail!(goalrank::Error::Invalid(format!(
+                "--artifacts {}: is a file, not a folder",
+                self.artifacts.display()
+            )));
+        }
         let start = Instant::now();
         if let Some(config) = self.simulator()? {
             let dataset = simulator::build(&config)?;
@@ -785,6 +791,22 @@ fn experiment(what: ExperimentCommand) -> Result<()> {
     };
     if study.is_none() {
         refuse_exact_reward(&args, "main")?;
+    }
+    if args.exact_reward && args.data.simulator()?.is_none() {
+        anyhow::bail!(goalrank::Error::Setting {
+            name: "--exact-reward",
+            value: "true".into(),
+            rule: format!(
+                "needs the simulator's exact utility; --data {} is logged data",
+                args.data.data.display()
+            ),
+        });
+    }
+    if args.results.exists() && !args.results.is_dir() {
+        anyhow::bail!(goalrank::Error::Invalid(format!(
+            "--results {}: is a file, not a folder",
+            args.results.display()
+        )));
     }
     args.config().validate()?;
     let dataset = args.data.load()?;

@@ -348,6 +348,7 @@ fn train_resume_and_evaluate_a_checkpoint() {
         "14",
     ]);
     assert_input_error(&out, "another config");
+    assert_input_error(&out, "data.candidates = 15, not 14");
 }
 
 /// `bench --json` on the tiny fixture (15 candidates, batch 8, d 16, one layer, K 4) with
@@ -925,4 +926,44 @@ fn repeated_or_overridden_settings_are_not_silent() {
         art,
     ]);
     assert_input_error(&out, "--data = sim:tiny,epsilon=0.5");
+}
+
+/// A file where a folder is needed, and an exact-reward study on logged data, are refused
+/// before any data is built or folder made.
+#[test]
+fn folders_and_the_simulator_are_checked_before_any_work() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let file = root.path().join("a-file");
+    std::fs::write(&file, b"x").expect("write");
+    let file_s = file.to_str().expect("path");
+    let art = root.path().join("art");
+    let art_s = art.to_str().expect("path");
+    let out = goalrank(&["data", "--data", "sim:tiny", "--artifacts", file_s]);
+    assert_input_error(&out, "--artifacts");
+    let out = goalrank(&[
+        "experiment",
+        "scaling",
+        "--data",
+        "sim:tiny",
+        "--artifacts",
+        art_s,
+        "--results",
+        file_s,
+    ]);
+    assert_input_error(&out, "--results");
+    let results = root.path().join("results");
+    let movielens = fixture("ml-latest-tiny");
+    let out = goalrank(&[
+        "experiment",
+        "scaling",
+        "--exact-reward",
+        "--data",
+        movielens.to_str().expect("path"),
+        "--artifacts",
+        art_s,
+        "--results",
+        results.to_str().expect("path"),
+    ]);
+    assert_input_error(&out, "--exact-reward");
+    assert!(!results.exists() && !art.exists());
 }

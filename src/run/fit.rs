@@ -392,7 +392,7 @@ pub fn same_settings(saved: &serde_json::Value, asked: &serde_json::Value) -> bo
 }
 
 /// The first setting in which `saved` and `asked` differ, as `path = saved, not asked`.
-fn first_difference(
+pub(crate) fn first_difference(
     saved: &serde_json::Value,
     asked: &serde_json::Value,
     path: &str,

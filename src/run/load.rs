@@ -51,10 +51,12 @@ pub fn check_run_config(
             )));
         }
     }
-    if config["data"] != serde_json::json!(dataset.config) {
+    if let Some(difference) =
+        super::fit::first_difference(&config["data"], &serde_json::json!(dataset.config), "data")
+    {
         return Err(Error::Invalid(format!(
             "{origin}: trained on requests built with another config than the given \
-             --data/--candidates/--list-len/--history-len/--seed"
+             --data/--candidates/--list-len/--history-len/--seed ({difference})"
         )));
     }
     Ok(config)
