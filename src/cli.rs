@@ -82,6 +82,8 @@ enum Command {
         /// `remote:ws://HOST:PORT` (a `goalrank serve` process).
         #[arg(long, value_delimiter = ',', default_value = "flex")]
         device: Vec<DeviceKind>,
+        /// Requests per training step and per greedy batch (at most the train split's: a
+        /// larger batch is the whole split, and the header says so).
         #[arg(long, default_value_t = 512)]
         batch_size: usize,
         #[arg(long, default_value_t = 128)]
@@ -107,6 +109,8 @@ enum Command {
         /// --devices flex,flex`).
         #[arg(long, default_value_t = 1)]
         data_parallel: usize,
+        /// A JSON array, a row per device: its settings (the table's header), figures and, with
+        /// --profile, its phases.
         #[arg(long)]
         json: bool,
     },
