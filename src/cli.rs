@@ -725,6 +725,11 @@ fn run(cli: Cli) -> Result<()> {
             checkpoint,
             requests,
         } => {
+            // On logged data a run built on other request settings is refused before the
+            // requests are built (the simulator's come from its preset).
+            if data.simulator()?.is_none() {
+                goalrank::run::check_run_requests(&checkpoint, "goalrank", &data.config())?;
+            }
             let dataset = data.load()?;
             let device = Device::flex();
             let model = load_generator(&checkpoint, &dataset, &device)?;

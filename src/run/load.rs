@@ -5,7 +5,7 @@ use std::path::Path;
 use burn::tensor::Device;
 use serde::de::DeserializeOwned;
 
-use crate::data::Dataset;
+use crate::data::{Dataset, RequestConfig};
 use crate::files::load_json;
 use crate::model::load_module;
 use crate::model::{
@@ -60,6 +60,29 @@ pub fn check_run_config(
         )));
     }
     Ok(config)
+}
+
+/// Before any data is built: refuses a `kind` run whose requests were built with other
+/// settings than `requests` (a MovieLens run against the command line's request settings), so
+/// that a mismatch is reported without first building and caching the other requests.
+pub fn check_run_requests(dir: &Path, kind: &str, requests: &RequestConfig) -> Result<()> {
+    let config: serde_json::Value = load_json(&dir.join("config.json"))?;
+    let origin = dir.display();
+    if config["kind"] != kind {
+        return Err(Error::Invalid(format!(
+            "{origin}: a {} run, not a {kind} run",
+            config["kind"]
+        )));
+    }
+    if let Some(difference) =
+        super::fit::first_difference(&config["data"], &serde_json::json!(requests), "data")
+    {
+        return Err(Error::Invalid(format!(
+            "{origin}: trained on requests built with another config than the given \
+             --data/--candidates/--list-len/--history-len/--seed ({difference})"
+        )));
+    }
+    Ok(())
 }
 
 /// The kind a run folder's `config.json` names (`reward`, `goalrank`, `pointwise`).

@@ -13,5 +13,6 @@ pub use fit::{
     same_settings,
 };
 pub use load::{
-    check_run_config, load_generator, load_pointwise, load_reward, run_config, run_kind,
+    check_run_config, check_run_requests, load_generator, load_pointwise, load_reward, run_config,
+    run_kind,
 };
