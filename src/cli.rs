@@ -176,8 +176,8 @@ enum Command {
         /// run picks the best (use the reward model the generators were trained against).
         #[arg(long)]
         pick_with: Option<PathBuf>,
-        /// Lists sampled per request for the Generator–Evaluator rows.
-        #[arg(long, default_value_t = MainExperimentConfig::new().pick_k)]
+        /// Lists sampled per request for the Generator–Evaluator rows (with --pick-with).
+        #[arg(long, default_value_t = MainExperimentConfig::new().pick_k, requires = "pick_with")]
         pick_k: usize,
         /// With --pick-with: one more row in which every GoalRank checkpoint samples --pick-k
         /// lists and the reward model picks the best of all (Multi-Generator–Evaluator).
@@ -570,9 +570,18 @@ fn parse() -> Cli {
         ) {
             e.exit();
         }
-        // A usage error is one line, like every other input error (exit code 2).
+        // A usage error is one line, like every other input error (exit code 2): clap's first
+        // line, with the indented lines under it (the arguments a "not provided" error names).
         let text = e.render().to_string();
-        let first = text.lines().next().unwrap_or("error: invalid arguments");
+        let mut lines = text.lines();
+        let mut first = lines
+            .next()
+            .unwrap_or("error: invalid arguments")
+            .to_string();
+        for named in lines.take_while(|l| l.starts_with("  ")) {
+            first.push(' ');
+            first.push_str(named.trim());
+        }
         goalrank::say!("{first} (see --help)");
         std::process::exit(2)
     };

@@ -967,3 +967,30 @@ fn folders_and_the_simulator_are_checked_before_any_work() {
     assert_input_error(&out, "--exact-reward");
     assert!(!results.exists() && !art.exists());
 }
+
+/// A usage error names what it is about in its one line: the argument a "not provided" error
+/// lacks (`--pick-k` needs `--pick-with`; `train goalrank` needs `--reward`).
+#[test]
+fn usage_errors_name_the_missing_argument() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let art = root.path().to_str().expect("path");
+    let out = goalrank(&[
+        "eval",
+        "--data",
+        "sim:tiny",
+        "--artifacts",
+        art,
+        "--pick-k",
+        "3",
+    ]);
+    assert_input_error(&out, "not provided: --pick-with");
+    let out = goalrank(&[
+        "train",
+        "goalrank",
+        "--data",
+        "sim:tiny",
+        "--artifacts",
+        art,
+    ]);
+    assert_input_error(&out, "not provided: --reward");
+}
