@@ -824,7 +824,10 @@ fn huge_sizes_are_refused_by_flag_not_by_a_crash() {
             vec!["train", "goalrank", "--reward", "oracle", "--layers", &huge],
             "--layers",
         ),
-        (vec!["eval", "--pick-k", &huge], "--pick-k"),
+        (
+            vec!["eval", "--pick-with", art, "--pick-k", &huge],
+            "--pick-k",
+        ),
     ];
     for (command, flag) in cases {
         let mut args = command.clone();

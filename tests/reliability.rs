@@ -199,6 +199,8 @@ fn bad_settings_are_refused_before_any_file_is_written() {
         "sim:tiny",
         "--artifacts",
         art,
+        "--pick-with",
+        art,
         "--pick-k",
         "0",
     ]);
