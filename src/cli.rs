@@ -485,12 +485,7 @@ impl DataArgs {
 
     /// Loads the dataset from the cache or builds it, telling the user which on stderr.
     fn load(&self) -> Result<Dataset> {
-        if self.artifacts.exists() && !self.artifacts.is_dir() {
-            anyhow::bail!(goalrank::Error::Invalid(format!(
-                "--artifacts {}: is a file, not a folder",
-                self.artifacts.display()
-            )));
-        }
+        refuse_file("--artifacts", &self.artifacts)?;
         let start = Instant::now();
         if let Some(config) = self.simulator()? {
             let dataset = simulator::build(&config)?;
@@ -820,12 +815,7 @@ fn experiment(what: ExperimentCommand) -> Result<()> {
             ),
         });
     }
-    if args.results.exists() && !args.results.is_dir() {
-        anyhow::bail!(goalrank::Error::Invalid(format!(
-            "--results {}: is a file, not a folder",
-            args.results.display()
-        )));
-    }
+    refuse_file("--results", &args.results)?;
     args.config().validate()?;
     let dataset = args.data.load()?;
     let mut config = args.config();
@@ -915,18 +905,22 @@ fn logging_study(args: &ExperimentArgs) -> Result<()> {
     Ok(())
 }
 
-/// Refuses a `--run` that is a file, or a folder that already holds a run when not resuming
-/// (training there would replace it).
+/// Refuses `flag`'s `path` where it names something other than a folder (it may not exist yet).
+fn refuse_file(flag: &str, path: &std::path::Path) -> Result<()> {
+    if path.exists() && !path.is_dir() {
+        anyhow::bail!(goalrank::Error::Invalid(format!(
+            "{flag} {}: is a file, not a folder",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Refuses a `--run` that is a file, or that holds a run already where the command would start
 /// one afresh. `resume` is `None` for commands that cannot continue a run (the reward and
 /// pointwise models train in one go), else whether `--resume` was given.
 fn check_run_folder(run: &std::path::Path, resume: Option<bool>) -> Result<()> {
-    if run.exists() && !run.is_dir() {
-        anyhow::bail!(goalrank::Error::Invalid(format!(
-            "--run {}: is a file, not a folder",
-            run.display()
-        )));
-    }
+    refuse_file("--run", run)?;
     if resume != Some(true) && run.join("config.json").is_file() {
         let how = if resume.is_some() {
             "continue it with --resume, or delete it or choose another folder to start afresh"

@@ -273,39 +273,26 @@ fn train_resume_and_evaluate_a_checkpoint() {
         inputs.len()
     );
     let bad = root.join("bad.jsonl");
-    std::fs::write(&bad, "{\"user\": 1, \"candidates\": [3, 6, 9, 12, 15, 18]}\n{\"user\": 1, \"candidates\": [3, 6, 9, 12, 15, 7]}\n").expect("write");
-    let out = goalrank(
-        &[
-            &[
-                "rank",
-                "--checkpoint",
-                run_s,
-                "--requests",
-                bad.to_str().expect("path"),
-            ][..],
-            &common,
-        ]
-        .concat(),
+    let rank_bad = |lines: &str| {
+        std::fs::write(&bad, lines).expect("write");
+        let args = [
+            "rank",
+            "--checkpoint",
+            run_s,
+            "--requests",
+            bad.to_str().expect("path"),
+        ];
+        goalrank(&[&args[..], &common].concat())
+    };
+    let out = rank_bad(
+        "{\"user\": 1, \"candidates\": [3, 6, 9, 12, 15, 18]}\n{\"user\": 1, \"candidates\": [3, 6, 9, 12, 15, 7]}\n",
     );
     assert_input_error(
         &out,
         "bad.jsonl:2: field `candidates`: item 7 is not in the catalogue",
     );
     // A line without a required field names it.
-    std::fs::write(&bad, "{\"candidates\": [3, 6, 9, 12, 15, 18]}\n").expect("write");
-    let out = goalrank(
-        &[
-            &[
-                "rank",
-                "--checkpoint",
-                run_s,
-                "--requests",
-                bad.to_str().expect("path"),
-            ][..],
-            &common,
-        ]
-        .concat(),
-    );
+    let out = rank_bad("{\"candidates\": [3, 6, 9, 12, 15, 18]}\n");
     assert_input_error(&out, "bad.jsonl:1: field `user`: missing field `user`");
 
     // Pointwise DNN and PRM-style baselines train and evaluate through the same commands.

@@ -39,7 +39,7 @@ pub use generator::{
     DECODER_MLP, Decode, Decoded, Encoded, Generator, GeneratorConfig, decoder_mlp_setting,
 };
 pub use pointwise::{Pointwise, PointwiseConfig};
-pub use product::{multiply_adds, product_nanos, this_thread_products};
+pub use product::{multiply_adds, this_thread_products};
 pub use read::{block_on, read_backs, read_f32, read_i64, read_scalar};
 pub use reward::{RewardContext, RewardKind, RewardModel, RewardModelConfig, discounts};
 pub use store::{

@@ -80,17 +80,17 @@ const PARALLEL_ADD_FROM: usize = 64 * 1024;
 /// Multiply-adds of the products run here (forward and backward) since the process started.
 static MULTIPLY_ADDS: AtomicU64 = AtomicU64::new(0);
 
-/// Nanoseconds spent in the products run here (forward and backward) since the process started.
-static PRODUCT_NANOS: AtomicU64 = AtomicU64::new(0);
-
 thread_local! {
-    /// [`product_nanos`] and [`multiply_adds`] of the products this thread called.
+    /// [`this_thread_products`]: the products' time and multiply-adds on this thread.
     static THIS_THREAD: core::cell::Cell<(u64, u64)> = const { core::cell::Cell::new((0, 0)) };
 }
 
-/// [`product_nanos`] and [`multiply_adds`] of the products called on this thread alone (with
-/// data-parallel copies each copy's thread calls its own, at the same time as the others: the
-/// totals over all threads then add up more product time than passed).
+/// Wall-clock nanoseconds and multiply-adds of the products called on this thread since it
+/// started (a product's threads work inside its call, so on a training thread this is the
+/// time the step spent in matrix products; `goalrank bench --profile` charges it to each
+/// phase). Per thread: data-parallel copies each call their own on a thread of their own, at
+/// the same time, and their sum would add up more product time than passed. Native builds
+/// only time the products: in the browser the time is 0.
 pub fn this_thread_products() -> (u64, u64) {
     THIS_THREAD.with(|c| c.get())
 }
@@ -116,14 +116,6 @@ pub fn multiply_adds() -> u64 {
 pub fn count_multiply_adds(count: u64) {
     MULTIPLY_ADDS.fetch_add(count, Ordering::Relaxed);
     count_on_this_thread(0, count);
-}
-
-/// Wall-clock nanoseconds the calls counted by [`multiply_adds`] took, summed over calls (a
-/// product's threads work inside its call, so on one training thread this is the time the step
-/// spent in matrix products; `goalrank bench --profile` charges it to each phase). Native
-/// builds only: the browser build does not time its products (0).
-pub fn product_nanos() -> u64 {
-    PRODUCT_NANOS.load(Ordering::Relaxed)
 }
 
 /// The matrix product as one backend operation.
@@ -385,7 +377,6 @@ fn gemm_values(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<(Vec<f32>, Shape)> 
     let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
     #[cfg(target_arch = "wasm32")]
     let nanos = 0;
-    PRODUCT_NANOS.fetch_add(nanos, Ordering::Relaxed);
     count_on_this_thread(nanos, count);
     Some((out, Shape::from(out_dims)))
 }

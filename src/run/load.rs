@@ -27,12 +27,7 @@ pub fn check_run_config(
     kind: &str,
     dataset: &Dataset,
 ) -> Result<serde_json::Value> {
-    if config["kind"] != kind {
-        return Err(Error::Invalid(format!(
-            "{origin}: a {} run, not a {kind} run",
-            config["kind"]
-        )));
-    }
+    check_kind(&config, origin, kind)?;
     // The model's catalogue sizes (its embeddings' rows, its genre layer's width) must be the
     // data's: weights of another shape would load, then fail in the first product.
     let encoder = &config["model"]["encoder"];
@@ -51,14 +46,7 @@ pub fn check_run_config(
             )));
         }
     }
-    if let Some(difference) =
-        super::fit::first_difference(&config["data"], &serde_json::json!(dataset.config), "data")
-    {
-        return Err(Error::Invalid(format!(
-            "{origin}: trained on requests built with another config than the given \
-             --data/--candidates/--list-len/--history-len/--seed ({difference})"
-        )));
-    }
+    check_requests(&config, origin, &dataset.config)?;
     Ok(config)
 }
 
@@ -67,13 +55,29 @@ pub fn check_run_config(
 /// that a mismatch is reported without first building and caching the other requests.
 pub fn check_run_requests(dir: &Path, kind: &str, requests: &RequestConfig) -> Result<()> {
     let config: serde_json::Value = load_json(&dir.join("config.json"))?;
-    let origin = dir.display();
+    let origin = dir.display().to_string();
+    check_kind(&config, &origin, kind)?;
+    check_requests(&config, &origin, requests)
+}
+
+/// Refuses a run `config.json` (from `origin`) that is not of `kind`.
+fn check_kind(config: &serde_json::Value, origin: &str, kind: &str) -> Result<()> {
     if config["kind"] != kind {
         return Err(Error::Invalid(format!(
             "{origin}: a {} run, not a {kind} run",
             config["kind"]
         )));
     }
+    Ok(())
+}
+
+/// Refuses a run `config.json` (from `origin`) whose requests were built with other settings
+/// than `requests`, naming the first that differs.
+fn check_requests(
+    config: &serde_json::Value,
+    origin: &str,
+    requests: &RequestConfig,
+) -> Result<()> {
     if let Some(difference) =
         super::fit::first_difference(&config["data"], &serde_json::json!(requests), "data")
     {
