@@ -140,7 +140,7 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         steps: usize,
         /// Largest accepted relative loss difference.
-        #[arg(long, default_value_t = 1e-3)]
+        #[arg(long, value_parser = float32, default_value_t = 1e-3)]
         tolerance: f32,
     },
     /// Run a named, reproducible experiment and write its table to results/<dataset>/.
@@ -287,14 +287,14 @@ enum TrainCommand {
         layers: usize,
         #[arg(long, default_value_t = RewardTrainingConfig::new().batch_size)]
         batch_size: usize,
-        #[arg(long, default_value_t = RewardTrainingConfig::new().learning_rate)]
+        #[arg(long, value_parser = float64, default_value_t = RewardTrainingConfig::new().learning_rate)]
         lr: f64,
         /// Weight of the listwise term: each clicked item against all candidates.
-        #[arg(long, default_value_t = RewardTrainingConfig::new().listwise)]
+        #[arg(long, value_parser = float32, default_value_t = RewardTrainingConfig::new().listwise)]
         listwise: f32,
         /// Weight of the imitation term: the logged list's Plackett-Luce likelihood under the
         /// attraction logits, clicked or not (the logging policy's choices as a second signal).
-        #[arg(long, default_value_t = RewardTrainingConfig::new().imitation)]
+        #[arg(long, value_parser = float32, default_value_t = RewardTrainingConfig::new().imitation)]
         imitation: f32,
         /// List-aware model: an explicit penalty from the items above each position (`false`
         /// trains the model without it).
@@ -328,7 +328,7 @@ enum TrainCommand {
         d_model: usize,
         #[arg(long, default_value_t = PointwiseTrainingConfig::new().batch_size)]
         batch_size: usize,
-        #[arg(long, default_value_t = PointwiseTrainingConfig::new().learning_rate)]
+        #[arg(long, value_parser = float64, default_value_t = PointwiseTrainingConfig::new().learning_rate)]
         lr: f64,
         #[arg(long, default_value_t = PointwiseTrainingConfig::new().seed)]
         model_seed: u64,
@@ -346,10 +346,10 @@ enum TrainCommand {
         #[arg(long, value_enum, default_value_t = GoalRankConfig::new().objective)]
         objective: Objective,
         /// Noise λ added to the group's rewards: R + λ · std_G(R) · ε.
-        #[arg(long, default_value_t = GoalRankConfig::new().reward_noise)]
+        #[arg(long, value_parser = float32, default_value_t = GoalRankConfig::new().reward_noise)]
         reward_noise: f32,
         /// Temperature of the group's sampling (above 1: more varied lists).
-        #[arg(long, default_value_t = GoalRankConfig::new().group_temperature)]
+        #[arg(long, value_parser = float32, default_value_t = GoalRankConfig::new().group_temperature)]
         group_temperature: f32,
         /// Run folder (default: <artifacts>/runs/<dataset>/goalrank).
         #[arg(long)]
@@ -365,11 +365,11 @@ enum TrainCommand {
         #[arg(long, default_value_t = GoalRankConfig::new().group_size)]
         group_size: usize,
         /// Reference-policy temperature.
-        #[arg(long, default_value_t = GoalRankConfig::new().tau)]
+        #[arg(long, value_parser = float32, default_value_t = GoalRankConfig::new().tau)]
         tau: f32,
-        #[arg(long, default_value_t = GoalRankConfig::new().w_ref)]
+        #[arg(long, value_parser = float32, default_value_t = GoalRankConfig::new().w_ref)]
         w_ref: f32,
-        #[arg(long, default_value_t = GoalRankConfig::new().w_sup)]
+        #[arg(long, value_parser = float32, default_value_t = GoalRankConfig::new().w_sup)]
         w_sup: f32,
         #[arg(long, value_enum, default_value_t = GoalRankConfig::new().sampling)]
         sampling: GroupSampling,
@@ -387,7 +387,7 @@ enum TrainCommand {
         decoder_mlp: usize,
         #[arg(long, default_value_t = GoalRankConfig::new().batch_size)]
         batch_size: usize,
-        #[arg(long, default_value_t = GoalRankConfig::new().learning_rate)]
+        #[arg(long, value_parser = float64, default_value_t = GoalRankConfig::new().learning_rate)]
         lr: f64,
         #[arg(long, default_value_t = GoalRankConfig::new().seed)]
         model_seed: u64,
@@ -544,6 +544,39 @@ pub fn main() -> ExitCode {
             ExitCode::from(if input { 2 } else { 1 })
         }
     }
+}
+
+/// A 32-bit float flag's value. A number written in range that f32 cannot hold (`1e300`, or
+/// `1e-50`, which would become infinite or 0) is refused as written, rather than reaching the
+/// range checks as `inf` or `0`; `inf` and `NaN` as written reach them (and are refused there).
+fn float32(text: &str) -> std::result::Result<f32, String> {
+    let wide = float64(text)?;
+    let value = wide as f32;
+    let overflows = wide.is_finite() && value.is_infinite();
+    let underflows = wide != 0.0 && value == 0.0;
+    if overflows || underflows {
+        return Err(format!(
+            "{text} is outside the range of a 32-bit float (nonzero magnitudes 1.4e-45 to 3.4e38)"
+        ));
+    }
+    Ok(value)
+}
+
+/// A 64-bit float flag's value; a number too large for f64 (`1e400`) is refused as written.
+fn float64(text: &str) -> std::result::Result<f64, String> {
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text} is not a number"))?;
+    let written_infinite = text
+        .trim()
+        .trim_start_matches(['+', '-'])
+        .to_ascii_lowercase()
+        .starts_with("inf");
+    if value.is_infinite() && !written_infinite {
+        return Err(format!("{text} is outside the range of a 64-bit float"));
+    }
+    Ok(value)
 }
 
 /// Parses the command line. Negative numbers are values (`--tau -1` is refused by the range

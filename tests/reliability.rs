@@ -156,6 +156,23 @@ fn bad_settings_are_refused_before_any_file_is_written() {
         (&["--model-seed", "-1"], "--model-seed"),
         (&["--group-temperature", "0"], "--group-temperature"),
         (&["--group-temperature", "NaN"], "--group-temperature"),
+        // Numbers f32 or f64 cannot hold are refused as written, not as `inf` or 0.
+        (
+            &["--tau", "1e300"],
+            "'--tau <TAU>': 1e300 is outside the range",
+        ),
+        (
+            &["--tau", "1e-50"],
+            "'--tau <TAU>': 1e-50 is outside the range",
+        ),
+        (
+            &["--lr", "1e400"],
+            "'--lr <LR>': 1e400 is outside the range",
+        ),
+        (
+            &["--w-sup", "one"],
+            "'--w-sup <W_SUP>': one is not a number",
+        ),
         (&["--devices", "remote:"], "--devices"),
         (&["--devices", "remote:http://host:1"], "--devices"),
         (&["--devices", "flex,,flex"], "--devices"),
