@@ -564,12 +564,11 @@ fn float32(text: &str) -> std::result::Result<f32, String> {
 
 /// A 64-bit float flag's value; a number too large for f64 (`1e400`) is refused as written.
 fn float64(text: &str) -> std::result::Result<f64, String> {
-    let value: f64 = text
-        .trim()
+    let written = text.trim();
+    let value: f64 = written
         .parse()
         .map_err(|_| format!("{text} is not a number"))?;
-    let written_infinite = text
-        .trim()
+    let written_infinite = written
         .trim_start_matches(['+', '-'])
         .to_ascii_lowercase()
         .starts_with("inf");
@@ -717,9 +716,11 @@ fn run(cli: Cli) -> Result<()> {
                     }
                 }
             }
-            if json && !rows.is_empty() {
+            if rows.is_empty() {
+                // Nothing was measured: only the error below.
+            } else if json {
                 out!("{}", serde_json::to_string(&rows)?);
-            } else if !rows.is_empty() {
+            } else {
                 out!(
                     "{}",
                     goalrank::experiment::bench_table(&dataset, &config, &options, &rows)

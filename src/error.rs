@@ -191,17 +191,23 @@ pub mod check {
     /// within [`MAX_TENSOR_ELEMENTS`].
     pub fn fits(name: &'static str, value: usize, elements: u128) -> Result<()> {
         if elements > MAX_TENSOR_ELEMENTS {
-            return Err(fail(
-                name,
-                value,
-                format!(
-                    "too large: {elements} values ({:.0} GiB) would be needed, above the \
-                     {MAX_TENSOR_ELEMENTS} (8 GiB) allowed",
-                    elements as f64 * 4.0 / (1u64 << 30) as f64
-                ),
-            ));
+            return Err(too_large(name, value, elements, ""));
         }
         Ok(())
+    }
+
+    /// The error of `name` = `value`, which needs a tensor of `elements` values, above
+    /// [`MAX_TENSOR_ELEMENTS`]; `advice` (may be empty) follows the figures.
+    pub fn too_large(name: &'static str, value: usize, elements: u128, advice: &str) -> Error {
+        fail(
+            name,
+            value,
+            format!(
+                "too large: {elements} values ({:.0} GiB) would be needed, above the \
+                 {MAX_TENSOR_ELEMENTS} (8 GiB) allowed{advice}",
+                elements as f64 * 4.0 / (1u64 << 30) as f64
+            ),
+        )
     }
 
     /// A transformer's sizes: a layer's feed-forward weight (`d × 4d`) and all `layers`

@@ -39,20 +39,17 @@ use crate::model::{
     read_f32, read_i64,
 };
 
-/// The most elements a single tensor of a training step may hold (8 GiB of f32).
-pub use crate::error::check::MAX_TENSOR_ELEMENTS;
+use crate::error::check::MAX_TENSOR_ELEMENTS;
 
+/// [`check::too_large`](crate::error::check::too_large) with the sizes a GoalRank step can
+/// lower.
 fn too_large(name: &'static str, value: usize, elements: u128) -> crate::Error {
-    crate::Error::Setting {
+    crate::error::check::too_large(
         name,
-        value: value.to_string(),
-        rule: format!(
-            "too large: a tensor of {elements} values ({:.0} GiB) would be needed, above the \
-             {MAX_TENSOR_ELEMENTS} (8 GiB) allowed; lower --batch-size, --group-size, --d-model \
-             or --decoder-mlp",
-            elements as f64 * 4.0 / (1u64 << 30) as f64
-        ),
-    }
+        value,
+        elements,
+        "; lower --batch-size, --group-size, --d-model or --decoder-mlp",
+    )
 }
 
 /// What GoalRank minimises on a group.
@@ -210,17 +207,16 @@ impl GoalRankConfig {
         // The decoder MLP: its weight, and its hidden layer over every list's steps. Blame the
         // width where the weight alone is too large, else the larger of the lists' factors.
         let mlp = self.decoder_mlp.unwrap_or(DECODER_MLP);
-        let hidden = (mlp as u128).saturating_mul(d).saturating_mul(d.max(lists));
+        let width = (mlp as u128).saturating_mul(d);
+        let hidden = width.saturating_mul(d.max(lists));
         if hidden > MAX_TENSOR_ELEMENTS {
-            return Err(
-                if (mlp as u128).saturating_mul(d).saturating_mul(d) > MAX_TENSOR_ELEMENTS {
-                    too_large("--decoder-mlp", mlp, hidden)
-                } else if self.group_size > self.batch_size {
-                    too_large("--group-size", self.group_size, hidden)
-                } else {
-                    too_large("--batch-size", self.batch_size, hidden)
-                },
-            );
+            return Err(if width.saturating_mul(d) > MAX_TENSOR_ELEMENTS {
+                too_large("--decoder-mlp", mlp, hidden)
+            } else if self.group_size > self.batch_size {
+                too_large("--group-size", self.group_size, hidden)
+            } else {
+                too_large("--batch-size", self.batch_size, hidden)
+            });
         }
         Ok(())
     }
